@@ -1,0 +1,5 @@
+import sys
+
+from larft.cli import main
+
+sys.exit(main())

@@ -1,0 +1,116 @@
+"""Trainer callbacks: metrics.jsonl (one JSON object per optimizer step) and the
+before/after asked-vs-delivered length check."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from larft.length import measure
+from larft.rewards import length_deviation, target_from_row
+
+#: metric name in metrics.jsonl -> name in the Trainer's logs (TRL's names where it has one)
+METRIC_KEYS = {
+    "reward_mean": "reward",
+    "length_error_mean": "length_error_mean",
+    "completion_words_mean": "completion_words_mean",
+    "awareness_loss": "awareness_loss",
+    "awareness_lambda": "awareness_lambda",
+    "policy_loss": "policy_loss",
+    "kl": "kl",
+    "entropy": "entropy",
+    "step_seconds": "step_time",
+}
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class MetricsJsonlCallback(TrainerCallback):
+    """Append one line per logged step to OUTPUT_DIR/metrics.jsonl (main process only).
+
+    Each line has every key of METRIC_KEYS (null when the run does not have it, e.g. `kl`
+    with beta = 0, or the awareness keys with lambda_max = 0), then TRL's raw logs.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike):
+        self.path = Path(output_dir) / "metrics.jsonl"
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "reward" not in logs:
+            return
+        record = {"step": state.global_step}
+        record.update({ours: _clean(logs.get(theirs)) for ours, theirs in METRIC_KEYS.items()})
+        record.update({k: _clean(v) for k, v in logs.items() if k not in record and isinstance(v, (int, float))})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:  # one write of a whole line: append-only
+            f.write(json.dumps(record) + "\n")
+
+
+class LengthCheckCallback(TrainerCallback):
+    """Greedy generations for held-out prompts before and after training; prints asked vs
+    delivered and writes OUTPUT_DIR/length_check.json."""
+
+    def __init__(self, rows: list[dict[str, Any]], tokenizer: Any, max_new_tokens: int, output_dir: str):
+        self.rows = rows
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.path = Path(output_dir) / "length_check.json"
+        self.results: dict[str, list[dict[str, Any]]] = {}
+
+    def _run(self, model: Any, label: str) -> None:
+        from larft.generation import generate
+
+        texts = generate(model, self.tokenizer, [r["prompt"] for r in self.rows], max_new_tokens=self.max_new_tokens)
+        results = []
+        for row, text in zip(self.rows, texts):
+            unit = row.get("unit") or "words"
+            delivered = measure(text, unit, tokenizer=self.tokenizer)
+            target = target_from_row(row)
+            results.append(
+                {
+                    "prompt": row["prompt"][-1]["content"],
+                    "constraint": row.get("constraint") or "equal",
+                    "unit": unit,
+                    "target": list(target) if isinstance(target, tuple) else target,
+                    "delivered": delivered,
+                    "deviation": length_deviation(delivered, target, row.get("constraint") or "equal"),
+                    "text": text,
+                }
+            )
+        self.results[label] = results
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero and "before" not in self.results:
+            self._run(model, "before")
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        self._run(model, "after")
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.results, indent=2, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, self.path)
+        print(format_length_check(self.results))
+
+
+def format_length_check(results: dict[str, list[dict[str, Any]]]) -> str:
+    before, after = results.get("before", []), results.get("after", [])
+    lines = ["", "Asked vs delivered length (greedy, held-out prompts)", ""]
+    lines.append(f"{'constraint':<10} {'unit':<6} {'asked':>9} {'before':>7} {'after':>7}")
+    for b, a in zip(before, after):
+        asked = "-".join(map(str, b["target"])) if isinstance(b["target"], list) else str(b["target"])
+        lines.append(f"{b['constraint']:<10} {b['unit']:<6} {asked:>9} {b['delivered']:>7} {a['delivered']:>7}")
+    if before and after:
+        mean = lambda rs: sum(min(r["deviation"], 10.0) for r in rs) / len(rs)  # noqa: E731
+        lines.append("")
+        lines.append(f"mean relative length error: before {mean(before):.2f}, after {mean(after):.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,256 @@
+"""The `larft` command line: train, data (generate/convert/validate), generate.
+
+Errors the user can fix are printed as one clear message and a non-zero exit; the Python
+traceback is shown only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class UsageError(ValueError):
+    """A problem with how larft was called (bad config key, missing file, ...)."""
+
+
+# -- train --------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TrainArguments:
+    """Options of `larft train` that are not LARFTConfig (training hyperparameter) fields."""
+
+    model: str = dataclasses.field(
+        default="default", metadata={"help": "'default' (bundled SmolLM2-135M-Instruct), an HF id or a local path."}
+    )
+    train_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "JSONL/Parquet prompt set. None: generate train_size prompts."}
+    )
+    train_size: int = dataclasses.field(default=256, metadata={"help": "Generated prompts when no train_file."})
+    train_targets: str = dataclasses.field(
+        default="16,32,64", metadata={"help": "Targets of generated prompts (comma-separated)."}
+    )
+    train_constraints: str = dataclasses.field(
+        default="equal,at_most,at_least", metadata={"help": "Constraints of generated prompts (comma-separated)."}
+    )
+    skip_invalid: bool = dataclasses.field(
+        default=False, metadata={"help": "Train on the valid rows of a file with invalid ones (and report them)."}
+    )
+    resume: bool = dataclasses.field(
+        default=False, metadata={"help": "Continue from the latest checkpoint in output_dir."}
+    )
+
+
+def _yaml_to_argv(path: str, known: set[str]) -> list[str]:
+    """A YAML config as command-line arguments, so YAML and CLI values are parsed alike."""
+    config_path = Path(path)
+    if not config_path.is_file():
+        raise UsageError(f"config file {path}: not found")
+    try:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UsageError(f"config file {path}: not valid YAML: {e}") from None
+    if config is None:
+        return []
+    if not isinstance(config, dict):
+        raise UsageError(f"config file {path}: must be a mapping of option: value")
+    argv: list[str] = []
+    for key, value in config.items():
+        if key not in known:
+            raise UsageError(f"config file {path}: unknown key {key!r} (see `larft train --help`)")
+        if value is None:
+            continue
+        argv.append(f"--{key}")
+        if isinstance(value, bool):
+            argv.append(str(value).lower())
+        elif isinstance(value, (list, tuple)):
+            argv.extend(str(v) for v in value)
+        elif isinstance(value, dict):
+            argv.append(json.dumps(value))
+        else:
+            argv.append(str(value))
+    return argv
+
+
+def parse_train_args(argv: list[str]) -> tuple[TrainArguments, Any]:
+    """(TrainArguments, LARFTConfig) from `--config FILE.yaml` plus command-line overrides."""
+    from transformers import HfArgumentParser
+
+    from larft.config import LARFTConfig
+
+    parser = HfArgumentParser((TrainArguments, LARFTConfig), prog="larft train")
+    argv = list(argv)
+    known = {f.name for dc in (TrainArguments, LARFTConfig) for f in dataclasses.fields(dc)}
+    prefix: list[str] = []
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise UsageError("--config needs a YAML file")
+        prefix = _yaml_to_argv(argv[i + 1], known)
+        del argv[i : i + 2]
+    if "--output_dir" not in argv and "--output_dir" not in prefix:
+        prefix += ["--output_dir", "outputs/larft"]
+    try:
+        train_args, config, rest = parser.parse_args_into_dataclasses(
+            args=prefix + argv, return_remaining_strings=True
+        )
+    except SystemExit as e:  # argparse already printed the problem
+        raise UsageError("invalid command-line or config value (see the message above)") from e
+    if rest:
+        raise UsageError(f"unknown option(s): {' '.join(rest)} (see `larft train --help`)")
+    return train_args, config
+
+
+def run_train(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        from transformers import HfArgumentParser
+
+        from larft.config import LARFTConfig
+
+        HfArgumentParser((TrainArguments, LARFTConfig), prog="larft train").print_help()
+        return 0
+    train_args, config = parse_train_args(argv)
+    from larft.train import train
+
+    train(train_args, config)
+    return 0
+
+
+# -- data ---------------------------------------------------------------------------------
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def run_data(args: argparse.Namespace) -> int:
+    from larft import data
+
+    if args.data_command == "generate":
+        try:
+            targets = [int(t) for t in _csv(args.targets)]
+        except ValueError:
+            raise UsageError(f"--targets must be comma-separated integers, got {args.targets!r}") from None
+        rows = data.generate_rows(
+            args.n, targets=targets, constraints=_csv(args.constraints), units=_csv(args.units), seed=args.seed
+        )
+        data.write_rows(rows, args.out)
+        print(f"wrote {len(rows)} prompts to {args.out}")
+        return 0
+    if args.data_command == "convert":
+        n = data.convert_file(args.src, args.dst)
+        print(f"converted {n} records: {args.src} -> {args.dst}")
+        return 0
+    if args.data_command == "validate":
+        bad = 0
+        for path in args.files:
+            rows, issues = data.validate_file(path)
+            for issue in issues:
+                print(issue)
+            bad += len(issues)
+            print(f"{path}: {len(rows)} valid row(s), {len(issues)} problem(s)")
+        return 1 if bad else 0
+    raise UsageError("larft data needs a command: generate, convert or validate")
+
+
+# -- generate -----------------------------------------------------------------------------
+_SUFFIX = {"equal": "Answer in about {n} {u}.", "at_most": "Answer in at most {n} {u}.", "at_least": "Answer in at least {n} {u}."}
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from larft.generation import generate
+    from larft.length import measure
+    from larft.models import load_model, load_tokenizer
+
+    unit, target = ("chars", args.chars) if args.chars else ("words", args.words)
+    content = args.prompt
+    if target:
+        wording = {"words": "words", "chars": "characters"}[unit]
+        content = f"{args.prompt}\n\n{_SUFFIX[args.constraint].format(n=target, u=wording)}"
+    max_new = args.max_new_tokens or (max(64, int(target * 2 + 32)) if target else 256)
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model)
+    texts = generate(
+        model, tokenizer, [[{"role": "user", "content": content}]] * args.n, max_new_tokens=max_new,
+        do_sample=args.sample or args.n > 1, temperature=args.temperature, top_p=args.top_p,
+    )
+    for text in texts:
+        print(text)
+        print(f"\n[{measure(text, unit, tokenizer=tokenizer)} {unit}" + (f"; asked {args.constraint} {target}]" if target else "]"))
+    return 0
+
+
+# -- entry point --------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="larft", description="Length-Aware Reinforcement Fine-Tuning: teach LMs to follow length instructions."
+    )
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("train", help="LARFT training (YAML config + --field value overrides)", add_help=False)
+
+    data_p = sub.add_parser("data", help="generate, convert and validate prompt sets")
+    data_sub = data_p.add_subparsers(dest="data_command")
+    g = data_sub.add_parser("generate", help="length-constrained prompts (official LARFT JSONL shape)")
+    g.add_argument("--out", required=True, help="output .jsonl or .parquet")
+    g.add_argument("--n", type=int, default=256, help="number of prompts")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--targets", default="16,32,64,128", help="comma-separated target lengths")
+    g.add_argument("--constraints", default="equal", help="equal,at_most,at_least,range")
+    g.add_argument("--units", default="words", help="words,chars,tokens")
+    c = data_sub.add_parser("convert", help="JSONL <-> Parquet (official LARFT format accepted)")
+    c.add_argument("src")
+    c.add_argument("dst")
+    v = data_sub.add_parser("validate", help="report every problem as file:line: field: message")
+    v.add_argument("files", nargs="+")
+
+    gen = sub.add_parser("generate", help="length-constrained generation")
+    gen.add_argument("--model", default="default")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--words", type=int, help="target length in words")
+    gen.add_argument("--chars", type=int, help="target length in non-space characters")
+    gen.add_argument("--constraint", default="equal", choices=sorted(_SUFFIX))
+    gen.add_argument("--max_new_tokens", type=int)
+    gen.add_argument("--n", type=int, default=1, help="number of samples")
+    gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    gen.add_argument("--temperature", type=float, default=0.7)
+    gen.add_argument("--top_p", type=float, default=0.8)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+    parser = build_parser()
+    try:
+        if argv and argv[0] == "train":
+            return run_train(argv[1:])
+        args = parser.parse_args(argv)
+        if args.command == "data":
+            return run_data(args)
+        if args.command == "generate":
+            return run_generate(args)
+        parser.print_help()
+        return 0 if not argv else 2
+    except KeyboardInterrupt:
+        print("larft: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # the one place errors become messages; --debug shows the traceback
+        if debug:
+            raise
+        from larft.data import DataError
+
+        kind = "" if isinstance(e, (UsageError, DataError)) else f"{type(e).__name__}: "
+        print(f"larft: error: {kind}{e}", file=sys.stderr)
+        if not isinstance(e, (UsageError, DataError)):
+            print("(run with --debug for the traceback)", file=sys.stderr)
+        return 2 if isinstance(e, (UsageError, DataError)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""LARFTConfig: TRL's GRPOConfig plus the awareness loss and the length-reward options.
+
+Defaults differ from TRL's where LARFT or CPU use needs it: sampling at temperature 0.7 /
+top_p 0.8, KL beta 0.001 and entropy bonus 0.01 (the paper's values), logging every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+
+@dataclass
+class LARFTConfig(GRPOConfig):
+    awareness_lambda_max: float = field(
+        default=0.01,
+        metadata={"help": "Peak weight of the hindsight awareness loss (paper: 0.01). 0 = GRPO only."},
+    )
+    awareness_warmup_ratio: float = field(
+        default=0.1, metadata={"help": "Share of the steps over which lambda rises linearly from 0."}
+    )
+    awareness_max_text_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Cut rollouts longer than this before building counting examples (None = keep whole)."},
+    )
+    degenerate_guard: bool = field(
+        default=True,
+        metadata={"help": "Reward 0 for looping responses (share of repeated word trigrams > 0.5)."},
+    )
+    length_check_prompts: int = field(
+        default=0,
+        metadata={
+            "help": "Before and after training, generate greedily for this many held-out prompts and print "
+            "asked vs delivered length (0 = off)."
+        },
+    )
+    # Overridden TRL defaults
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for rollouts (paper: 0.7)."})
+    top_p: float = field(default=0.8, metadata={"help": "Nucleus sampling for rollouts (paper: 0.8)."})
+    beta: float = field(default=0.001, metadata={"help": "KL coefficient to the reference model (paper: 0.001)."})
+    entropy_coef: float = field(default=0.01, metadata={"help": "Entropy bonus coefficient (paper: 0.01)."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every N optimizer steps."})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Trade compute for memory (useful for large models on GPU)."}
+    )
+    bf16: bool | None = field(
+        default=None, metadata={"help": "bf16 mixed precision. Default: on with CUDA, off on CPU (slower there)."}
+    )
+    report_to: None | str | list[str] = field(
+        default="tensorboard", metadata={"help": "Loggers: tensorboard, wandb, none, ..."}
+    )
+
+    def __post_init__(self):
+        if self.bf16 is None:
+            import torch
+
+            self.bf16 = torch.cuda.is_available() and not self.fp16 and not self.use_cpu
+        super().__post_init__()
+        if self.awareness_lambda_max < 0:
+            raise ValueError(f"awareness_lambda_max must be >= 0, got {self.awareness_lambda_max}")
+        if not 0.0 <= self.awareness_warmup_ratio < 1.0:
+            raise ValueError(f"awareness_warmup_ratio must be in [0, 1), got {self.awareness_warmup_ratio}")

@@ -1,0 +1,324 @@
+"""Length-constrained prompt sets: generate, read (JSONL/Parquet, official LARFT format
+too), validate with file:line:field errors, convert.
+
+A row (one JSON object per line):
+    prompt          chat messages [{"role", "content"}, ...] or a plain string
+    reward_model    {"ground_truth": N, "style": "chat"}   (official LARFT format) and/or
+    target          N (integer; wins over reward_model.ground_truth when both are given)
+    constraint      equal | at_most | at_least | range      (default equal)
+    unit            words | chars | tokens                  (default words)
+    target_range    [lo, hi] for constraint range
+    data_source     free text
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from larft.length import UNITS
+from larft.rewards import CONSTRAINTS
+
+#: the largest target accepted: beyond this a target is a typo, not an instruction
+MAX_TARGET = 100_000
+
+
+class DataError(ValueError):
+    """Invalid data; the message lists every problem as file:line: field: message."""
+
+    def __init__(self, issues: list["DataIssue"]):
+        self.issues = issues
+        shown = "\n".join(f"  {i}" for i in issues[:50])
+        more = f"\n  ... and {len(issues) - 50} more" if len(issues) > 50 else ""
+        super().__init__(f"{len(issues)} problem(s) in the data:\n{shown}{more}")
+
+
+@dataclass(frozen=True)
+class DataIssue:
+    path: str
+    line: int  # 1-based line (JSONL) or row (Parquet); 0 = the file as a whole
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+# -- reading ------------------------------------------------------------------------------
+def read_records(path: str | os.PathLike) -> tuple[list[tuple[int, Any]], list[DataIssue]]:
+    """(line number, parsed object) pairs and the problems met while reading."""
+    path = Path(path)
+    name = str(path)
+    if not path.exists():
+        return [], [DataIssue(name, 0, "", "file not found")]
+    if path.is_dir():
+        return [], [DataIssue(name, 0, "", "is a directory, expected a .jsonl or .parquet file")]
+    if path.suffix == ".parquet":
+        return _read_parquet(path)
+    records, issues = [], []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                issues.append(DataIssue(name, number, "", f"not valid UTF-8 (byte {e.start})"))
+                continue
+            if not line.strip():
+                continue
+            try:
+                records.append((number, json.loads(line)))
+            except json.JSONDecodeError as e:
+                issues.append(DataIssue(name, number, "", f"malformed JSON: {e.msg} (column {e.colno})"))
+    if not records and not issues:
+        issues.append(DataIssue(name, 0, "", "file is empty"))
+    return records, issues
+
+
+def _read_parquet(path: Path) -> tuple[list[tuple[int, Any]], list[DataIssue]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a broken file: report, don't hide
+        return [], [DataIssue(str(path), 0, "", f"cannot read as Parquet: {e}")]
+    names = set(table.column_names)
+    if "prompt" not in names or not ({"target", "reward_model"} & names):
+        return [], [
+            DataIssue(
+                str(path), 0, "schema",
+                f"needs columns 'prompt' and 'target' or 'reward_model'; has {sorted(names)}",
+            )
+        ]
+    rows = table.to_pylist()
+    if not rows:
+        return [], [DataIssue(str(path), 0, "", "file is empty")]
+    return list(enumerate(rows, start=1)), []
+
+
+# -- validation ---------------------------------------------------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_length_value(value: Any, field: str, issue) -> int | None:
+    if not _is_int(value):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            issue(field, f"must be an integer, got {value!r}")
+            return None
+    if value <= 0:
+        issue(field, f"must be positive, got {value}")
+        return None
+    if value > MAX_TARGET:
+        issue(field, f"{value} is above the maximum of {MAX_TARGET}")
+        return None
+    return value
+
+
+def normalize_record(record: Any, path: str, line: int) -> tuple[dict[str, Any] | None, list[DataIssue]]:
+    """One training row {prompt, target, target_range, constraint, unit} or its problems."""
+    issues: list[DataIssue] = []
+
+    def issue(field: str, message: str) -> None:
+        issues.append(DataIssue(path, line, field, message))
+
+    if not isinstance(record, dict):
+        issue("", f"expected a JSON object, got {type(record).__name__}")
+        return None, issues
+
+    prompt = record.get("prompt")
+    messages: list[dict[str, str]] | None = None
+    if prompt is None:
+        issue("prompt", "missing")
+    elif isinstance(prompt, str):
+        if not prompt.strip():
+            issue("prompt", "is empty")
+        messages = [{"role": "user", "content": prompt}]
+    elif isinstance(prompt, list) and prompt:
+        messages = []
+        for i, m in enumerate(prompt):
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in (
+                "system", "user", "assistant",
+            ):
+                issue(f"prompt[{i}]", "must be {\"role\": system|user|assistant, \"content\": string}")
+                messages = None
+                break
+            messages.append({"role": m["role"], "content": m["content"]})
+        if messages is not None and not any(m["content"].strip() for m in messages if m["role"] == "user"):
+            issue("prompt", "has no non-empty user message")
+    else:
+        issue("prompt", "must be a non-empty string or list of chat messages")
+
+    constraint = record.get("constraint") or "equal"
+    if constraint not in CONSTRAINTS:
+        issue("constraint", f"unknown constraint {constraint!r}; expected one of {', '.join(CONSTRAINTS)}")
+    unit = record.get("unit") or "words"
+    if unit not in UNITS:
+        issue("unit", f"unknown unit {unit!r}; expected one of {', '.join(UNITS)}")
+
+    target = target_range = None
+    if constraint == "range":
+        value = record.get("target_range")
+        if not (isinstance(value, list) and len(value) == 2):
+            issue("target_range", f"constraint 'range' needs target_range [lo, hi], got {value!r}")
+        else:
+            lo = _check_length_value(value[0], "target_range[0]", issue)
+            hi = _check_length_value(value[1], "target_range[1]", issue)
+            if lo is not None and hi is not None:
+                if lo > hi:
+                    issue("target_range", f"lo > hi ({lo} > {hi})")
+                else:
+                    target_range = [lo, hi]
+    else:
+        if record.get("target") is not None:
+            target = _check_length_value(record["target"], "target", issue)
+        elif isinstance(record.get("reward_model"), dict) and "ground_truth" in record["reward_model"]:
+            target = _check_length_value(record["reward_model"]["ground_truth"], "reward_model.ground_truth", issue)
+        else:
+            issue("target", "missing (give 'target' or 'reward_model.ground_truth')")
+
+    if issues:
+        return None, issues
+    return {
+        "prompt": messages,
+        "target": target,
+        "target_range": target_range,
+        "constraint": constraint,
+        "unit": unit,
+    }, []
+
+
+def validate_file(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[DataIssue]]:
+    """Every row that is valid, and every problem of the file (one pass, nothing dropped silently)."""
+    records, issues = read_records(path)
+    rows = []
+    for line, record in records:
+        row, row_issues = normalize_record(record, str(path), line)
+        issues.extend(row_issues)
+        if row is not None:
+            rows.append(row)
+    return rows, issues
+
+
+def load_rows(path: str | os.PathLike, skip_invalid: bool = False) -> list[dict[str, Any]]:
+    """Training rows of a file; raises DataError unless `skip_invalid` (then reports the skips)."""
+    rows, issues = validate_file(path)
+    if issues and not skip_invalid:
+        raise DataError(issues)
+    if issues:
+        print(f"[larft] --skip_invalid: skipped {len(issues)} invalid record(s) of {path}:")
+        for i in issues[:20]:
+            print(f"  {i}")
+    if not rows:
+        raise DataError([DataIssue(str(path), 0, "", "no valid rows")])
+    return rows
+
+
+# -- generation ---------------------------------------------------------------------------
+TOPICS = [
+    "the history of tea", "how volcanoes form", "the benefits of walking", "a rainy day in a small town",
+    "the life cycle of a butterfly", "why people keep diaries", "the invention of the printing press",
+    "how bees make honey", "a lighthouse keeper's evening", "the importance of sleep", "the ocean tides",
+    "learning a new language", "the first day at a new job", "how bridges carry weight", "autumn in the mountains",
+    "the role of libraries", "a robot learning to cook", "the water cycle", "the history of chess",
+    "why cats purr", "a journey by night train", "how vaccines work", "the smell of fresh bread",
+    "the design of a good chair", "city gardens", "the moon landing", "saving money as a student",
+    "a letter to a future self", "how maps are made", "the sound of rain on a roof", "recycling plastic",
+    "the migration of birds", "a market in the early morning", "how solar panels work", "friendship",
+    "the history of the bicycle", "a snowstorm", "why we dream", "the work of a firefighter", "coral reefs",
+]
+VERBS = ["describe", "explain", "write about", "discuss"]
+TEMPLATES = {
+    "equal": ["In about {n} {u}, {verb} {topic}.", "{Verb} {topic} in {n} {u}.", "Answer in exactly {n} {u}: {verb} {topic}."],
+    "at_most": ["In at most {n} {u}, {verb} {topic}.", "{Verb} {topic} in no more than {n} {u}."],
+    "at_least": ["In at least {n} {u}, {verb} {topic}.", "{Verb} {topic} using no fewer than {n} {u}."],
+    "range": ["In {lo} to {hi} {u}, {verb} {topic}.", "{Verb} {topic} in between {lo} and {hi} {u}."],
+}
+UNIT_WORDING = {"words": "words", "chars": "characters (not counting spaces)", "tokens": "tokens"}
+
+
+def generate_rows(
+    n: int,
+    *,
+    targets: Iterable[int] = (16, 32, 64, 128),
+    constraints: Iterable[str] = ("equal",),
+    units: Iterable[str] = ("words",),
+    topics: Iterable[str] = TOPICS,
+    seed: int = 0,
+    range_width: float = 0.2,
+) -> list[dict[str, Any]]:
+    """`n` prompts drawn without repetition from topics x templates x targets x constraints x
+    units, in a seeded order; rows are in the official LARFT shape plus constraint/unit."""
+    constraints, units = list(constraints), list(units)
+    for c in constraints:
+        if c not in CONSTRAINTS:
+            raise ValueError(f"unknown constraint {c!r}; expected one of {', '.join(CONSTRAINTS)}")
+    for u in units:
+        if u not in UNITS:
+            raise ValueError(f"unknown unit {u!r}; expected one of {', '.join(UNITS)}")
+    for t in targets:
+        if not 0 < int(t) <= MAX_TARGET:
+            raise ValueError(f"target {t} is outside 1..{MAX_TARGET}")
+    combos = [
+        (topic, template, int(t), c, u)
+        for topic in topics
+        for c in constraints
+        for template in TEMPLATES[c]
+        for t in targets
+        for u in units
+    ]
+    rng = random.Random(seed)
+    rng.shuffle(combos)
+    if n > len(combos):
+        raise ValueError(f"asked for {n} prompts but only {len(combos)} distinct combinations exist")
+    rows = []
+    for topic, template, t, c, u in combos[:n]:
+        verb = rng.choice(VERBS)
+        lo, hi = max(1, round(t * (1 - range_width))), round(t * (1 + range_width))
+        text = template.format(n=t, lo=lo, hi=hi, u=UNIT_WORDING[u], verb=verb, Verb=verb.capitalize(), topic=topic)
+        row = {
+            "prompt": [{"role": "user", "content": text}],
+            "reward_model": {"ground_truth": t, "style": "chat"},
+            "data_source": "larft_generated",
+            "constraint": c,
+            "unit": u,
+        }
+        if c == "range":
+            row["target_range"] = [lo, hi]
+        rows.append(row)
+    return rows
+
+
+# -- writing / converting -----------------------------------------------------------------
+def write_rows(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Write JSONL or Parquet (by suffix), atomically: temp file, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+    else:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def convert_file(src: str | os.PathLike, dst: str | os.PathLike) -> int:
+    """Copy records between JSONL and Parquet as they are (after validating them)."""
+    records, issues = read_records(src)
+    for line, record in records:
+        issues.extend(normalize_record(record, str(src), line)[1])
+    if issues:
+        raise DataError(issues)
+    write_rows([r for _, r in records], dst)
+    return len(records)

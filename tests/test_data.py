@@ -1,0 +1,89 @@
+import json
+
+import pytest
+
+from larft.data import DataError, MAX_TARGET, convert_file, generate_rows, load_rows, read_records, validate_file, write_rows
+
+
+def test_generate_is_seeded_and_in_the_official_shape():
+    a = generate_rows(30, targets=[16, 32], constraints=["equal", "at_most", "range"], seed=3)
+    b = generate_rows(30, targets=[16, 32], constraints=["equal", "at_most", "range"], seed=3)
+    assert a == b
+    assert a != generate_rows(30, targets=[16, 32], constraints=["equal", "at_most", "range"], seed=4)
+    assert len({r["prompt"][0]["content"] for r in a}) == 30  # no repeats
+    for r in a:
+        assert r["prompt"][0]["role"] == "user"
+        assert r["reward_model"]["style"] == "chat" and r["data_source"]
+        assert r["constraint"] in ("equal", "at_most", "range") and r["unit"] == "words"
+        assert str(r["reward_model"]["ground_truth"]) in r["prompt"][0]["content"] or r["constraint"] == "range"
+        if r["constraint"] == "range":
+            lo, hi = r["target_range"]
+            assert lo < r["reward_model"]["ground_truth"] < hi
+            assert f"{lo}" in r["prompt"][0]["content"] and f"{hi}" in r["prompt"][0]["content"]
+    with pytest.raises(ValueError, match="distinct"):
+        generate_rows(10**6)
+
+
+def test_official_larft_format_is_accepted(tmp_path):
+    path = tmp_path / "official.jsonl"
+    record = {
+        "prompt": [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Write 500 words."}],
+        "reward_model": {"ground_truth": 500, "style": "chat"},
+        "data_source": "length_control",
+    }
+    path.write_text(json.dumps(record) + "\n")
+    rows = load_rows(path)
+    assert rows == [{"prompt": record["prompt"], "target": 500, "target_range": None, "constraint": "equal", "unit": "words"}]
+
+
+def test_validate_reports_every_problem_with_file_line_field(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    lines = [
+        json.dumps({"prompt": "ok", "target": 10}),
+        "{not json",
+        json.dumps({"target": 10}),
+        json.dumps({"prompt": "x", "target": 0}),
+        json.dumps({"prompt": "x", "target": -4}),
+        json.dumps({"prompt": "x", "target": 2.5}),
+        json.dumps({"prompt": "x", "target": MAX_TARGET + 1}),
+        json.dumps({"prompt": "x", "constraint": "range", "target_range": [20, 10]}),
+        json.dumps({"prompt": "x", "target": 5, "unit": "lines"}),
+        json.dumps({"prompt": "x", "target": 5, "constraint": "about"}),
+        json.dumps({"prompt": "  ", "target": 5}),
+        json.dumps({"prompt": "x"}),
+    ]
+    path.write_bytes(("\n".join(lines) + "\n").encode() + b'{"prompt": "\xff", "target": 3}\n')
+    rows, issues = validate_file(path)
+    assert len(rows) == 1
+    found = {(i.line, i.field) for i in issues}
+    assert found == {
+        (2, ""), (3, "prompt"), (4, "target"), (5, "target"), (6, "target"), (7, "target"), (8, "target_range"),
+        (9, "unit"), (10, "constraint"), (11, "prompt"), (12, "target"), (13, ""),
+    }
+    assert all(str(i).startswith(f"{path}:{i.line}") for i in issues)
+    with pytest.raises(DataError, match="bad.jsonl:4: target: must be positive"):
+        load_rows(path)
+    assert load_rows(path, skip_invalid=True)[0]["target"] == 10
+
+
+def test_missing_and_empty_files(tmp_path):
+    assert "file not found" in str(read_records(tmp_path / "nope.jsonl")[1][0])
+    (tmp_path / "empty.jsonl").write_text("")
+    assert "empty" in str(read_records(tmp_path / "empty.jsonl")[1][0])
+
+
+def test_convert_round_trip_jsonl_parquet(tmp_path):
+    rows = generate_rows(12, constraints=["equal", "range"], seed=0)
+    write_rows(rows, tmp_path / "a.jsonl")
+    assert convert_file(tmp_path / "a.jsonl", tmp_path / "a.parquet") == 12
+    assert convert_file(tmp_path / "a.parquet", tmp_path / "b.jsonl") == 12
+    assert validate_file(tmp_path / "b.jsonl")[0] == validate_file(tmp_path / "a.jsonl")[0]
+
+
+def test_parquet_with_a_wrong_schema(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"question": ["hi"], "answer": ["x"]}), tmp_path / "w.parquet")
+    _, issues = validate_file(tmp_path / "w.parquet")
+    assert issues[0].field == "schema" and "prompt" in issues[0].message

@@ -1,0 +1,100 @@
+import json
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from larft.awareness import awareness_loss
+from larft.cli import parse_train_args
+from larft.config import LARFTConfig
+from larft.data import generate_rows, normalize_record
+from larft.schedule import awareness_lambda
+from larft.train import train
+from larft.trainer import AWARENESS_KEYS, LARFTTrainer
+
+METRIC_KEYS = [
+    "step", "reward_mean", "length_error_mean", "completion_words_mean", "awareness_loss", "awareness_lambda",
+    "policy_loss", "kl", "entropy", "step_seconds",
+]
+
+
+def _rows(n=8):
+    return [normalize_record(r, "-", i)[0] for i, r in enumerate(generate_rows(n, targets=[4, 8], seed=1), 1)]
+
+
+def _trainer(model_dir, tmp_path, **overrides):
+    args = dict(
+        output_dir=str(tmp_path / "out"), max_steps=2, num_generations=2, per_device_train_batch_size=4,
+        max_completion_length=12, report_to="none", learning_rate=1e-3, awareness_lambda_max=1.0,
+        awareness_warmup_ratio=0.0, seed=0, save_strategy="no",
+    )
+    args.update(overrides)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return LARFTTrainer(model=str(model_dir), args=LARFTConfig(**args), train_dataset=Dataset.from_list(_rows()),
+                        processing_class=tok)
+
+
+def _grads(trainer, inputs):
+    trainer.model.zero_grad()
+    loss = trainer._compute_loss(trainer.model, inputs)
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]), loss
+
+
+def test_awareness_loss_reaches_the_gradients(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(_rows(2)).repeat(2)))
+    assert all(inputs[k].shape[0] == inputs["completion_ids"].shape[0] for k in AWARENESS_KEYS)
+
+    with_awareness, _ = _grads(trainer, inputs)
+    trainer.args.awareness_lambda_max = 0.0  # lambda(t) = 0: GRPO only
+    grpo_only, _ = _grads(trainer, inputs)
+    trainer.model.zero_grad()
+    ce = awareness_loss(trainer.model, *(inputs[k] for k in AWARENESS_KEYS))
+    ce.backward()
+    expected = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+
+    assert torch.isfinite(ce) and ce.item() > 0
+    assert not torch.allclose(with_awareness, grpo_only)
+    assert torch.allclose(with_awareness - grpo_only, expected, atol=1e-5)  # lambda = 1: exactly + grad(CE)
+
+    # under gradient accumulation the added term is divided by the accumulation steps
+    trainer.args.awareness_lambda_max = 1.0
+    trainer.current_gradient_accumulation_steps = 2
+    accumulated, _ = _grads(trainer, inputs)
+    trainer.args.awareness_lambda_max = 0.0
+    grpo_accumulated, _ = _grads(trainer, inputs)
+    assert torch.allclose(accumulated - grpo_accumulated, expected / 2, atol=1e-5)
+
+
+def test_grpo_only_builds_no_counting_examples(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path, awareness_lambda_max=0.0)
+    trainer.model.train()
+    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(_rows(2)).repeat(2)))
+    assert not any(k in inputs for k in AWARENESS_KEYS)
+
+
+def test_two_step_run_writes_metrics_and_a_loadable_checkpoint(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    train_args, config = parse_train_args([
+        "--model", str(tiny_model_dir), "--output_dir", str(out), "--max_steps", "2", "--num_generations", "2",
+        "--per_device_train_batch_size", "4", "--max_completion_length", "12", "--train_size", "16",
+        "--awareness_lambda_max", "0.5", "--report_to", "none", "--save_steps", "1", "--learning_rate", "1e-3",
+    ])
+    train(train_args, config)
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2]
+    for record in lines:
+        for key in METRIC_KEYS:
+            assert key in record and record[key] is not None, key
+        assert math.isfinite(record["awareness_loss"]) and record["awareness_loss"] > 0
+    # lambda follows the schedule: step k was computed at global step k - 1
+    assert [r["awareness_lambda"] for r in lines] == pytest.approx([awareness_lambda(s, 2, 0.5) for s in (0, 1)])
+    assert lines[1]["awareness_lambda"] > 0
+    model = AutoModelForCausalLM.from_pretrained(out / "checkpoint-2")
+    assert model.config.num_hidden_layers == 2
+    assert (out / "model.safetensors").exists()
