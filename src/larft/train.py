@@ -25,9 +25,11 @@ def train(train_args: Any, config: LARFTConfig) -> Path:
     from datasets import Dataset
     from transformers.trainer_utils import get_last_checkpoint
 
+    from larft.malloc import tune_malloc
     from larft.models import load_tokenizer, resolve_model
     from larft.trainer import LARFTTrainer
 
+    tune_malloc()
     output_dir = Path(config.output_dir)
     checkpoint = None
     if train_args.resume:

@@ -1,0 +1,177 @@
+"""Benchmark prompt sets: each benchmark expanded exactly as its upstream does, as EvalItems.
+
+Files come from `--bench-file` (any user file of the format) or, for the named benchmarks,
+from the data folder found by `benchmark_data_dir()` (`$LARFT_BENCHMARKS`, else the
+`shared/benchmarks` folder beside a larft checkout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from larft.data import DataError, DataIssue, read_records
+
+LIFEBENCH_LENGTHS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+LIFEBENCH_CONTROL_WORDS = {
+    "en": {"equal": "equal to", "at_most": "at most", "at_least": "at least"},
+    "cn": {"equal": "等于", "at_most": "至多有", "at_least": "至少有"},
+}
+RULER_TARGETS = ("10", "30", "50", "80", "150", "300", "500", "700", ">800")
+RULER_SUFFIX = "\nThe response should have a word count of {target} words."
+
+
+@dataclass
+class EvalItem:
+    """One prompt to generate for, with what its benchmark needs to score the answer."""
+
+    id: str
+    messages: list[dict[str, str]]
+    target: int
+    control: str = "equal"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lang(self) -> str:
+        return self.meta.get("lang", "en")
+
+
+def benchmark_data_dir() -> Path:
+    env = os.environ.get("LARFT_BENCHMARKS")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent.parent / "shared" / "benchmarks"
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        "benchmark data not found: set LARFT_BENCHMARKS to the folder holding lifebench/ and longwrite-ruler/, "
+        "or pass --bench-file"
+    )
+
+
+def _records(path: Path, required: Iterable[str]) -> list[tuple[int, dict]]:
+    records, issues = read_records(path)
+    for line, record in records:
+        if not isinstance(record, dict):
+            issues.append(DataIssue(str(path), line, "", "expected a JSON object"))
+            continue
+        for key in required:
+            if key not in record or record[key] in (None, ""):
+                issues.append(DataIssue(str(path), line, key, "missing"))
+    if issues:
+        raise DataError(issues)
+    return records
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+# -- LIFEBench ----------------------------------------------------------------------------
+def lifebench_items(path: Path) -> list[EvalItem]:
+    """Lite/label files: every task x 3 controls x 10 lengths, placeholders filled as upstream."""
+    items = []
+    for line, rec in _records(path, ("id", "lang", "task")):
+        lang = rec["lang"]
+        if lang not in LIFEBENCH_CONTROL_WORDS:
+            raise DataError([DataIssue(str(path), line, "lang", f"expected en or cn, got {lang!r}")])
+        if "{word_count}" not in rec["task"]:
+            raise DataError([DataIssue(str(path), line, "task", "has no {word_count} placeholder")])
+        for control, words in LIFEBENCH_CONTROL_WORDS[lang].items():
+            for length in LIFEBENCH_LENGTHS:
+                task = rec["task"].replace("{word_count_type}", words).replace("{word_count}", str(length))
+                items.append(EvalItem(
+                    id=f"{rec['id']}-{control}-{length}", messages=_user(task), target=length, control=control,
+                    meta={"lang": lang, "category": rec.get("category"), "type": rec.get("type")},
+                ))
+    return items
+
+
+_REFACTOR_LENGTH = re.compile(r"(?:equal to|等于)\s*(\d+)")
+
+
+def lifebench_refactor_items(path: Path) -> list[EvalItem]:
+    """The refactor file is already instantiated ("equal to N"); N is read from the task."""
+    items = []
+    for line, rec in _records(path, ("id", "lang", "task")):
+        found = _REFACTOR_LENGTH.findall(rec["task"])
+        if not found:
+            raise DataError([DataIssue(str(path), line, "task", "no 'equal to N' / '等于N' length requirement")])
+        length = int(found[-1])
+        items.append(EvalItem(
+            id=f"{rec['id']}-{line}", messages=_user(rec["task"]), target=length, control="equal",
+            meta={"lang": rec["lang"], "category": rec.get("category"), "type": rec.get("type")},
+        ))
+    return items
+
+
+# -- LongBench-Write format -----------------------------------------------------------------
+def longbench_write_items(path: Path) -> list[EvalItem]:
+    items = []
+    for line, rec in _records(path, ("prompt", "length")):
+        if not isinstance(rec["length"], int) or rec["length"] <= 0:
+            raise DataError([DataIssue(str(path), line, "length", f"must be a positive integer, got {rec['length']!r}")])
+        lang = "cn" if re.search(r"[\u4e00-\u9fff]", rec["prompt"]) else "en"
+        items.append(EvalItem(id=str(line), messages=_user(rec["prompt"]), target=rec["length"],
+                              meta={"lang": lang, "type": rec.get("type")}))
+    return items
+
+
+# -- Ruler TLG ----------------------------------------------------------------------------
+def ruler_tlg_items(instructions: list[str], seed: int = 10) -> list[EvalItem]:
+    """Ruler's TLG prompts over our own instructions (upstream draws from OpenHermes-2.5, which
+    is offline-unreachable): the same seeded target draw and the same suffix wording."""
+    rng = random.Random(seed)
+    items = []
+    for i, instruction in enumerate(instructions):
+        target = rng.choice(RULER_TARGETS)
+        text = instruction + RULER_SUFFIX.format(target=target.replace(">", "more than "))
+        numeric = int(target.lstrip(">"))
+        items.append(EvalItem(id=str(i), messages=_user(text), target=numeric, meta={"target_label": target}))
+    return items
+
+
+def ruler_instructions() -> list[str]:
+    """Open-ended instructions without a length request (our topics x four verbs)."""
+    from larft.data import TOPICS
+
+    verbs = ["Describe", "Explain", "Write about", "Discuss"]
+    return [f"{verb} {topic}." for topic in TOPICS for verb in verbs]
+
+
+# -- LenCtrl format -------------------------------------------------------------------------
+def lenctrl_items(path: Path) -> list[EvalItem]:
+    """Records with `instruction`, `constraint` (an integer count) and `level`
+    (word / sentence / paragraph). The instruction is sent as it is."""
+    items = []
+    for line, rec in _records(path, ("instruction", "constraint", "level")):
+        if rec["level"] not in ("word", "sentence", "paragraph"):
+            raise DataError([DataIssue(str(path), line, "level", f"expected word, sentence or paragraph, got {rec['level']!r}")])
+        try:
+            target = int(rec["constraint"])
+        except (TypeError, ValueError):
+            raise DataError([DataIssue(str(path), line, "constraint", f"must be an integer count, got {rec['constraint']!r}")]) from None
+        items.append(EvalItem(id=str(line), messages=_user(rec["instruction"]), target=target,
+                              meta={"level": rec["level"]}))
+    return items
+
+
+BENCH_FILES: dict[str, tuple[str, Callable[[Path], list[EvalItem]]]] = {
+    "lifebench": ("lifebench/data_lite.jsonl", lifebench_items),
+    "lifebench-label": ("lifebench/data_label.jsonl", lifebench_items),
+    "lifebench-refactor": ("lifebench/data_refactor.jsonl", lifebench_refactor_items),
+    "longwrite-ruler": ("longwrite-ruler/longwrite_ruler.jsonl", longbench_write_items),
+}
+FORMATS: dict[str, Callable[[Path], list[EvalItem]]] = {
+    "lifebench": lifebench_items,
+    "lifebench-refactor": lifebench_refactor_items,
+    "longbench-write": longbench_write_items,
+    "lenctrl": lenctrl_items,
+}

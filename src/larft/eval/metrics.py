@@ -1,0 +1,109 @@
+"""Benchmark metrics, as their upstream definitions state them (see ../shared/benchmarks).
+
+LIFEBench LS uses LD as a *fraction*: the released upstream code feeds the percent value to
+exp(), which makes LS ~0 unless |LD| < ~1% (a bug, documented there); we do not copy it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Iterable
+
+LIFEBENCH_CONTROLS = ("equal", "at_most", "at_least")
+
+
+# -- LIFEBench ----------------------------------------------------------------------------
+def lifebench_ld(length: int, target: int) -> float:
+    """Signed length deviation (fraction): (L_o - L_c) / L_c."""
+    return (length - target) / target
+
+
+def lifebench_ls(length: int, target: int, control: str) -> float:
+    """Length score in [0, 100]: undershooting punished with k1 = 5, overshooting with k2 = 2."""
+    ld = lifebench_ld(length, target)
+    if control == "equal":
+        return 100 * math.exp(5 * ld) if ld < 0 else 100 * math.exp(-2 * ld)
+    if control == "at_most":
+        return 100.0 if ld <= 0 else 100 * math.exp(-2 * ld)
+    if control == "at_least":
+        return 100.0 if ld >= 0 else 100 * math.exp(5 * ld)
+    raise ValueError(f"unknown LIFEBench control {control!r}")
+
+
+def lifebench_aggregate(samples: Iterable[tuple[str, int, int]]) -> dict:
+    """samples: (control, target, delivered length). Responses of <= 1 word are refusals and
+    are dropped first. Per control: LD (mean |LD| x 100) and LS (mean LS) per length, then the
+    unweighted mean over lengths (macro average, as upstream)."""
+    by_control: dict[str, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    dropped = 0
+    for control, target, length in samples:
+        if length <= 1:
+            dropped += 1
+            continue
+        by_control[control][target].append((abs(lifebench_ld(length, target)) * 100, lifebench_ls(length, target, control)))
+    result: dict = {"per_control": {}, "refusals_dropped": dropped}
+    for control, by_length in sorted(by_control.items()):
+        per_length = {
+            t: {"LD": sum(x[0] for x in v) / len(v), "LS": sum(x[1] for x in v) / len(v), "n": len(v)}
+            for t, v in sorted(by_length.items())
+        }
+        result["per_control"][control] = {
+            "LD": sum(p["LD"] for p in per_length.values()) / len(per_length),
+            "LS": sum(p["LS"] for p in per_length.values()) / len(per_length),
+            "per_length": per_length,
+        }
+    controls = result["per_control"].values()
+    if controls:
+        result["LD"] = sum(c["LD"] for c in controls) / len(controls)
+        result["LS"] = sum(c["LS"] for c in controls) / len(controls)
+    return result
+
+
+# -- LongBench-Write ----------------------------------------------------------------------
+def longbench_sl(length: int, target: int) -> float:
+    """S_l in [0, 100]; 0 for an empty output."""
+    if length <= 0:
+        return 0.0
+    if length > target:
+        return 100 * max(0.0, 1 - (length / target - 1) / 3)
+    return 100 * max(0.0, 1 - (target / length - 1) / 2)
+
+
+# -- Ruler TLG ----------------------------------------------------------------------------
+RULER_LEVELS = {0: ("10", "30", "50", "80"), 1: ("150", "300", "500"), 2: ("700", ">800")}
+RULER_PM = {"10": (0, 20), "30": (20, 40), "50": (40, 60), "80": (70, 90), "150": (130, 170), "300": (280, 320),
+            "500": (450, 550), "700": (630, 770), ">800": (800, math.inf)}
+RULER_FM = {"10": (0, 20), "30": (20, 40), "50": (40, 60), "80": (60, 100), "150": (100, 200), "300": (200, 400),
+            "500": (400, 600), "700": (600, 800), ">800": (800, math.inf)}
+
+
+def ruler_hit(length: int, target: str, intervals: dict) -> bool:
+    """In the left-open interval (lo, hi]; an empty response always misses."""
+    lo, hi = intervals[target]
+    return length > 0 and lo < length <= hi
+
+
+def ruler_aggregate(samples: Iterable[tuple[str, int]]) -> dict:
+    """samples: (TargetLength string, count). PM/FM per level and pooled ("all", micro average)."""
+    samples = list(samples)
+    level_of = {t: lvl for lvl, ts in RULER_LEVELS.items() for t in ts}
+    result = {}
+    for name, members in [(f"level{lvl}", [s for s in samples if level_of[s[0]] == lvl]) for lvl in RULER_LEVELS] + [
+        ("all", samples)
+    ]:
+        if members:
+            result[name] = {
+                "PM": 100 * sum(ruler_hit(n, t, RULER_PM) for t, n in members) / len(members),
+                "FM": 100 * sum(ruler_hit(n, t, RULER_FM) for t, n in members) / len(members),
+                "n": len(members),
+            }
+    return result
+
+
+# -- LenCtrl / counting -------------------------------------------------------------------
+def mean_absolute_error(pairs: Iterable[tuple[float, float]]) -> float:
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("no pairs to average")
+    return sum(abs(a - b) for a, b in pairs) / len(pairs)

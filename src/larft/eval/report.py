@@ -1,0 +1,225 @@
+"""Eval outputs: results.json, report.md and plots for one run; `larft report` compares runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _fmt(x: Any, digits: int = 1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+# -- one run --------------------------------------------------------------------------------
+def summary_row(results: dict) -> dict[str, Any]:
+    """The headline numbers of a run, flat (used by report.md and `larft report`)."""
+    row: dict[str, Any] = {}
+    for name, bench in results["benchmarks"].items():
+        m = bench["metrics"]
+        if "per_control" in m:
+            row[f"{name} LS"] = m.get("LS")
+            row[f"{name} LD%"] = m.get("LD")
+            for control, c in m["per_control"].items():
+                row[f"{name} LS {control}"] = c["LS"]
+        elif "S_l" in m:
+            row[f"{name} S_l"] = m["S_l"]
+        elif "all" in m:
+            for level in [k for k in m if k.startswith("level")] + ["all"]:
+                row[f"{name} PM {level}"] = m[level]["PM"]
+                row[f"{name} FM {level}"] = m[level]["FM"]
+        elif "MAE" in m and "format_rate" in m:
+            row[f"{name} MAE"] = m["MAE"]
+            row[f"{name} MAE_all"] = m["MAE_all"]
+            row[f"{name} format%"] = 100 * m["format_rate"]
+            row[f"{name} within10%"] = 100 * m["within10_rate"]
+        elif "MAE" in m:
+            row[f"{name} MAE"] = m["MAE"]
+        elif "perplexity" in m:
+            row[f"{name} perplexity"] = m["perplexity"]
+    return row
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# larft eval: `{results['model']}`", "", f"Versions: {results['versions']}", ""]
+    for name, bench in results["benchmarks"].items():
+        m = bench["metrics"]
+        lines += [f"## {name}", "", f"Counter: `{bench['counter']}`; {bench.get('seconds', 0):.0f} s", ""]
+        if "per_control" in m:
+            lines += ["| control | LD (%) | LS |", "|---|---|---|"]
+            for control, c in m["per_control"].items():
+                lines.append(f"| {control} | {_fmt(c['LD'])} | {_fmt(c['LS'])} |")
+            lines.append(f"| **mean** | {_fmt(m.get('LD'))} | {_fmt(m.get('LS'))} |")
+            lengths = sorted({t for c in m["per_control"].values() for t in c["per_length"]}, key=int)
+            lines += ["", "LS by target length:", "", "| control | " + " | ".join(map(str, lengths)) + " |",
+                      "|---" * (len(lengths) + 1) + "|"]
+            for control, c in m["per_control"].items():
+                cells = [_fmt(c["per_length"].get(t, {}).get("LS")) for t in lengths]
+                lines.append(f"| {control} | " + " | ".join(cells) + " |")
+            lines += ["", f"Samples: {m['n']}; refusals (count <= 1) dropped: {m['refusals_dropped']}"]
+        elif "S_l" in m:
+            lines += [f"S_l = **{_fmt(m['S_l'])}** over {m['n']} prompts", "", "| length | S_l |", "|---|---|"]
+            lines += [f"| {t} | {_fmt(v)} |" for t, v in m["per_length"].items()]
+        elif "all" in m:
+            lines += ["| level | PM | FM | n |", "|---|---|---|---|"]
+            lines += [f"| {k} | {_fmt(v['PM'])} | {_fmt(v['FM'])} | {v['n']} |" for k, v in m.items()]
+        elif "format_rate" in m:
+            lines += ["| metric | value |", "|---|---|"]
+            for key in ("n", "format_rate", "exact_rate", "within10_rate", "MAE", "MAE_all", "MAE_reference", "MAE_own"):
+                lines.append(f"| {key} | {_fmt(m.get(key), 3 if key.endswith('rate') else 1)} |")
+        elif "perplexity" in m:
+            lines += [f"Perplexity on the shipped reference texts: **{_fmt(m['perplexity'], 2)}** ({m['tokens']} tokens)"]
+        elif "MAE" in m:
+            lines += [f"MAE = **{_fmt(m['MAE'], 2)}** over {m['n']} prompts ({m.get('note', '')})"]
+            for level, v in m.get("per_level", {}).items():
+                lines.append(f"- {level}: MAE {_fmt(v['MAE'], 2)} (n={v['n']})")
+        lines.append("")
+    plots = [p for p in ("asked_vs_delivered.png", "ls_by_length.png", "counting_errors.png")]
+    lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _length_benches(results: dict) -> dict[str, list[dict]]:
+    return {n: b["samples"] for n, b in results["benchmarks"].items()
+            if b["samples"] and "target" in b["samples"][0] and "length" in b["samples"][0]}
+
+
+def plot_run(results: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    benches = _length_benches(results)
+    if benches:
+        fig, axes = plt.subplots(1, len(benches), figsize=(5 * len(benches), 4.5), squeeze=False)
+        for ax, (name, samples) in zip(axes[0], benches.items()):
+            by_control = defaultdict(list)
+            for x in samples:
+                by_control[x["control"]].append(x)
+            for control, xs in sorted(by_control.items()):
+                ax.scatter([x["target"] for x in xs], [max(x["length"], 0.8) for x in xs], s=12, alpha=0.6, label=control)
+            lo = min(x["target"] for x in samples) / 2
+            hi = max(max(x["target"] for x in samples), max(x["length"] for x in samples)) * 2
+            ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+            ax.set_xscale("log"), ax.set_yscale("log")
+            ax.set_xlabel("asked length"), ax.set_ylabel("delivered length"), ax.set_title(name)
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "asked_vs_delivered.png", dpi=110)
+        plt.close(fig)
+        written.append("asked_vs_delivered.png")
+    life = {n: b["metrics"] for n, b in results["benchmarks"].items() if "per_control" in b["metrics"]}
+    if life:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for name, m in life.items():
+            for control, c in m["per_control"].items():
+                ts = sorted(c["per_length"], key=int)
+                ax.plot([int(t) for t in ts], [c["per_length"][t]["LS"] for t in ts], marker="o", label=f"{name} {control}")
+        ax.set_xscale("log"), ax.set_xlabel("target length"), ax.set_ylabel("LS"), ax.set_ylim(0, 105)
+        ax.legend(fontsize=8), ax.set_title("LIFEBench length score by target length")
+        fig.tight_layout()
+        fig.savefig(out / "ls_by_length.png", dpi=110)
+        plt.close(fig)
+        written.append("ls_by_length.png")
+    counting = [b for b in results["benchmarks"].values() if "format_rate" in b["metrics"]]
+    if counting:
+        errors = [x["guess"] - x["truth"] for x in counting[0]["samples"] if x["guess"] is not None]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.hist(errors or [0], bins=30)
+        ax.set_xlabel("counted - true words"), ax.set_ylabel("texts")
+        ax.set_title(f"counting probe: {len(errors)} parsed of {len(counting[0]['samples'])}")
+        fig.tight_layout()
+        fig.savefig(out / "counting_errors.png", dpi=110)
+        plt.close(fig)
+        written.append("counting_errors.png")
+    return written
+
+
+def write_report(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    results["summary"] = summary_row(results)
+    _write_atomic(out / "results.json", json.dumps(results, indent=2, ensure_ascii=False, default=str))
+    plot_run(results, out)
+    _write_atomic(out / "report.md", markdown(results))
+
+
+# -- several runs -----------------------------------------------------------------------------
+def load_results(directory: str | os.PathLike) -> dict:
+    path = Path(directory) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found (is {directory} a `larft eval --out` folder?)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def compare(dirs: list[str], out: str | os.PathLike, names: list[str] | None = None) -> Path:
+    """One Markdown table of every run's headline numbers, and the overlaid plots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = {(names[i] if names else Path(d).name): load_results(d) for i, d in enumerate(dirs)}
+    rows = {name: summary_row(r) for name, r in runs.items()}
+    columns = list(dict.fromkeys(k for row in rows.values() for k in row))
+    lines = ["# larft report", "", "| run | model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
+    for name, row in rows.items():
+        lines.append(f"| {name} | `{runs[name]['model']}` | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    lines += ["", "![asked vs delivered](asked_vs_delivered.png)", "", "![LS by length](ls_by_length.png)", ""]
+    _write_atomic(out / "report.md", "\n".join(lines))
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    all_targets = []
+    for name, r in runs.items():
+        samples = [x for s in _length_benches(r).values() for x in s]
+        by_target = defaultdict(list)
+        for x in samples:
+            by_target[x["target"]].append(x["length"])
+        ts = sorted(by_target)
+        all_targets += ts
+        ax.plot(ts, [max(median(by_target[t]), 0.8) for t in ts], marker="o", label=name)
+    if all_targets:
+        lo, hi = min(all_targets) / 2, max(all_targets) * 2
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+    ax.set_xscale("log"), ax.set_yscale("log"), ax.set_xlabel("asked length"), ax.set_ylabel("median delivered")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "asked_vs_delivered.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, r in runs.items():
+        for bench, b in r["benchmarks"].items():
+            if "per_control" not in b["metrics"]:
+                continue
+            per_length = defaultdict(list)
+            for c in b["metrics"]["per_control"].values():
+                for t, v in c["per_length"].items():
+                    per_length[int(t)].append(v["LS"])
+            ts = sorted(per_length)
+            ax.plot(ts, [sum(per_length[t]) / len(per_length[t]) for t in ts], marker="o", label=f"{name} ({bench})")
+    ax.set_xscale("log"), ax.set_ylim(0, 105), ax.set_xlabel("target length"), ax.set_ylabel("LS (mean of controls)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "ls_by_length.png", dpi=110)
+    plt.close(fig)
+    return out / "report.md"

@@ -1,0 +1,314 @@
+"""`larft eval`: generate (batched, cached, resumable), score each benchmark with its own
+counter and metric, write results.json, report.md and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from larft.awareness import counting_instruction, parse_count
+from larft.eval import benchmarks as B
+from larft.eval.cache import GenerationCache
+from larft.eval.counters import lenctrl_count, lifebench_count, longbench_write_count, ruler_count
+from larft.eval.metrics import RULER_LEVELS, lifebench_aggregate, longbench_sl, mean_absolute_error, ruler_aggregate
+from larft.length import count_words
+
+NAMED_BENCHES = ("lifebench", "lifebench-label", "lifebench-refactor", "longwrite-ruler", "ruler-tlg", "counting",
+                 "retention")
+FILTER_KEYS = ("lang", "control", "min_length", "max_length", "level")
+
+
+@dataclass
+class EvalSettings:
+    batch_size: int = 8
+    max_new_tokens_cap: int = 2048
+    tokens_per_unit: float = 2.0  # generation budget per asked word (x1.5 more for CJK characters)
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.8
+    seed: int = 0
+    limit: int | None = None
+    filters: dict[str, str] = field(default_factory=dict)
+    counting_own: int = 24  # own generations the counting probe asks the model to count
+
+    def max_new_tokens(self, target: int, lang: str = "en", control: str = "equal") -> int:
+        per_unit = self.tokens_per_unit * (1.5 if lang == "cn" else 1.0) * (1.5 if control == "at_least" else 1.0)
+        return min(self.max_new_tokens_cap, int(math.ceil(target * per_unit)) + 32)
+
+
+def parse_filters(text: str | None) -> dict[str, str]:
+    """`lang=en,max_length=64` -> {"lang": "en", "max_length": "64"}."""
+    filters: dict[str, str] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise ValueError(f"--filter: expected key=value, got {part!r}")
+        key, value = (x.strip() for x in part.split("=", 1))
+        if key not in FILTER_KEYS:
+            raise ValueError(f"--filter: unknown key {key!r}; expected one of {', '.join(FILTER_KEYS)}")
+        if key in ("min_length", "max_length", "level") and not value.isdigit():
+            raise ValueError(f"--filter: {key} must be an integer, got {value!r}")
+        filters[key] = value
+    return filters
+
+
+def select(items: list[B.EvalItem], settings: EvalSettings, bench: str) -> list[B.EvalItem]:
+    """The items that pass --filter, then a seeded sample of --limit of them."""
+    f = settings.filters
+    level_of = {t: lvl for lvl, ts in RULER_LEVELS.items() for t in ts}
+    kept = [
+        it for it in items
+        if ("lang" not in f or it.lang == f["lang"])
+        and ("control" not in f or it.control == f["control"])
+        and ("min_length" not in f or it.target >= int(f["min_length"]))
+        and ("max_length" not in f or it.target <= int(f["max_length"]))
+        and ("level" not in f or "target_label" not in it.meta or level_of[it.meta["target_label"]] <= int(f["level"]))
+    ]
+    if settings.limit is not None and len(kept) > settings.limit:
+        chosen = sorted(random.Random(settings.seed).sample(range(len(kept)), settings.limit))
+        kept = [kept[i] for i in chosen]
+    if not kept:
+        raise ValueError(f"{bench}: no prompts left after --filter {settings.filters}")
+    return kept
+
+
+class Evaluator:
+    """Holds the model, the cache and the settings; one method per benchmark kind."""
+
+    def __init__(self, model_name: str, out_dir: str | os.PathLike, settings: EvalSettings,
+                 trust_remote_code: bool = False):
+        from larft.malloc import tune_malloc
+        from larft.models import load_model, load_tokenizer, resolve_model
+
+        tune_malloc()
+        self.model_name = model_name
+        self.model_path = resolve_model(model_name)
+        self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=trust_remote_code)
+        self.model = load_model(self.model_path, trust_remote_code=trust_remote_code)
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self.cache = GenerationCache(self.out / "generations.jsonl")
+
+    # -- generation -----------------------------------------------------------------------
+    def generate(self, bench: str, jobs: list[tuple[str, list[dict], int]]) -> dict[str, str]:
+        """jobs: (id, messages, max_new_tokens). Returns id -> output, generating only what the
+        cache lacks, in batches of similar budget, each batch saved as soon as it is done."""
+        import torch
+        from tqdm.auto import tqdm
+
+        from larft.generation import generate
+
+        s = self.settings
+        mode = f"sample-t{s.temperature}-p{s.top_p}-s{s.seed}" if s.do_sample else "greedy"
+        key = lambda job_id: f"{bench}/{job_id}/{mode}"  # noqa: E731
+        todo = sorted((j for j in jobs if key(j[0]) not in self.cache), key=lambda j: j[2])
+        if todo:
+            bar = tqdm(total=len(todo), desc=f"{bench}: generating", unit="prompt")
+            for start in range(0, len(todo), s.batch_size):
+                batch = todo[start : start + s.batch_size]
+                if s.do_sample:
+                    torch.manual_seed(s.seed + start)
+                outputs = generate(
+                    self.model, self.tokenizer, [j[1] for j in batch], max_new_tokens=max(j[2] for j in batch),
+                    batch_size=len(batch), do_sample=s.do_sample, temperature=s.temperature, top_p=s.top_p,
+                )
+                for (job_id, _, budget), output in zip(batch, outputs):
+                    self.cache.add(key(job_id), output, max_new_tokens=budget)
+                bar.update(len(batch))
+            bar.close()
+        return {j[0]: self.cache.output(key(j[0])) for j in jobs}
+
+    def _generate_items(self, bench: str, items: list[B.EvalItem]) -> list[str]:
+        s = self.settings
+        jobs = [(it.id, it.messages, s.max_new_tokens(it.target, it.lang, it.control)) for it in items]
+        outputs = self.generate(bench, jobs)
+        return [outputs[it.id] for it in items]
+
+    # -- benchmarks -------------------------------------------------------------------------
+    def lifebench(self, bench: str, items: list[B.EvalItem]) -> dict:
+        outputs = self._generate_items(bench, items)
+        samples = [
+            {"id": it.id, "lang": it.lang, "control": it.control, "target": it.target,
+             "length": lifebench_count(out)} for it, out in zip(items, outputs)
+        ]
+        result = lifebench_aggregate((x["control"], x["target"], x["length"]) for x in samples)
+        langs = sorted({x["lang"] for x in samples})
+        if len(langs) > 1:
+            result["per_lang"] = {
+                lang: lifebench_aggregate((x["control"], x["target"], x["length"]) for x in samples if x["lang"] == lang)
+                for lang in langs
+            }
+        result["n"] = len(samples)
+        return {"metrics": result, "samples": samples, "counter": "lifebench"}
+
+    def longbench_write(self, bench: str, items: list[B.EvalItem]) -> dict:
+        outputs = self._generate_items(bench, items)
+        samples = [{"id": it.id, "lang": it.lang, "control": "equal", "target": it.target,
+                    "length": longbench_write_count(out)} for it, out in zip(items, outputs)]
+        for x in samples:
+            x["S_l"] = longbench_sl(x["length"], x["target"])
+        per_length: dict[int, list[float]] = {}
+        for x in samples:
+            per_length.setdefault(x["target"], []).append(x["S_l"])
+        metrics = {"S_l": sum(x["S_l"] for x in samples) / len(samples), "n": len(samples),
+                   "per_length": {t: sum(v) / len(v) for t, v in sorted(per_length.items())}}
+        return {"metrics": metrics, "samples": samples, "counter": "longbench-write"}
+
+    def ruler_tlg(self, bench: str, items: list[B.EvalItem]) -> dict:
+        outputs = self._generate_items(bench, items)
+        samples = [{"id": it.id, "lang": "en", "control": "equal", "target": it.target,
+                    "target_label": it.meta["target_label"], "length": ruler_count(out)}
+                   for it, out in zip(items, outputs)]
+        metrics = ruler_aggregate((x["target_label"], x["length"]) for x in samples)
+        return {"metrics": metrics, "samples": samples, "counter": "ruler"}
+
+    def lenctrl(self, bench: str, items: list[B.EvalItem]) -> dict:
+        outputs = self._generate_items(bench, items)
+        samples = [{"id": it.id, "lang": "en", "control": "equal", "target": it.target, "level": it.meta["level"],
+                    "length": lenctrl_count(out, it.meta["level"])} for it, out in zip(items, outputs)]
+        metrics = {"MAE": mean_absolute_error((x["length"], x["target"]) for x in samples), "n": len(samples),
+                   "per_level": {}}
+        for level in sorted({x["level"] for x in samples}):
+            sel = [x for x in samples if x["level"] == level]
+            metrics["per_level"][level] = {"MAE": mean_absolute_error((x["length"], x["target"]) for x in sel),
+                                           "n": len(sel)}
+        metrics["note"] = "stand-in splitter (no public LenCtrl-Bench code): not guaranteed to match the paper"
+        return {"metrics": metrics, "samples": samples, "counter": "lenctrl"}
+
+    def counting(self, bench: str) -> dict:
+        """The cognition probe: can the model count the words of a text (references and its own
+        outputs), asked exactly as LARFT's awareness task asks it?"""
+        texts = counting_texts()
+        own_targets = [10, 20, 40, 80]
+        instructions = B.ruler_instructions()
+        rng = random.Random(self.settings.seed)
+        own_jobs = []
+        for i in range(self.settings.counting_own):
+            target = own_targets[i % len(own_targets)]
+            prompt = f"{rng.choice(instructions)} Answer in about {target} words."
+            own_jobs.append((f"own-{i}", [{"role": "user", "content": prompt}], self.settings.max_new_tokens(target)))
+        own = self.generate(f"{bench}-own-text", own_jobs)
+        texts += [{"id": job_id, "kind": "own", "text": own[job_id]} for job_id, _, _ in own_jobs if own[job_id].strip()]
+        if self.settings.limit is not None:
+            texts = texts[: self.settings.limit]
+        jobs = [(t["id"], [{"role": "user", "content": counting_instruction(t["text"])}], 24) for t in texts]
+        answers = self.generate(bench, jobs)
+        samples = []
+        for t in texts:
+            truth = count_words(t["text"])
+            guess = parse_count(answers[t["id"]])
+            samples.append({"id": t["id"], "kind": t["kind"], "truth": truth, "guess": guess,
+                            "answer": answers[t["id"]][:200]})
+        parsed = [x for x in samples if x["guess"] is not None]
+        metrics: dict[str, Any] = {
+            "n": len(samples),
+            "format_rate": len(parsed) / len(samples),
+            "exact_rate": sum(x["guess"] == x["truth"] for x in parsed) / len(samples),
+            "within10_rate": sum(abs(x["guess"] - x["truth"]) <= 0.1 * x["truth"] for x in parsed) / len(samples),
+            "MAE": mean_absolute_error((x["guess"], x["truth"]) for x in parsed) if parsed else None,
+            # an unparsable answer counts as guessing 0: a single number that punishes both failures
+            "MAE_all": mean_absolute_error((x["guess"] or 0, x["truth"]) for x in samples),
+        }
+        for kind in ("reference", "own"):
+            sel = [x for x in parsed if x["kind"] == kind]
+            metrics[f"MAE_{kind}"] = mean_absolute_error((x["guess"], x["truth"]) for x in sel) if sel else None
+        return {"metrics": metrics, "samples": samples, "counter": "larft-words"}
+
+    def retention(self, bench: str) -> dict:
+        """Perplexity on fixed reference texts shipped with larft (lower is better; compare a
+        checkpoint with its base model)."""
+        import torch
+
+        texts = reference_texts()
+        total_nll, total_tokens, per_text = 0.0, 0, {}
+        self.model.eval()
+        with torch.no_grad():
+            for t in texts:
+                ids = self.tokenizer(t["text"], return_tensors="pt", add_special_tokens=False)["input_ids"]
+                out = self.model(input_ids=ids, labels=ids)
+                n = ids.size(1) - 1
+                total_nll += out.loss.item() * n
+                total_tokens += n
+                per_text[t["id"]] = math.exp(out.loss.item())
+        return {"metrics": {"perplexity": math.exp(total_nll / total_tokens), "tokens": total_tokens,
+                            "per_text": per_text}, "samples": [], "counter": "tokens"}
+
+
+def reference_texts() -> list[dict[str, str]]:
+    path = resources.files("larft.eval") / "data" / "reference_texts.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def counting_texts() -> list[dict[str, str]]:
+    """Prefixes of the reference texts cut at 10, 25, 50, 100 and 150 words: known lengths."""
+    out = []
+    for t in reference_texts():
+        words = t["text"].split()
+        for n in (10, 25, 50, 100, 150):
+            if n <= len(words):
+                out.append({"id": f"ref-{t['id']}-{n}", "kind": "reference", "text": " ".join(words[:n])})
+    return out
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    found = {}
+    for pkg in ("larft", "torch", "transformers", "trl"):
+        try:
+            found[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            found[pkg] = "not installed"
+    return found
+
+
+def run_eval(model: str, benches: list[str], out_dir: str, settings: EvalSettings,
+             bench_files: list[tuple[str, str]] | None = None, trust_remote_code: bool = False) -> dict:
+    """Run the named benchmarks and files; write results.json, report.md and plots in out_dir."""
+    from larft.eval.report import write_report
+
+    for name in benches:
+        if name not in NAMED_BENCHES:
+            raise ValueError(f"unknown benchmark {name!r}; expected one of {', '.join(NAMED_BENCHES)}")
+    # Build and check every prompt set before loading the model: bad input fails fast.
+    plan: list[tuple[str, str, list[B.EvalItem] | None]] = []  # (name, Evaluator method, items)
+    for name in benches:
+        if name in B.BENCH_FILES:
+            rel, loader = B.BENCH_FILES[name]
+            items = select(loader(B.benchmark_data_dir() / rel), settings, name)
+            plan.append((name, "longbench_write" if name == "longwrite-ruler" else "lifebench", items))
+        elif name == "ruler-tlg":
+            plan.append((name, "ruler_tlg", select(B.ruler_tlg_items(B.ruler_instructions()), settings, name)))
+        else:
+            plan.append((name, name, None))
+    for path, fmt in bench_files or []:
+        if fmt not in B.FORMATS:
+            raise ValueError(f"unknown --format {fmt!r}; expected one of {', '.join(B.FORMATS)}")
+        name = f"{fmt}:{Path(path).stem}"
+        method = {"longbench-write": "longbench_write", "lenctrl": "lenctrl"}.get(fmt, "lifebench")
+        plan.append((name, method, select(B.FORMATS[fmt](Path(path)), settings, name)))
+    if not plan:
+        raise ValueError("nothing to evaluate: give --bench NAME and/or --bench-file PATH --format FMT")
+
+    evaluator = Evaluator(model, out_dir, settings, trust_remote_code)
+    results: dict[str, Any] = {
+        "model": model, "model_path": evaluator.model_path, "settings": asdict(settings), "versions": versions(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "benchmarks": {},
+    }
+    for name, method, items in plan:
+        t0 = time.perf_counter()
+        run = getattr(evaluator, method)
+        results["benchmarks"][name] = run(name) if items is None else run(name, items)
+        results["benchmarks"][name]["seconds"] = time.perf_counter() - t0
+    write_report(results, Path(out_dir))
+    return results
+

@@ -1,0 +1,35 @@
+"""glibc allocator settings for CPU training.
+
+PyTorch on CPU allocates and frees large activation buffers every step. glibc returns freed
+memory to the OS (trim / munmap) and page-faults it back in on the next allocation; on
+these machines that churn cost ~30% of a LARFT step (sys time). Keeping freed memory in
+the process (high trim threshold, top pad) removes it. Set LARFT_MALLOC_TUNING=0 to skip.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_malloc() -> bool:
+    """Apply the settings when running on glibc; returns whether they were applied."""
+    if os.environ.get("LARFT_MALLOC_TUNING", "1") == "0":
+        return False
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+        return False  # not glibc (musl, macOS): leave the allocator alone
+    # Buffers below this come from the heap and are reused instead of mmap'ed and unmapped
+    # each time (glibc caps it at 32 MiB on 64-bit). Measured: LARFT step 53 s -> 38 s.
+    ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, int(os.environ.get("LARFT_MALLOC_MMAP_THRESHOLD", 32 << 20))))
+    ok &= bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))  # never give freed heap memory back
+    ok &= bool(libc.mallopt(_M_TOP_PAD, 1 << 30))  # grow the heap in 1 GiB steps
+    return bool(ok)

@@ -1,0 +1,90 @@
+import json
+
+import pytest
+
+from larft.eval import benchmarks as B
+from larft.eval.runner import EvalSettings, parse_filters, run_eval, select
+
+
+def test_lifebench_lite_expands_to_1800_prompts_as_upstream():
+    items = B.lifebench_items(B.benchmark_data_dir() / "lifebench" / "data_lite.jsonl")
+    assert len(items) == 1800
+    assert len({it.id for it in items}) == 1800
+    en = [it for it in items if it.lang == "en" and it.control == "at_most" and it.target == 64]
+    assert en and all("at most 64 words" in it.messages[0]["content"] for it in en)
+    cn = [it for it in items if it.lang == "cn" and it.control == "at_least" and it.target == 16]
+    assert cn and all("至少有" in it.messages[0]["content"] and "{word_count" not in it.messages[0]["content"] for it in cn)
+    picked = select(items, EvalSettings(filters=parse_filters("lang=en,max_length=64")), "lifebench")
+    assert len(picked) == 30 * 3 * 3 and {it.target for it in picked} == {16, 32, 64}
+
+
+def test_refactor_and_longwrite_targets_are_read_from_the_files():
+    refactor = B.lifebench_refactor_items(B.benchmark_data_dir() / "lifebench" / "data_refactor.jsonl")
+    assert len(refactor) == 180 and {it.target for it in refactor} == set(B.LIFEBENCH_LENGTHS)
+    ruler = B.longbench_write_items(B.benchmark_data_dir() / "longwrite-ruler" / "longwrite_ruler.jsonl")
+    assert len(ruler) == 48 and {it.lang for it in ruler} == {"en", "cn"}
+
+
+def test_bad_filters_and_files_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown key"):
+        parse_filters("language=en")
+    bad = tmp_path / "lw.jsonl"
+    bad.write_text(json.dumps({"prompt": "Write 100 words", "length": 100}) + "\n" + json.dumps({"prompt": "x"}) + "\n")
+    with pytest.raises(Exception, match="lw.jsonl:2: length: missing"):
+        B.longbench_write_items(bad)
+
+
+def test_end_to_end_eval_writes_all_outputs(tiny_model_dir, tmp_path):
+    lenctrl = tmp_path / "lenctrl.jsonl"
+    lenctrl.write_text("\n".join(json.dumps({"instruction": f"Write {n} words about tea.", "constraint": n,
+                                             "level": "word"}) for n in (5, 10)) + "\n")
+    settings = EvalSettings(batch_size=4, max_new_tokens_cap=12, limit=4, filters={"lang": "en", "max_length": "32"},
+                            counting_own=2)
+    out = tmp_path / "eval"
+    results = run_eval(str(tiny_model_dir), ["lifebench", "ruler-tlg", "counting", "retention"], str(out), settings,
+                       bench_files=[(str(lenctrl), "lenctrl")])
+    for name in ("results.json", "report.md", "asked_vs_delivered.png", "ls_by_length.png", "counting_errors.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved["benchmarks"]) == {"lifebench", "ruler-tlg", "counting", "retention", "lenctrl:lenctrl"}
+    assert saved["benchmarks"]["lifebench"]["metrics"]["n"] == 4
+    assert saved["benchmarks"]["retention"]["metrics"]["perplexity"] > 1
+    assert saved["model"] == str(tiny_model_dir) and "torch" in saved["versions"]
+    assert "## lifebench" in (out / "report.md").read_text()
+    assert results["summary"]["retention perplexity"] == saved["benchmarks"]["retention"]["metrics"]["perplexity"]
+
+
+def test_interrupted_eval_resumes_without_regenerating(tiny_model_dir, tmp_path, monkeypatch):
+    import larft.generation as generation
+
+    real = generation.generate
+    seen: list[str] = []
+
+    def counting_generate(model, tokenizer, prompts, **kw):
+        seen.extend(p[0]["content"] for p in prompts)
+        return real(model, tokenizer, prompts, **kw)
+
+    def interrupted_generate(model, tokenizer, prompts, **kw):
+        if len(seen) >= 4:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C after two batches
+        return counting_generate(model, tokenizer, prompts, **kw)
+
+    settings = EvalSettings(batch_size=2, max_new_tokens_cap=8, limit=8, filters={"lang": "en", "max_length": "16"})
+    out = tmp_path / "eval"
+    monkeypatch.setattr(generation, "generate", interrupted_generate)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(str(tiny_model_dir), ["lifebench"], str(out), settings)
+    first = list(seen)
+    assert len(first) == 4
+    cache = out / "generations.jsonl"
+    lines = cache.read_text().splitlines()
+    assert len(lines) == 4
+    cache.write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])  # a kill cut the last line mid-write
+
+    seen.clear()
+    monkeypatch.setattr(generation, "generate", counting_generate)
+    run_eval(str(tiny_model_dir), ["lifebench"], str(out), settings)
+    keys = [json.loads(line)["key"] for line in cache.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 8  # every prompt once, none lost
+    assert len(seen) == 5  # the 4 never generated + the 1 whose line was cut
+    assert not set(seen) & set(first[:3])
