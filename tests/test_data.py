@@ -33,7 +33,8 @@ def test_official_larft_format_is_accepted(tmp_path):
     }
     path.write_text(json.dumps(record) + "\n")
     rows = load_rows(path)
-    assert rows == [{"prompt": record["prompt"], "target": 500, "target_range": None, "constraint": "equal", "unit": "words"}]
+    assert rows == [{"prompt": record["prompt"], "target": 500, "target_range": None, "constraint": "equal", "unit": "words",
+                     "line": 1}]
 
 
 def test_validate_reports_every_problem_with_file_line_field(tmp_path):

@@ -88,3 +88,10 @@ def test_interrupted_eval_resumes_without_regenerating(tiny_model_dir, tmp_path,
     assert len(keys) == len(set(keys)) == 8  # every prompt once, none lost
     assert len(seen) == 5  # the 4 never generated + the 1 whose line was cut
     assert not set(seen) & set(first[:3])
+
+
+def test_evaluation_prompts_do_not_overlap_training_topics():
+    from larft.data import TOPICS
+
+    assert not set(TOPICS) & set(B.EVAL_TOPICS)
+    assert len(B.ruler_instructions()) == 4 * len(B.EVAL_TOPICS)

@@ -92,8 +92,9 @@ class LengthCheckCallback(TrainerCallback):
         if state.is_world_process_zero and "before" not in self.results:
             self._run(model, "before")
 
-    def on_train_end(self, args, state, control, model=None, **kwargs):
-        if not state.is_world_process_zero:
+    def finish(self, model: Any) -> None:
+        """After a completed run (not an interrupted one): the 'after' half, printed and saved."""
+        if not self.results:  # not the main process
             return
         self._run(model, "after")
         tmp = self.path.with_suffix(".json.tmp")

@@ -41,6 +41,9 @@ class TrainArguments:
     skip_invalid: bool = dataclasses.field(
         default=False, metadata={"help": "Train on the valid rows of a file with invalid ones (and report them)."}
     )
+    max_prompt_tokens: int | None = dataclasses.field(
+        default=1024, metadata={"help": "Refuse prompts longer than this (tokens, chat template applied)."}
+    )
     resume: bool = dataclasses.field(
         default=False, metadata={"help": "Continue from the latest checkpoint in output_dir."}
     )
@@ -298,12 +301,21 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         from larft.data import DataError
+        from larft.interrupt import TrainingInterrupted
+        from larft.train import TrainingFailed
 
-        kind = "" if isinstance(e, (UsageError, DataError)) else f"{type(e).__name__}: "
+        if isinstance(e, TrainingInterrupted):
+            print(f"larft: {e}", file=sys.stderr)
+            return 128 + e.signum
+        if isinstance(e, TrainingFailed):
+            print(f"larft: error: {e}", file=sys.stderr)
+            return 1
+        user_error = isinstance(e, (UsageError, DataError, FileNotFoundError))
+        kind = "" if user_error else f"{type(e).__name__}: "
         print(f"larft: error: {kind}{e}", file=sys.stderr)
-        if not isinstance(e, (UsageError, DataError)):
+        if not user_error:
             print("(run with --debug for the traceback)", file=sys.stderr)
-        return 2 if isinstance(e, (UsageError, DataError)) else 1
+        return 2 if user_error else 1
 
 
 if __name__ == "__main__":

@@ -191,6 +191,7 @@ def normalize_record(record: Any, path: str, line: int) -> tuple[dict[str, Any] 
         "target_range": target_range,
         "constraint": constraint,
         "unit": unit,
+        "line": line,
     }, []
 
 

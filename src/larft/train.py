@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from larft.callbacks import LengthCheckCallback, MetricsJsonlCallback
 from larft.config import LARFTConfig
-from larft.data import generate_rows, load_rows, normalize_record
+from larft.data import DataError, DataIssue, generate_rows, load_rows, normalize_record
+from larft.interrupt import GracefulStopCallback, TrainingInterrupted
+
+
+class TrainingFailed(RuntimeError):
+    """A numerical fault stopped training; the message names the step and the last good checkpoint."""
 
 
 def training_rows(train_args: Any) -> list[dict[str, Any]]:
@@ -21,9 +28,64 @@ def training_rows(train_args: Any) -> list[dict[str, Any]]:
     return [normalize_record(r, "<generated>", i)[0] for i, r in enumerate(generated, start=1)]
 
 
-def train(train_args: Any, config: LARFTConfig) -> Path:
+def check_prompt_lengths(rows: list[dict[str, Any]], tokenizer: Any, max_tokens: int | None, source: str) -> None:
+    """Every prompt fits `max_tokens` once the chat template is applied, or a DataError names them."""
+    if not max_tokens:
+        return
+    from larft.generation import render_chat
+
+    issues = []
+    for row in rows:
+        n = len(tokenizer(render_chat(tokenizer, row["prompt"]), add_special_tokens=False)["input_ids"])
+        if n > max_tokens:
+            issues.append(DataIssue(source, row.get("line", 0), "prompt", f"{n} tokens, above max_prompt_tokens={max_tokens}"))
+    if issues:
+        raise DataError(issues)
+
+
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """checkpoint-N folders that were fully written (trainer_state.json comes last), newest first."""
+    found = []
+    for path in output_dir.glob("checkpoint-*"):
+        suffix = path.name.split("-")[-1]
+        if not suffix.isdigit():
+            continue
+        state = path / "trainer_state.json"
+        try:
+            json.loads(state.read_text())
+        except (OSError, json.JSONDecodeError):
+            print(f"[larft] {path}: incomplete checkpoint (no valid trainer_state.json), not used", file=sys.stderr)
+            continue
+        found.append((int(suffix), path))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def trim_metrics(path: Path, last_step: int) -> None:
+    """Keep metrics lines up to the checkpoint's step: the steps after it are trained again."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and _step_of(line) is not None and _step_of(line) <= last_step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None  # a line cut by a kill: that step is trained again
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = None) -> Path:
     from datasets import Dataset
-    from transformers.trainer_utils import get_last_checkpoint
 
     from larft.malloc import tune_malloc
     from larft.models import load_tokenizer, resolve_model
@@ -33,39 +95,56 @@ def train(train_args: Any, config: LARFTConfig) -> Path:
     output_dir = Path(config.output_dir)
     checkpoint = None
     if train_args.resume:
-        checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-        if checkpoint is None:
-            raise ValueError(f"--resume: no checkpoint-* folder in {output_dir}")
+        found = complete_checkpoints(output_dir) if output_dir.is_dir() else []
+        if not found:
+            raise ValueError(f"--resume: no complete checkpoint-* folder in {output_dir}")
+        checkpoint = found[0]
+        step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+        trim_metrics(output_dir / "metrics.jsonl", step)
+        print(f"[larft] resuming from {checkpoint} (step {step})")
     elif (output_dir / "metrics.jsonl").exists():
         raise ValueError(
-            f"{output_dir} already holds a run (metrics.jsonl); pass --resume to continue it "
+            f"{output_dir} already holds a run (metrics.jsonl); pass --resume true to continue it "
             "or choose another --output_dir"
         )
 
     rows = training_rows(train_args)
     check_rows: list[dict[str, Any]] = []
-    if config.length_check_prompts > 0:  # held out: never trained on
+    if config.length_check_prompts > 0 and checkpoint is None:  # held out: never trained on
         if config.length_check_prompts >= len(rows):
             raise ValueError(f"length_check_prompts={config.length_check_prompts} leaves no training rows")
         check_rows, rows = rows[-config.length_check_prompts :], rows[: -config.length_check_prompts]
 
     model_path = resolve_model(train_args.model)
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
+    check_prompt_lengths(rows, tokenizer, train_args.max_prompt_tokens, train_args.train_file or "<generated>")
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "larft_run.json").write_text(
-        json.dumps({"model": train_args.model, "model_path": model_path, "train_rows": len(rows)}, indent=2)
-    )
-    callbacks = [MetricsJsonlCallback(output_dir)]
-    if check_rows:
-        callbacks.append(LengthCheckCallback(check_rows, tokenizer, config.max_completion_length, str(output_dir)))
+    _write_json(output_dir / "larft_run.json", {"model": train_args.model, "model_path": model_path,
+                                                "train_rows": len(rows), "train_file": train_args.train_file})
+    stop = GracefulStopCallback()
+    callbacks = [MetricsJsonlCallback(output_dir), stop]
+    check = LengthCheckCallback(check_rows, tokenizer, config.max_completion_length, str(output_dir)) if check_rows else None
+    if check:
+        callbacks.append(check)
+    callbacks += extra_callbacks or []
     trainer = LARFTTrainer(
         model=model_path,
         args=config,
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=Dataset.from_list([{k: v for k, v in r.items() if k != "line"} for r in rows]),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except FloatingPointError as e:
+        last = complete_checkpoints(output_dir)
+        kept = f"the last good checkpoint is {last[0]}" if last else "no checkpoint had been saved yet"
+        raise TrainingFailed(f"{e}; training stopped, {kept}") from None
+    if stop.signum is not None:
+        last = complete_checkpoints(output_dir)
+        raise TrainingInterrupted(stop.signum, trainer.state.global_step, str(last[0]) if last else None)
     trainer.save_model(str(output_dir))
+    if check:
+        check.finish(trainer.model)
     print(f"[larft] model saved to {output_dir} (metrics: {output_dir / 'metrics.jsonl'})")
     return output_dir

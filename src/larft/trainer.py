@@ -55,6 +55,18 @@ class LARFTTrainer(GRPOTrainer):
             self.args.awareness_warmup_ratio,
         )
 
+    # -- numerical faults stop training ------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        bad = ~torch.isfinite(rewards)
+        if bad.any():
+            row, col = (int(i) for i in bad.nonzero()[0])
+            raise FloatingPointError(
+                f"reward function {self.reward_func_names[col]!r} gave {rewards[row, col].item()} for rollout {row} "
+                f"at step {self.state.global_step + 1} (a reward must be a finite number; larft does not skip it)"
+            )
+        return rewards
+
     # -- hook 1: rollouts -> length metrics and counting examples ---------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
@@ -95,6 +107,8 @@ class LARFTTrainer(GRPOTrainer):
         if len(self._metrics[mode]["policy_loss"]) == logged_policy:  # TRL logs it only with an entropy bonus
             policy = self.accelerator.gather(loss.detach() * accumulation).mean().item()
             self._metrics[mode]["policy_loss"].append(policy)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the GRPO loss is {loss.item()} at step {self.state.global_step + 1}")
         if mode != "train" or AWARENESS_KEYS[0] not in inputs:
             return loss
         lam = self.current_awareness_lambda()
@@ -106,9 +120,7 @@ class LARFTTrainer(GRPOTrainer):
             with torch.no_grad():
                 counting = awareness_loss(model, ids, mask, labels)
         if not torch.isfinite(counting):
-            raise FloatingPointError(
-                f"awareness loss is {counting.item()} at step {self.state.global_step}; stopping"
-            )
+            raise FloatingPointError(f"the awareness loss is {counting.item()} at step {self.state.global_step + 1}")
         self._metrics[mode]["awareness_loss"].append(self.accelerator.gather(counting.detach().reshape(1)).mean().item())
         self._metrics[mode]["awareness_lambda"].append(lam)
         return loss

@@ -138,12 +138,25 @@ def ruler_tlg_items(instructions: list[str], seed: int = 10) -> list[EvalItem]:
     return items
 
 
-def ruler_instructions() -> list[str]:
-    """Open-ended instructions without a length request (our topics x four verbs)."""
-    from larft.data import TOPICS
+#: evaluation-only topics: disjoint from `larft.data.TOPICS`, which training prompts use
+EVAL_TOPICS = [
+    "the history of the violin", "how glaciers shape valleys", "the rules of cricket", "a night at an observatory",
+    "how a compass works", "the life of a honeybee queen", "why leaves change colour", "the Silk Road",
+    "how trains switch tracks", "a fisherman at dawn", "the invention of the telephone", "how clouds form",
+    "the benefits of reading aloud", "a day in a busy hospital", "how paper is made", "the Great Wall of China",
+    "why the sky is blue", "the first airplane flight", "a walk through a pine forest", "how submarines dive",
+    "the history of coffee", "learning to swim", "how elections work", "a thunderstorm over the sea",
+    "the life of an ant colony", "how earthquakes happen", "the art of origami", "a visit to a museum",
+    "why people collect stamps", "how wind turbines work", "the story of the Olympic games", "a quiet village square",
+    "how the heart pumps blood", "the history of writing", "a desert at night", "how recycling plants sort waste",
+    "the habits of owls", "the first telescope", "a snowy mountain hut", "how rivers form deltas",
+]
 
+
+def ruler_instructions() -> list[str]:
+    """Open-ended instructions without a length request (evaluation topics x four verbs)."""
     verbs = ["Describe", "Explain", "Write about", "Discuss"]
-    return [f"{verb} {topic}." for topic in TOPICS for verb in verbs]
+    return [f"{verb} {topic}." for topic in EVAL_TOPICS for verb in verbs]
 
 
 # -- LenCtrl format -------------------------------------------------------------------------

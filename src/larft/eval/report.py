@@ -58,6 +58,9 @@ def markdown(results: dict) -> str:
     for name, bench in results["benchmarks"].items():
         m = bench["metrics"]
         lines += [f"## {name}", "", f"Counter: `{bench['counter']}`; {bench.get('seconds', 0):.0f} s", ""]
+        if bench.get("skipped_too_long"):
+            lines += [f"Skipped (prompt + budget longer than the model's context window): "
+                      f"{len(bench['skipped_too_long'])} prompts ({', '.join(bench['skipped_too_long'][:10])})", ""]
         if "per_control" in m:
             lines += ["| control | LD (%) | LS |", "|---|---|---|"]
             for control, c in m["per_control"].items():

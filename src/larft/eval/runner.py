@@ -28,6 +28,7 @@ FILTER_KEYS = ("lang", "control", "min_length", "max_length", "level")
 @dataclass
 class EvalSettings:
     batch_size: int = 8
+    max_batch_tokens: int = 16384  # padded (prompt + new) tokens per generation batch
     max_new_tokens_cap: int = 2048
     tokens_per_unit: float = 2.0  # generation budget per asked word (x1.5 more for CJK characters)
     do_sample: bool = False
@@ -75,7 +76,7 @@ def select(items: list[B.EvalItem], settings: EvalSettings, bench: str) -> list[
     if settings.limit is not None and len(kept) > settings.limit:
         chosen = sorted(random.Random(settings.seed).sample(range(len(kept)), settings.limit))
         kept = [kept[i] for i in chosen]
-    if not kept:
+    if not kept:  # noqa: SIM102
         raise ValueError(f"{bench}: no prompts left after --filter {settings.filters}")
     return kept
 
@@ -85,10 +86,8 @@ class Evaluator:
 
     def __init__(self, model_name: str, out_dir: str | os.PathLike, settings: EvalSettings,
                  trust_remote_code: bool = False):
-        from larft.malloc import tune_malloc
         from larft.models import load_model, load_tokenizer, resolve_model
 
-        tune_malloc()
         self.model_name = model_name
         self.model_path = resolve_model(model_name)
         self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=trust_remote_code)
@@ -99,24 +98,42 @@ class Evaluator:
         self.cache = GenerationCache(self.out / "generations.jsonl")
 
     # -- generation -----------------------------------------------------------------------
+    def context_window(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None)
+
     def generate(self, bench: str, jobs: list[tuple[str, list[dict], int]]) -> dict[str, str]:
         """jobs: (id, messages, max_new_tokens). Returns id -> output, generating only what the
-        cache lacks, in batches of similar budget, each batch saved as soon as it is done."""
+        cache lacks. Batches group prompts of similar length and are capped by padded tokens
+        (long prompts go in small batches: attention memory grows with the square of length);
+        each batch is saved as soon as it is done."""
         import torch
         from tqdm.auto import tqdm
 
-        from larft.generation import generate
+        from larft.generation import generate, render_chat
 
         s = self.settings
         mode = f"sample-t{s.temperature}-p{s.top_p}-s{s.seed}" if s.do_sample else "greedy"
         key = lambda job_id: f"{bench}/{job_id}/{mode}"  # noqa: E731
-        todo = sorted((j for j in jobs if key(j[0]) not in self.cache), key=lambda j: j[2])
-        if todo:
+        todo = [j for j in jobs if key(j[0]) not in self.cache]
+        sized = sorted(
+            ((len(self.tokenizer(render_chat(self.tokenizer, j[1]), add_special_tokens=False)["input_ids"]) + j[2], j)
+             for j in todo),
+            key=lambda x: x[0],
+        )
+        batches, current, width = [], [], 0
+        for total, job in sized:
+            if current and (len(current) >= s.batch_size or max(width, total) * (len(current) + 1) > s.max_batch_tokens):
+                batches.append(current)
+                current, width = [], 0
+            current.append(job)
+            width = max(width, total)
+        if current:
+            batches.append(current)
+        if batches:
             bar = tqdm(total=len(todo), desc=f"{bench}: generating", unit="prompt")
-            for start in range(0, len(todo), s.batch_size):
-                batch = todo[start : start + s.batch_size]
+            for number, batch in enumerate(batches):
                 if s.do_sample:
-                    torch.manual_seed(s.seed + start)
+                    torch.manual_seed(s.seed + number)
                 outputs = generate(
                     self.model, self.tokenizer, [j[1] for j in batch], max_new_tokens=max(j[2] for j in batch),
                     batch_size=len(batch), do_sample=s.do_sample, temperature=s.temperature, top_p=s.top_p,
@@ -133,8 +150,30 @@ class Evaluator:
         outputs = self.generate(bench, jobs)
         return [outputs[it.id] for it in items]
 
+    def fitting(self, items: list[B.EvalItem]) -> tuple[list[B.EvalItem], list[str]]:
+        """Items whose prompt + generation budget fit the model's context window, and the ids
+        of those that do not (reported in results.json, never silently dropped)."""
+        from larft.generation import render_chat
+
+        window = self.context_window()
+        if window is None:
+            return items, []
+        fit, skipped = [], []
+        for it in items:
+            n = len(self.tokenizer(render_chat(self.tokenizer, it.messages), add_special_tokens=False)["input_ids"])
+            budget = self.settings.max_new_tokens(it.target, it.lang, it.control)
+            if n + budget <= window:
+                fit.append(it)
+            else:
+                skipped.append(it.id)
+        if skipped:
+            print(f"[larft] {len(skipped)} prompt(s) longer than the model's context window ({window} tokens) "
+                  f"are skipped and listed in results.json: {skipped[:5]}{' ...' if len(skipped) > 5 else ''}")
+        return fit, skipped
+
     # -- benchmarks -------------------------------------------------------------------------
     def lifebench(self, bench: str, items: list[B.EvalItem]) -> dict:
+        items, skipped = self.fitting(items)
         outputs = self._generate_items(bench, items)
         samples = [
             {"id": it.id, "lang": it.lang, "control": it.control, "target": it.target,
@@ -148,9 +187,10 @@ class Evaluator:
                 for lang in langs
             }
         result["n"] = len(samples)
-        return {"metrics": result, "samples": samples, "counter": "lifebench"}
+        return {"metrics": result, "samples": samples, "counter": "lifebench", "skipped_too_long": skipped}
 
     def longbench_write(self, bench: str, items: list[B.EvalItem]) -> dict:
+        items, skipped = self.fitting(items)
         outputs = self._generate_items(bench, items)
         samples = [{"id": it.id, "lang": it.lang, "control": "equal", "target": it.target,
                     "length": longbench_write_count(out)} for it, out in zip(items, outputs)]
@@ -161,17 +201,19 @@ class Evaluator:
             per_length.setdefault(x["target"], []).append(x["S_l"])
         metrics = {"S_l": sum(x["S_l"] for x in samples) / len(samples), "n": len(samples),
                    "per_length": {t: sum(v) / len(v) for t, v in sorted(per_length.items())}}
-        return {"metrics": metrics, "samples": samples, "counter": "longbench-write"}
+        return {"metrics": metrics, "samples": samples, "counter": "longbench-write", "skipped_too_long": skipped}
 
     def ruler_tlg(self, bench: str, items: list[B.EvalItem]) -> dict:
+        items, skipped = self.fitting(items)
         outputs = self._generate_items(bench, items)
         samples = [{"id": it.id, "lang": "en", "control": "equal", "target": it.target,
                     "target_label": it.meta["target_label"], "length": ruler_count(out)}
                    for it, out in zip(items, outputs)]
         metrics = ruler_aggregate((x["target_label"], x["length"]) for x in samples)
-        return {"metrics": metrics, "samples": samples, "counter": "ruler"}
+        return {"metrics": metrics, "samples": samples, "counter": "ruler", "skipped_too_long": skipped}
 
     def lenctrl(self, bench: str, items: list[B.EvalItem]) -> dict:
+        items, skipped = self.fitting(items)
         outputs = self._generate_items(bench, items)
         samples = [{"id": it.id, "lang": "en", "control": "equal", "target": it.target, "level": it.meta["level"],
                     "length": lenctrl_count(out, it.meta["level"])} for it, out in zip(items, outputs)]
@@ -182,7 +224,7 @@ class Evaluator:
             metrics["per_level"][level] = {"MAE": mean_absolute_error((x["length"], x["target"]) for x in sel),
                                            "n": len(sel)}
         metrics["note"] = "stand-in splitter (no public LenCtrl-Bench code): not guaranteed to match the paper"
-        return {"metrics": metrics, "samples": samples, "counter": "lenctrl"}
+        return {"metrics": metrics, "samples": samples, "counter": "lenctrl", "skipped_too_long": skipped}
 
     def counting(self, bench: str) -> dict:
         """The cognition probe: can the model count the words of a text (references and its own

@@ -1,0 +1,175 @@
+"""Bad input gets one clear error; interrupted work resumes; numerical faults stop cleanly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from larft.data import MAX_TARGET
+
+HERE = Path(__file__).parent
+
+
+def larft(*args):
+    return subprocess.run([sys.executable, "-m", "larft", *args], capture_output=True, text=True)
+
+
+GOOD = {"prompt": "Describe tea.", "target": 20}
+BAD_RECORDS = [
+    ("malformed JSON", b'{"prompt": "x", "target": 3', ""),
+    ("missing prompt", json.dumps({"target": 3}).encode(), "prompt"),
+    ("missing target", json.dumps({"prompt": "x"}).encode(), "target"),
+    ("target zero", json.dumps({"prompt": "x", "target": 0}).encode(), "target"),
+    ("negative target", json.dumps({"prompt": "x", "target": -5}).encode(), "target"),
+    ("non-integer target", json.dumps({"prompt": "x", "target": "ten"}).encode(), "target"),
+    ("absurd target", json.dumps({"prompt": "x", "target": MAX_TARGET * 10}).encode(), "target"),
+    ("range lo > hi", json.dumps({"prompt": "x", "constraint": "range", "target_range": [9, 3]}).encode(),
+     "target_range"),
+    ("unknown unit", json.dumps({"prompt": "x", "target": 3, "unit": "pages"}).encode(), "unit"),
+    ("unknown constraint", json.dumps({"prompt": "x", "target": 3, "constraint": "roughly"}).encode(), "constraint"),
+    ("empty prompt", json.dumps({"prompt": "", "target": 3}).encode(), "prompt"),
+    ("non-UTF-8 bytes", b'{"prompt": "caf\xe9", "target": 3}', ""),
+]
+
+
+@pytest.mark.parametrize("name, line, field", BAD_RECORDS, ids=[b[0] for b in BAD_RECORDS])
+def test_validate_names_file_line_and_field(tmp_path, name, line, field):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + line + b"\n")
+    out = larft("data", "validate", str(path))
+    assert out.returncode == 1, name
+    expected = f"{path}:2: {field}:" if field else f"{path}:2:"
+    assert expected in out.stdout, out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_train_refuses_invalid_data_unless_skip_invalid(tmp_path, tiny_model_dir):
+    path = tmp_path / "data.jsonl"
+    rows = [dict(GOOD, target=n) for n in (5, 6, 7, 8)] + [{"prompt": "x", "target": -1}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    common = ["--model", str(tiny_model_dir), "--train_file", str(path), "--max_steps", "1", "--num_generations", "2",
+              "--per_device_train_batch_size", "4", "--max_completion_length", "8", "--report_to", "none",
+              "--save_strategy", "no"]
+    out = larft("train", *common, "--output_dir", str(tmp_path / "a"))
+    assert out.returncode == 2 and f"{path}:5: target: must be positive" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = larft("train", *common, "--output_dir", str(tmp_path / "b"), "--skip_invalid", "true")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "skipped 1 invalid record" in out.stdout and f"{path}:5" in out.stdout
+
+
+def test_other_bad_inputs_are_one_clear_error(tmp_path, tiny_model_dir):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cases = []
+    pq.write_table(pa.table({"text": ["a"]}), tmp_path / "wrong.parquet")
+    cases.append((["data", "validate", str(tmp_path / "wrong.parquet")], 1, f"{tmp_path / 'wrong.parquet'}: schema:"))
+    (tmp_path / "empty.jsonl").write_text("")
+    cases.append((["data", "validate", str(tmp_path / "empty.jsonl")], 1, "file is empty"))
+    cases.append((["data", "validate", str(tmp_path / "missing.jsonl")], 1, "file not found"))
+    long_prompt = tmp_path / "long.jsonl"
+    long_prompt.write_text(json.dumps({"prompt": "tea " * 400, "target": 10}) + "\n")
+    cases.append((["train", "--model", str(tiny_model_dir), "--train_file", str(long_prompt), "--max_prompt_tokens",
+                   "64", "--output_dir", str(tmp_path / "o1")], 2, f"{long_prompt}:1: prompt:"))
+    cfg = tmp_path / "bad-key.yaml"
+    cfg.write_text("max_step: 3\n")
+    cases.append((["train", "--config", str(cfg)], 2, f"config file {cfg}: unknown key 'max_step'"))
+    cfg2 = tmp_path / "bad-value.yaml"
+    cfg2.write_text("max_steps: lots\n")
+    cases.append((["train", "--config", str(cfg2)], 2, "max_steps"))
+    cases.append((["train", "--config", str(tmp_path / "nope.yaml")], 2, "not found"))
+    cases.append((["eval", "--model", str(tiny_model_dir), "--bench-file", str(tmp_path / "missing.jsonl"),
+                   "--format", "longbench-write", "--out", str(tmp_path / "e")], 2, "missing.jsonl: file not found"))
+    for args, code, message in cases:
+        out = larft(*args)
+        assert out.returncode == code, (args, out.stdout, out.stderr[-1500:])
+        assert message in out.stdout + out.stderr, (args, out.stdout, out.stderr[-1500:])
+        assert "Traceback" not in out.stdout + out.stderr
+
+
+def _train_args(model_dir, out, steps=4):
+    return ["--model", str(model_dir), "--output_dir", str(out), "--max_steps", str(steps), "--num_generations", "2",
+            "--per_device_train_batch_size", "4", "--max_completion_length", "8", "--train_size", "32",
+            "--awareness_lambda_max", "0.5", "--report_to", "none", "--save_steps", "1", "--seed", "3"]
+
+
+def _wait_for(path: Path, proc, timeout=120):
+    start = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - start < timeout
+        time.sleep(0.1)
+
+
+def _metrics(out: Path):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_after_sigkill_continues_steps_lambda_and_randomness(tmp_path, tiny_model_dir):
+    reference = tmp_path / "reference"
+    assert larft("train", *_train_args(tiny_model_dir, reference)).returncode == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(HERE / "slow_train.py"), *_train_args(tiny_model_dir, out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(out / "checkpoint-2" / "trainer_state.json", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.safetensors").exists()  # it really died mid-run
+    resumed = larft("train", *_train_args(tiny_model_dir, out), "--resume", "true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    got, want = _metrics(out), _metrics(reference)
+    assert [r["step"] for r in got] == [1, 2, 3, 4]  # no duplicate, no missing step
+    assert [r["awareness_lambda"] for r in got] == pytest.approx([r["awareness_lambda"] for r in want])
+    # same optimizer, RNG and data position: the resumed steps sample and score what an uninterrupted run did
+    assert [r["reward_mean"] for r in got] == pytest.approx([r["reward_mean"] for r in want], abs=1e-6)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, tiny_model_dir):
+    out = tmp_path / "run"
+    args = _train_args(tiny_model_dir, out, steps=50)
+    args[args.index("--save_steps") + 1] = "100"
+    proc = subprocess.Popen([sys.executable, str(HERE / "slow_train.py"), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(out / "metrics.jsonl", proc)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "stopped by SIGTERM" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    steps = [r["step"] for r in _metrics(out)]
+    state = json.loads((out / f"checkpoint-{steps[-1]}" / "trainer_state.json").read_text())
+    assert state["global_step"] == steps[-1] < 50
+
+
+def test_nan_reward_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, tiny_model_dir):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from larft.config import LARFTConfig
+    from larft.data import generate_rows, normalize_record
+    from larft.rewards import LengthReward
+    from larft.trainer import LARFTTrainer
+
+    length = LengthReward()
+
+    def poisoned(prompts, completions, trainer_state, **columns):
+        rewards = length(prompts, completions, **columns)
+        return [float("nan")] + rewards[1:] if trainer_state.global_step == 2 else rewards
+
+    rows = [normalize_record(r, "-", i)[0] for i, r in enumerate(generate_rows(16, targets=[4, 8]), 1)]
+    out = tmp_path / "run"
+    config = LARFTConfig(output_dir=str(out), max_steps=5, num_generations=2, per_device_train_batch_size=4,
+                         max_completion_length=8, report_to="none", save_steps=1)
+    trainer = LARFTTrainer(model=str(tiny_model_dir), reward_funcs=[poisoned], args=config,
+                           train_dataset=Dataset.from_list([{k: v for k, v in r.items() if k != "line"} for r in rows]),
+                           processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+    with pytest.raises(FloatingPointError, match="gave nan .* at step 3"):
+        trainer.train()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
+    AutoModelForCausalLM.from_pretrained(out / "checkpoint-2")  # intact
