@@ -49,6 +49,7 @@ class MetricsJsonlCallback(TrainerCallback):
             return
         record = {"step": state.global_step}
         record.update({ours: _clean(logs.get(theirs)) for ours, theirs in METRIC_KEYS.items()})
+        record["num_processes"] = args.world_size
         record.update({k: _clean(v) for k, v in logs.items() if k not in record and isinstance(v, (int, float))})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:  # one write of a whole line: append-only

@@ -41,6 +41,17 @@ class TrainArguments:
     skip_invalid: bool = dataclasses.field(
         default=False, metadata={"help": "Train on the valid rows of a file with invalid ones (and report them)."}
     )
+    lora_r: int = dataclasses.field(
+        default=0, metadata={"help": "LoRA rank (PEFT); 0 trains all weights. Needs `pip install larft[peft]`."}
+    )
+    lora_alpha: int = dataclasses.field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = dataclasses.field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = dataclasses.field(
+        default="all-linear", metadata={"help": "Modules to adapt: 'all-linear' or comma-separated names (q_proj,v_proj)."}
+    )
+    merge_lora: bool = dataclasses.field(
+        default=True, metadata={"help": "After LoRA training, also save the merged full model in OUTPUT_DIR/merged."}
+    )
     max_prompt_tokens: int | None = dataclasses.field(
         default=1024, metadata={"help": "Refuse prompts longer than this (tokens, chat template applied)."}
     )

@@ -52,9 +52,13 @@ class LARFTConfig(GRPOConfig):
     )
 
     def __post_init__(self):
-        if self.bf16 is None:
-            import torch
+        import torch
 
+        if not torch.cuda.is_available() and not self.use_cpu:
+            # on a machine without GPUs, `accelerate launch --multi_gpu` / torchrun processes then
+            # form a CPU (gloo) process group instead of running unaware of each other
+            self.use_cpu = True
+        if self.bf16 is None:
             self.bf16 = torch.cuda.is_available() and not self.fp16 and not self.use_cpu
         super().__post_init__()
         if self.awareness_lambda_max < 0:

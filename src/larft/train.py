@@ -84,6 +84,20 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def lora_config(train_args: Any) -> Any:
+    """A PEFT LoraConfig from the lora_* options, or None when lora_r is 0."""
+    if not train_args.lora_r:
+        return None
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise ValueError("--lora_r needs PEFT: pip install 'larft[peft]'") from None
+    targets = train_args.lora_target_modules
+    modules = targets if targets == "all-linear" else [m.strip() for m in targets.split(",") if m.strip()]
+    return LoraConfig(r=train_args.lora_r, lora_alpha=train_args.lora_alpha, lora_dropout=train_args.lora_dropout,
+                      target_modules=modules, task_type="CAUSAL_LM")
+
+
 def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = None) -> Path:
     from datasets import Dataset
 
@@ -133,6 +147,7 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
         train_dataset=Dataset.from_list([{k: v for k, v in r.items() if k != "line"} for r in rows]),
         processing_class=tokenizer,
         callbacks=callbacks,
+        peft_config=lora_config(train_args),
     )
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -143,8 +158,14 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     if stop.signum is not None:
         last = complete_checkpoints(output_dir)
         raise TrainingInterrupted(stop.signum, trainer.state.global_step, str(last[0]) if last else None)
-    trainer.save_model(str(output_dir))
+    trainer.save_model(str(output_dir))  # with LoRA: the adapter (PeftModel.from_pretrained loads it)
+    if train_args.lora_r and train_args.merge_lora and trainer.accelerator.is_main_process:
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        merged.save_pretrained(output_dir / "merged")
+        tokenizer.save_pretrained(output_dir / "merged")
+        print(f"[larft] merged LoRA model saved to {output_dir / 'merged'}")
     if check:
         check.finish(trainer.model)
-    print(f"[larft] model saved to {output_dir} (metrics: {output_dir / 'metrics.jsonl'})")
+    if trainer.accelerator.is_main_process:
+        print(f"[larft] model saved to {output_dir} (metrics: {output_dir / 'metrics.jsonl'})")
     return output_dir
