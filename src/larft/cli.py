@@ -209,7 +209,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
         filters=parse_filters(args.filter), counting_own=args.counting_own,
     )
     files = [(path, args.format) for path in args.bench_file or []]
-    results = run_eval(args.model, args.bench or [], args.out, settings, files, trust_remote_code=args.trust_remote_code)
+    results = run_eval(args.model, args.bench or [], args.out, settings, files, trust_remote_code=args.trust_remote_code,
+                       lm_eval_tasks=_csv(args.lm_eval_tasks) if args.lm_eval_tasks else None)
     from larft.eval.report import markdown
 
     print(markdown(results))
@@ -277,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--top_p", type=float, default=0.8)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--trust-remote-code", action="store_true")
+    ev.add_argument("--lm-eval-tasks", help="also run lm-evaluation-harness tasks (comma-separated; needs lm-eval "
+                    "and its datasets)")
 
     rep = sub.add_parser("report", help="compare several eval folders side by side")
     rep.add_argument("dirs", nargs="+")
@@ -321,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, TrainingFailed):
             print(f"larft: error: {e}", file=sys.stderr)
             return 1
-        user_error = isinstance(e, (UsageError, DataError, FileNotFoundError))
+        # ValueError: larft raises it for bad options and input, always with a message that says what to fix
+        user_error = isinstance(e, (UsageError, DataError, FileNotFoundError, ValueError))
         kind = "" if user_error else f"{type(e).__name__}: "
         print(f"larft: error: {kind}{e}", file=sys.stderr)
         if not user_error:

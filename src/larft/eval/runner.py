@@ -314,10 +314,16 @@ def versions() -> dict[str, str]:
 
 
 def run_eval(model: str, benches: list[str], out_dir: str, settings: EvalSettings,
-             bench_files: list[tuple[str, str]] | None = None, trust_remote_code: bool = False) -> dict:
+             bench_files: list[tuple[str, str]] | None = None, trust_remote_code: bool = False,
+             lm_eval_tasks: list[str] | None = None) -> dict:
     """Run the named benchmarks and files; write results.json, report.md and plots in out_dir."""
     from larft.eval.report import write_report
 
+    if lm_eval_tasks:
+        import importlib.util
+
+        if importlib.util.find_spec("lm_eval") is None:
+            raise ValueError("--lm-eval-tasks needs lm-evaluation-harness: pip install lm-eval")
     for name in benches:
         if name not in NAMED_BENCHES:
             raise ValueError(f"unknown benchmark {name!r}; expected one of {', '.join(NAMED_BENCHES)}")
@@ -338,7 +344,7 @@ def run_eval(model: str, benches: list[str], out_dir: str, settings: EvalSetting
         name = f"{fmt}:{Path(path).stem}"
         method = {"longbench-write": "longbench_write", "lenctrl": "lenctrl"}.get(fmt, "lifebench")
         plan.append((name, method, select(B.FORMATS[fmt](Path(path)), settings, name)))
-    if not plan:
+    if not plan and not lm_eval_tasks:
         raise ValueError("nothing to evaluate: give --bench NAME and/or --bench-file PATH --format FMT")
 
     evaluator = Evaluator(model, out_dir, settings, trust_remote_code)
@@ -351,6 +357,19 @@ def run_eval(model: str, benches: list[str], out_dir: str, settings: EvalSetting
         run = getattr(evaluator, method)
         results["benchmarks"][name] = run(name) if items is None else run(name, items)
         results["benchmarks"][name]["seconds"] = time.perf_counter() - t0
+    if lm_eval_tasks:
+        results["lm_eval"] = run_lm_eval(evaluator.model_path, lm_eval_tasks, settings.limit)
     write_report(results, Path(out_dir))
     return results
+
+
+def run_lm_eval(model_path: str, tasks: list[str], limit: int | None) -> dict:
+    """Pass-through to lm-evaluation-harness for general capability (needs its datasets)."""
+    try:
+        import lm_eval
+    except ImportError:
+        raise ValueError("--lm-eval-tasks needs lm-evaluation-harness: pip install lm-eval") from None
+    out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_path},dtype=float32", tasks=tasks,
+                                  limit=limit)
+    return {"tasks": tasks, "results": out["results"]}
 
