@@ -17,7 +17,7 @@ class TrainingInterrupted(Exception):
         name = signal.Signals(signum).name
         super().__init__(
             f"stopped by {name} after step {step}; checkpoint saved to {checkpoint}; "
-            "continue with the same command plus --resume true"
+            "continue with the same command plus --resume"
         )
 
 

@@ -118,7 +118,7 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
         print(f"[larft] resuming from {checkpoint} (step {step})")
     elif (output_dir / "metrics.jsonl").exists():
         raise ValueError(
-            f"{output_dir} already holds a run (metrics.jsonl); pass --resume true to continue it "
+            f"{output_dir} already holds a run (metrics.jsonl); pass --resume to continue it "
             "or choose another --output_dir"
         )
 
