@@ -82,3 +82,29 @@ def test_length_grouping_gives_the_same_loss_and_gradients(tiny_model_dir):
     for loss, grad in results[1:]:
         assert torch.allclose(loss, results[0][0], atol=1e-5)
         assert torch.allclose(grad, results[0][1], atol=1e-6)
+
+
+def test_shared_prefix_path_gives_the_same_loss_and_gradients(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    texts = ["one", "one two three four five six seven", "a b", "tea " * 20, "x y z", "the history of tea", "w", "v u"]
+    batch = build_awareness_batch(texts, ["words"] * 8, tok)
+    assert int(batch["prefix_length"].min()) == int(batch["prefix_length"].max()) > 10
+    results = {}
+    for name, kwargs in {"plain": {}, "cached": {"prefix_length": batch["prefix_length"]}}.items():
+        for chunks in (1, 2):
+            model.zero_grad()
+            loss = awareness_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"], chunks=chunks,
+                                  **kwargs)
+            loss.backward()
+            results[name, chunks] = (loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()]))
+    reference_loss, reference_grad = results["plain", 1]
+    for loss, grad in results.values():
+        assert torch.allclose(loss, reference_loss, atol=1e-5)
+        assert torch.allclose(grad, reference_grad, atol=1e-5)
+    # mixed units have different prompts: the group falls back to the plain path, still exact
+    mixed = build_awareness_batch(["a b", "c d e"], ["words", "chars"], tok)
+    plain = awareness_loss(model, mixed["input_ids"], mixed["attention_mask"], mixed["labels"])
+    assert torch.allclose(awareness_loss(model, **mixed), plain, atol=1e-6)

@@ -51,13 +51,24 @@ def render_prompt(tokenizer: Any, user_text: str) -> str:
     return user_text + "\n"
 
 
+_SLOT = "\u0000TEXT\u0000"
+
+
+def prompt_parts(tokenizer: Any, unit: str) -> tuple[str, str]:
+    """The counting prompt around the text: (everything before it, everything after it).
+    The part before is the same for every text of a unit, which `awareness_loss` exploits."""
+    before, after = render_prompt(tokenizer, counting_instruction(_SLOT, unit)).split(_SLOT)
+    return before, after
+
+
 def build_awareness_batch(
     texts: Sequence[str],
     units: Sequence[str],
     tokenizer: Any,
     max_text_tokens: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Counting examples for `texts`, left-padded: input_ids, attention_mask, labels.
+    """Counting examples for `texts`, left-padded: input_ids, attention_mask, labels, and
+    prefix_length (tokens of the shared prompt part before the text, per row).
 
     Left padding puts every label at the end of its row, so the loss needs logits for the
     last few positions only. A text longer than `max_text_tokens` is cut and the cut text is
@@ -68,6 +79,8 @@ def build_awareness_batch(
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no eos token; the awareness label needs one to end the answer")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    parts = {u: prompt_parts(tokenizer, u) for u in set(units)}
+    prefix_ids = {u: tokenizer(parts[u][0], add_special_tokens=False)["input_ids"] for u in parts}
     rows = []
     for text, unit in zip(texts, units):
         if max_text_tokens is not None:
@@ -75,23 +88,22 @@ def build_awareness_batch(
             if len(ids) > max_text_tokens:
                 text = tokenizer.decode(ids[:max_text_tokens], skip_special_tokens=True)
         count = measure(text, unit, tokenizer=tokenizer, extract=False)
-        prompt_ids = tokenizer(render_prompt(tokenizer, counting_instruction(text, unit)), add_special_tokens=False)[
-            "input_ids"
-        ]
+        prompt_ids = prefix_ids[unit] + tokenizer(text + parts[unit][1], add_special_tokens=False)["input_ids"]
         label_ids = tokenizer(counting_answer(count, unit), add_special_tokens=False)["input_ids"]
         label_ids = label_ids + [tokenizer.eos_token_id]
-        rows.append((prompt_ids, label_ids))
-    width = max(len(p) + len(a) for p, a in rows)
+        rows.append((prompt_ids, label_ids, len(prefix_ids[unit])))
+    width = max(len(p) + len(a) for p, a, _ in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    for i, (prompt_ids, label_ids) in enumerate(rows):
+    prefix_length = torch.tensor([n for _, _, n in rows], dtype=torch.long)
+    for i, (prompt_ids, label_ids, _) in enumerate(rows):
         seq = prompt_ids + label_ids
         start = width - len(seq)
         input_ids[i, start:] = torch.tensor(seq)
         attention_mask[i, start:] = 1
         labels[i, width - len(label_ids) :] = torch.tensor(label_ids)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "prefix_length": prefix_length}
 
 
 def awareness_loss(
@@ -99,15 +111,18 @@ def awareness_loss(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     labels: torch.Tensor,
+    prefix_length: torch.Tensor | None = None,
     chunks: int | None = None,
 ) -> torch.Tensor:
     """Mean next-token cross-entropy over the label tokens only.
 
-    Rows are sorted by length and run in `chunks` groups, each cut to its own longest row:
-    rollouts differ a lot in length, and padding is paid for in full on CPU (2-4 groups
-    save ~30% of this pass). Logits are computed only for the positions that predict a label
-    (labels sit at the end of each left-padded row), never for the whole text. A batch
-    without any label token gives 0, not NaN. Default chunks: one per 4 rows, at most 4.
+    Exact, but cheap, because this pass is LARFT's main cost:
+    - logits only for the positions that predict a label (labels end each left-padded row);
+    - rows sorted by length and run in `chunks` groups, each cut to its own longest row
+      (padding is paid in full on CPU);
+    - the prompt part before the text is the same in every row: with `prefix_length` it is
+      computed once and its keys/values shared by the group (gradients flow through it).
+    A batch without any label token gives 0, not NaN. Default chunks: one per 4 rows, at most 4.
     """
     has_label = labels != IGNORE_INDEX
     if not has_label.any():
@@ -120,14 +135,69 @@ def awareness_loss(
         ids, mask, lab = input_ids[part], attention_mask[part], labels[part]
         keep = int(mask.sum(dim=1).max())  # this group's longest row; the rest is left padding
         ids, mask, lab = ids[:, -keep:], mask[:, -keep:], lab[:, -keep:]
-        labelled = lab != IGNORE_INDEX
-        if not labelled.any():
+        if not (lab != IGNORE_INDEX).any():
             continue
-        first_label = int(labelled.int().argmax(dim=1)[labelled.any(dim=1)].min())
-        span = keep - first_label  # positions from the earliest label to the end
-        outputs = model(input_ids=ids, attention_mask=mask, logits_to_keep=span + 1, use_cache=False)
-        logits = outputs.logits[:, :-1, :].float()  # position t predicts token t + 1
-        total = total + torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), lab[:, -span:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
+        prefix = _shared_prefix(ids, mask, prefix_length[part] if prefix_length is not None else None)
+        loss = _cached_prefix_loss(model, ids, mask, lab, prefix) if prefix is not None else None
+        total = total + (loss if loss is not None else _plain_loss(model, ids, mask, lab))
     return total / has_label.sum()
+
+
+def _label_span(lab: torch.Tensor) -> int:
+    """Positions from the earliest label token to the end of the rows."""
+    labelled = lab != IGNORE_INDEX
+    first = int(labelled.int().argmax(dim=1)[labelled.any(dim=1)].min())
+    return lab.size(1) - first
+
+
+def _sum_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = logits[:, :-1, :].float()  # position t predicts token t + 1
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+
+
+def _plain_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+    span = _label_span(lab)
+    outputs = model(input_ids=ids, attention_mask=mask, logits_to_keep=span + 1, use_cache=False)
+    return _sum_ce(outputs.logits, lab[:, -span:])
+
+
+def _shared_prefix(ids: torch.Tensor, mask: torch.Tensor, prefix_length: torch.Tensor | None) -> torch.Tensor | None:
+    """The (1, P) prompt prefix when every row of the group starts with the same P tokens."""
+    if prefix_length is None or int(prefix_length.min()) != int(prefix_length.max()) or int(prefix_length[0]) < 2:
+        return None
+    p = int(prefix_length[0])
+    starts = (mask == 0).sum(dim=1, keepdim=True)  # left padding of each row
+    if int((mask.sum(dim=1) - p).min()) < 2:
+        return None
+    prefixes = ids.gather(1, starts + torch.arange(p, device=ids.device))
+    if not bool((prefixes == prefixes[:1]).all()):
+        return None
+    return prefixes[:1]
+
+
+def _cached_prefix_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, lab: torch.Tensor,
+                        prefix: torch.Tensor) -> torch.Tensor | None:
+    """Run the shared prefix once, then every row's own tokens on top of its keys/values.
+
+    Rows become [prefix][left padding][own tokens]; the padding is masked out and the own
+    tokens get positions P, P+1, ... as in the plain layout, so logits are identical.
+    Returns None when the model gives no cache (e.g. gradient checkpointing), to fall back."""
+    rows, p = ids.size(0), prefix.size(1)
+    own = mask.sum(dim=1) - p
+    width = int(own.max())
+    own_ids, own_lab = ids[:, -width:], lab[:, -width:]
+    column = torch.arange(width, device=ids.device)
+    own_mask = (column[None, :] >= (width - own)[:, None]).long()
+    positions = (p + own_mask.cumsum(dim=1) - 1).clamp(min=p)
+    first = model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+    cache = getattr(first, "past_key_values", None)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    cache.batch_repeat_interleave(rows)
+    span = _label_span(own_lab)
+    full_mask = torch.cat([torch.ones(rows, p, dtype=own_mask.dtype, device=ids.device), own_mask], dim=1)
+    outputs = model(input_ids=own_ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache,
+                    use_cache=True, logits_to_keep=span + 1)
+    return _sum_ce(outputs.logits, own_lab[:, -span:])

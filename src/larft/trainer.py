@@ -23,7 +23,7 @@ from larft.length import count_words, final_text, measure
 from larft.rewards import LengthReward, length_deviation, target_from_row
 from larft.schedule import awareness_lambda
 
-AWARENESS_KEYS = ("awareness_input_ids", "awareness_attention_mask", "awareness_labels")
+AWARENESS_KEYS = ("awareness_input_ids", "awareness_attention_mask", "awareness_labels", "awareness_prefix_length")
 
 
 class LARFTTrainer(GRPOTrainer):
@@ -77,7 +77,7 @@ class LARFTTrainer(GRPOTrainer):
         if mode == "train" and self.args.awareness_lambda_max > 0:
             batch = build_awareness_batch(texts, units, self._tokenizer, self.args.awareness_max_text_tokens)
             device = output["completion_ids"].device
-            for key, name in zip(AWARENESS_KEYS, ("input_ids", "attention_mask", "labels")):
+            for key, name in zip(AWARENESS_KEYS, ("input_ids", "attention_mask", "labels", "prefix_length")):
                 output[key] = batch[name].to(device)
         return output
 
@@ -112,13 +112,13 @@ class LARFTTrainer(GRPOTrainer):
         if mode != "train" or AWARENESS_KEYS[0] not in inputs:
             return loss
         lam = self.current_awareness_lambda()
-        ids, mask, labels = (inputs[k] for k in AWARENESS_KEYS)
+        batch = [inputs[k] for k in AWARENESS_KEYS]
         if lam > 0:
-            counting = awareness_loss(model, ids, mask, labels)
+            counting = awareness_loss(model, *batch)
             loss = loss + lam * counting / accumulation
         else:  # warm-up starts at exactly 0: measure the loss, spend no backward on it
             with torch.no_grad():
-                counting = awareness_loss(model, ids, mask, labels)
+                counting = awareness_loss(model, *batch)
         if not torch.isfinite(counting):
             raise FloatingPointError(f"the awareness loss is {counting.item()} at step {self.state.global_step + 1}")
         self._metrics[mode]["awareness_loss"].append(self.accelerator.gather(counting.detach().reshape(1)).mean().item())
