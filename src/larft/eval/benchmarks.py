@@ -44,6 +44,8 @@ class EvalItem:
 def benchmark_data_dir() -> Path:
     env = os.environ.get("LARFT_BENCHMARKS")
     if env:
+        if not Path(env).is_dir():
+            raise FileNotFoundError(f"LARFT_BENCHMARKS={env} is not a folder")
         return Path(env)
     here = Path(__file__).resolve()
     for parent in here.parents:
