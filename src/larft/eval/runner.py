@@ -76,7 +76,7 @@ def select(items: list[B.EvalItem], settings: EvalSettings, bench: str) -> list[
     if settings.limit is not None and len(kept) > settings.limit:
         chosen = sorted(random.Random(settings.seed).sample(range(len(kept)), settings.limit))
         kept = [kept[i] for i in chosen]
-    if not kept:  # noqa: SIM102
+    if not kept:
         raise ValueError(f"{bench}: no prompts left after --filter {settings.filters}")
     return kept
 
