@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import torch
 
+from larft.generation import render_chat
 from larft.length import measure
 
 IGNORE_INDEX = -100
@@ -43,12 +44,8 @@ def parse_count(answer: str, unit: str = "words") -> int | None:
 
 
 def render_prompt(tokenizer: Any, user_text: str) -> str:
-    """The prompt as the model sees it: its chat template with a generation prompt, or raw text."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
-        )
-    return user_text + "\n"
+    """A single user turn rendered as the model sees it (shared with generation and eval)."""
+    return render_chat(tokenizer, [{"role": "user", "content": user_text}])
 
 
 _SLOT = "\u0000TEXT\u0000"

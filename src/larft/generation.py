@@ -11,9 +11,15 @@ from larft.length import final_text
 
 
 def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
+    """The prompt as the model sees it: its chat template with a generation prompt, or raw text."""
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
     return "\n".join(m["content"] for m in messages) + "\n"
+
+
+def prompt_length(tokenizer: Any, messages: Sequence[dict[str, str]]) -> int:
+    """Tokens of the rendered prompt (what counts against context windows and prompt limits)."""
+    return len(tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"])
 
 
 @torch.no_grad()

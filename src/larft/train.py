@@ -32,11 +32,11 @@ def check_prompt_lengths(rows: list[dict[str, Any]], tokenizer: Any, max_tokens:
     """Every prompt fits `max_tokens` once the chat template is applied, or a DataError names them."""
     if not max_tokens:
         return
-    from larft.generation import render_chat
+    from larft.generation import prompt_length
 
     issues = []
     for row in rows:
-        n = len(tokenizer(render_chat(tokenizer, row["prompt"]), add_special_tokens=False)["input_ids"])
+        n = prompt_length(tokenizer, row["prompt"])
         if n > max_tokens:
             issues.append(DataIssue(source, row.get("line", 0), "prompt", f"{n} tokens, above max_prompt_tokens={max_tokens}"))
     if issues:

@@ -109,14 +109,14 @@ class Evaluator:
         import torch
         from tqdm.auto import tqdm
 
-        from larft.generation import generate, render_chat
+        from larft.generation import generate, prompt_length
 
         s = self.settings
         mode = f"sample-t{s.temperature}-p{s.top_p}-s{s.seed}" if s.do_sample else "greedy"
         key = lambda job_id: f"{bench}/{job_id}/{mode}"  # noqa: E731
         todo = [j for j in jobs if key(j[0]) not in self.cache]
         sized = sorted(
-            ((len(self.tokenizer(render_chat(self.tokenizer, j[1]), add_special_tokens=False)["input_ids"]) + j[2], j)
+            ((prompt_length(self.tokenizer, j[1]) + j[2], j)
              for j in todo),
             key=lambda x: x[0],
         )
@@ -153,14 +153,14 @@ class Evaluator:
     def fitting(self, items: list[B.EvalItem]) -> tuple[list[B.EvalItem], list[str]]:
         """Items whose prompt + generation budget fit the model's context window, and the ids
         of those that do not (reported in results.json, never silently dropped)."""
-        from larft.generation import render_chat
+        from larft.generation import prompt_length
 
         window = self.context_window()
         if window is None:
             return items, []
         fit, skipped = [], []
         for it in items:
-            n = len(self.tokenizer(render_chat(self.tokenizer, it.messages), add_special_tokens=False)["input_ids"])
+            n = prompt_length(self.tokenizer, it.messages)
             budget = self.settings.max_new_tokens(it.target, it.lang, it.control)
             if n + budget <= window:
                 fit.append(it)
