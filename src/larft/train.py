@@ -114,7 +114,8 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
             raise ValueError(f"--resume: no complete checkpoint-* folder in {output_dir}")
         checkpoint = found[0]
         step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
-        trim_metrics(output_dir / "metrics.jsonl", step)
+        if config.process_index == 0:  # one writer: ranks racing on the same temp file lose a rename
+            trim_metrics(output_dir / "metrics.jsonl", step)
         print(f"[larft] resuming from {checkpoint} (step {step})")
     elif (output_dir / "metrics.jsonl").exists():
         raise ValueError(
@@ -133,8 +134,9 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
     check_prompt_lengths(rows, tokenizer, train_args.max_prompt_tokens, train_args.train_file or "<generated>")
     output_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(output_dir / "larft_run.json", {"model": train_args.model, "model_path": model_path,
-                                                "train_rows": len(rows), "train_file": train_args.train_file})
+    if config.process_index == 0:  # one writer: ranks racing on the same temp file lose a rename
+        _write_json(output_dir / "larft_run.json", {"model": train_args.model, "model_path": model_path,
+                                                    "train_rows": len(rows), "train_file": train_args.train_file})
     stop = GracefulStopCallback()
     callbacks = [MetricsJsonlCallback(output_dir), stop]
     check = LengthCheckCallback(check_rows, tokenizer, config.max_completion_length, str(output_dir)) if check_rows else None
