@@ -15,10 +15,11 @@ def test_examples_unmask_only_the_label_tokens(tiny_model_dir):
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
     for i, (text, unit) in enumerate(zip(texts, units)):
         count = count_words(text) if unit == "words" else count_chars(text)
+        # the tiny ChatML template ends a turn with <|im_end|>, which is also its eos
         answer_ids = tok(counting_answer(count, unit), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         labels = batch["labels"][i]
         kept = labels[labels != IGNORE_INDEX].tolist()
-        assert kept == answer_ids  # the label is exactly <word_count>N</word_count> + eos
+        assert kept == answer_ids  # the label is exactly <word_count>N</word_count> + end of turn
         assert labels[-len(answer_ids):].tolist() == answer_ids  # at the end (left padding)
         row = batch["input_ids"][i][batch["attention_mask"][i].bool()]
         decoded = tok.decode(row)
@@ -108,3 +109,58 @@ def test_shared_prefix_path_gives_the_same_loss_and_gradients(tiny_model_dir):
     mixed = build_awareness_batch(["a b", "c d e"], ["words", "chars"], tok)
     plain = awareness_loss(model, mixed["input_ids"], mixed["attention_mask"], mixed["labels"])
     assert torch.allclose(awareness_loss(model, **mixed), plain, atol=1e-6)
+
+
+def _tokenizer_with_turn_end(tiny_model_dir, end="<|end|>"):
+    """A tokenizer whose chat template ends an assistant turn with `end`, not with its eos."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.add_special_tokens({"additional_special_tokens": [end]})
+    tok.chat_template = (
+        "{% if shout %}LOUD {% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+        + end + "\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    return tok
+
+
+def test_the_label_ends_with_the_templates_end_of_turn_not_eos(tiny_model_dir):
+    from larft.awareness import turn_end
+
+    tok = _tokenizer_with_turn_end(tiny_model_dir)
+    assert turn_end(tok) == "<|end|>" and tok.eos_token == "<|im_end|>"
+    batch = build_awareness_batch(["one two three"], ["words"], tok)
+    kept = batch["labels"][0][batch["labels"][0] != IGNORE_INDEX].tolist()
+    assert kept[-1] == tok.convert_tokens_to_ids("<|end|>") != tok.eos_token_id
+    assert tok.decode(kept) == "<word_count>3</word_count><|end|>"
+    # no template: the raw-text prompt and eos, as the official release does
+    tok.chat_template = None
+    assert turn_end(tok) == tok.eos_token
+
+
+def test_chat_template_kwargs_reach_the_counting_prompt(tiny_model_dir):
+    tok = _tokenizer_with_turn_end(tiny_model_dir)
+    plain = tok.decode(build_awareness_batch(["a b"], ["words"], tok)["input_ids"][0])
+    loud = tok.decode(build_awareness_batch(["a b"], ["words"], tok, chat_template_kwargs={"shout": True})["input_ids"][0])
+    assert "LOUD" not in plain and "LOUD" in loud
+
+
+def test_shared_prefix_path_uses_the_current_cache_argument(tiny_model_dir):
+    """transformers 5.24 deprecates `past_key_values=` (removed in 5.40): the awareness pass must
+    neither warn nor silently fall back to the plain computation."""
+    import warnings
+
+    from larft.awareness import _cached_prefix_loss, _shared_prefix
+    from tiny import tiny_model
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = tiny_model(tok)
+    batch = build_awareness_batch(["one two three four", "five six"], ["words", "words"], tok)
+    ids, mask, lab = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        prefix = _shared_prefix(ids, mask, batch["prefix_length"])
+        assert prefix is not None
+        cached = _cached_prefix_loss(model, ids, mask, lab, prefix)
+        assert cached is not None  # the cache came back: no silent fallback
+        full = awareness_loss(model, ids, mask, lab, batch["prefix_length"], chunks=1)
+    plain = awareness_loss(model, ids, mask, lab, None, chunks=1)
+    assert torch.allclose(full, plain, atol=1e-5)

@@ -1,4 +1,6 @@
-from larft.length import count_chars, count_tokens, count_words, final_text, measure
+import pytest
+
+from larft.length import count_chars, count_tokens, count_words, final_text, measure, parse_delimiters
 
 
 def test_count_words_follows_the_larft_regex():
@@ -39,3 +41,20 @@ def test_tokens_need_a_tokenizer(tiny_model_dir):
         measure(text, "tokens")
     with pytest.raises(ValueError, match="unknown unit"):
         measure(text, "lines")
+
+
+def test_unclosed_reasoning_runs_to_the_end():
+    assert final_text("<think>I should write about tea, think think") == ""
+    assert measure("<think>cut off while reasoning") == 0  # "think" is not a word of the answer
+    assert final_text("Answer first <think>then reasoning that never ends") == "Answer first"
+    assert final_text("<think>a</think>Done. <think>again") == "Done."
+
+
+def test_reasoning_delimiters_are_configurable():
+    assert parse_delimiters("<think>,</think>") == (("<think>", "</think>"),)
+    assert parse_delimiters("none") == ()
+    pairs = parse_delimiters("<think>,</think>; <reasoning>,</reasoning>")
+    assert final_text("<reasoning>x y</reasoning>Hello <think>a", pairs) == "Hello"
+    assert final_text("<think>kept as text</think>", ()) == "<think>kept as text</think>"
+    with pytest.raises(ValueError, match="start,end"):
+        parse_delimiters("<think>")

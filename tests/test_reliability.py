@@ -173,3 +173,39 @@ def test_nan_reward_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
     AutoModelForCausalLM.from_pretrained(out / "checkpoint-2")  # intact
+
+
+def test_resume_keeps_the_held_out_split_and_trims_the_rollout_trace(tmp_path, tiny_model_dir):
+    out = tmp_path / "run"
+    args = _train_args(tiny_model_dir, out, steps=1) + ["--length_check_prompts", "4"]
+    first = larft("train", *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run = json.loads((out / "larft_run.json").read_text())
+    before = json.loads((out / "length_check.json").read_text())["before"]
+    held_out = {r["prompt"] for r in before}
+    assert run["train_rows"] == 28 and len(run["held_out"]) == 4
+    with open(out / "rollouts.jsonl", "a") as f:  # a line of a step that never finished (killed mid-write)
+        f.write(json.dumps({"step": 2, "prompt": "x"}) + "\n")
+    args[args.index("--max_steps") + 1] = "2"
+    resumed = larft("train", *args, "--resume", "true")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    again = json.loads((out / "larft_run.json").read_text())
+    assert again["train_rows"] == 28 and again["held_out"] == run["held_out"]  # the same split, restored
+    check = json.loads((out / "length_check.json").read_text())
+    assert check["before"] == before and len(check["after"]) == 4  # "before" is still the base model's
+    trace = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in trace] == [1] * 4 + [2] * 4 and "x" not in {r["prompt"] for r in trace}
+    assert not held_out & {r["prompt"] for r in trace}  # never trained on a held-out prompt
+
+
+def test_resume_from_checkpoint_points_to_resume(tmp_path, tiny_model_dir):
+    out = larft("train", *_train_args(tiny_model_dir, tmp_path / "run", steps=1),
+                "--resume_from_checkpoint", str(tmp_path / "run" / "checkpoint-1"))
+    assert out.returncode == 2 and "--resume true" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_paper_config_accepts_the_papers_2048_token_prompts():
+    from larft.cli import parse_train_args
+
+    train_args, config = parse_train_args(["--config", str(HERE.parent / "configs" / "paper.yaml")])
+    assert train_args.max_prompt_tokens == 2048

@@ -1,6 +1,8 @@
 import pytest
 
-from larft.rewards import LengthReward, is_degenerate, length_deviation, length_reward, repeated_trigram_share
+from larft.rewards import (
+    LengthReward, is_degenerate, is_refusal, length_deviation, length_reward, refusal_length, repeated_trigram_share,
+)
 
 
 def words(n: int) -> str:
@@ -33,11 +35,45 @@ def test_range_falls_off_from_the_nearest_bound():
         length_reward(words(5), 10, constraint="range")
 
 
-def test_zero_target_and_empty_text():
-    assert length_reward("", 0) == 1.0
-    assert length_reward("one", 0) == 0.0
+def test_a_target_must_be_positive_everywhere():
+    # one rule (data files, training, eval): |L - c| / c needs c >= 1
+    with pytest.raises(ValueError, match="positive"):
+        length_reward("", 0)
+    with pytest.raises(ValueError, match="positive"):
+        length_reward("one", (0, 5), constraint="range")
     assert length_reward("", 10) == 0.0
+
+
+def test_refusal_floor_stops_empty_answers_winning_at_most():
+    # without the floor an empty or one-word answer satisfies "at most 64 words"
     assert length_reward("   ", 5, constraint="at_most") == 1.0
+    assert length_reward("", 64, constraint="at_most", refusal_floor=0.1) == 0.0
+    assert length_reward("Sure.", 64, constraint="at_most", refusal_floor=0.1) == 0.0
+    assert refusal_length(64, "at_most", 0.1) == 7  # ceil(6.4)
+    assert length_reward(words(6), 64, constraint="at_most", refusal_floor=0.1) == 0.0
+    assert length_reward(words(7), 64, constraint="at_most", refusal_floor=0.1) == 1.0
+    assert length_reward(words(2), 16, constraint="at_most", refusal_floor=0.1) == 1.0  # max(2, ceil(1.6))
+    assert length_reward(words(1), 16, constraint="at_most", refusal_floor=0.1) == 0.0  # <= 1 word: a refusal
+    # unless the target itself is that small
+    assert refusal_length(1, "at_most", 0.1) == 1
+    assert length_reward("Yes.", 1, constraint="at_most", refusal_floor=0.1) == 1.0
+    assert length_reward(words(3), (2, 5), constraint="range", refusal_floor=0.5) == 1.0
+    assert is_refusal(1, (2, 5), "range", 0.5) and not is_refusal(2, (2, 5), "range", 0.5)
+    assert refusal_length(64, "at_most", 0.0) == 0  # floor off
+    # the TRL reward function applies it by default
+    reward = LengthReward()
+    assert reward(prompts=["p", "p"], completions=["", words(30)], target=[64, 64],
+                  constraint=["at_most", "at_most"]) == [0.0, 1.0]
+    assert LengthReward(refusal_floor=0.0)(prompts=["p"], completions=[""], target=[64],
+                                           constraint=["at_most"]) == [1.0]
+
+
+def test_an_unclosed_reasoning_block_is_no_answer():
+    cut = "<think>Let me plan a 20 word answer about tea and count"
+    assert length_reward(cut, 20) == 0.0  # the answer is empty (before: the reasoning words were counted)
+    assert length_reward(cut, 20, constraint="at_most", refusal_floor=0.1) == 0.0
+    r1 = "<seed:think>plan plan plan</seed:think>" + words(10)
+    assert length_reward(r1, 10, reasoning=(("<seed:think>", "</seed:think>"),)) == 1.0
 
 
 def test_cjk_and_chars_units():
@@ -54,7 +90,7 @@ def test_think_block_is_not_counted():
 def test_unknown_constraint_and_negative_target():
     with pytest.raises(ValueError, match="unknown constraint"):
         length_reward("a b", 2, constraint="about")
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match="positive"):
         length_reward("a b", -3)
 
 

@@ -12,11 +12,12 @@ from larft.config import LARFTConfig
 from larft.data import generate_rows, normalize_record
 from larft.schedule import awareness_lambda
 from larft.train import train
+from larft.rewards import length_reward
 from larft.trainer import AWARENESS_KEYS, LARFTTrainer
 
 METRIC_KEYS = [
     "step", "reward_mean", "length_error_mean", "completion_words_mean", "awareness_loss", "awareness_lambda",
-    "policy_loss", "kl", "entropy", "step_seconds",
+    "policy_loss", "kl", "entropy", "step_seconds", "refusal_rate", "truncated_rate",
 ]
 
 
@@ -98,3 +99,29 @@ def test_two_step_run_writes_metrics_and_a_loadable_checkpoint(tiny_model_dir, t
     model = AutoModelForCausalLM.from_pretrained(out / "checkpoint-2")
     assert model.config.num_hidden_layers == 2
     assert (out / "model.safetensors").exists()
+
+
+def test_truncated_rollouts_are_counted_and_labelled_by_what_they_wrote(tiny_model_dir, tmp_path):
+    """With mask_truncated_completions, TRL zeroes the loss mask of cut-off rollouts; their counting
+    labels and length metrics must still count the text the reward scored (not an empty text)."""
+    from larft.awareness import IGNORE_INDEX, parse_count
+    from larft.length import count_words, final_text
+
+    trainer = _trainer(tiny_model_dir, tmp_path, mask_truncated_completions=True, max_completion_length=10)
+    trainer.model.train()
+    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(_rows(2)).repeat(2)))
+    tok = trainer.processing_class
+    cut = [i for i, row in enumerate(inputs["completion_ids"].tolist()) if tok.eos_token_id not in row]
+    assert cut, "the random tiny model should run into max_completion_length"
+    assert inputs["completion_mask"][cut].sum() == 0  # TRL masked them out of the loss
+    for i in cut:
+        written = count_words(final_text(tok.decode(inputs["completion_ids"][i], skip_special_tokens=True)))
+        labels = inputs["awareness_labels"][i]
+        assert parse_count(tok.decode(labels[labels != IGNORE_INDEX])) == written
+    trace = [json.loads(line) for line in (tmp_path / "out" / "rollouts.jsonl").read_text().splitlines()]
+    assert len(trace) == 4 and [r["truncated"] for r in trace] == [i in cut for i in range(4)]
+    for i, r in enumerate(trace):
+        assert r["length"] == count_words(r["text"])  # recounted independently from the logged text
+        assert r["reward/length_reward"] == pytest.approx(
+            length_reward(r["text"], r["target"], constraint=r["constraint"], degenerate_guard=True, refusal_floor=0.1))
+    assert trainer._metrics["train"]["truncated_rate"][-1] == pytest.approx(len(cut) / 4)

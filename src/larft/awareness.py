@@ -43,19 +43,37 @@ def parse_count(answer: str, unit: str = "words") -> int | None:
     return int(match.group(1)) if match else None
 
 
-def render_prompt(tokenizer: Any, user_text: str) -> str:
+def render_prompt(tokenizer: Any, user_text: str, chat_template_kwargs: dict | None = None) -> str:
     """A single user turn rendered as the model sees it (shared with generation and eval)."""
-    return render_chat(tokenizer, [{"role": "user", "content": user_text}])
+    return render_chat(tokenizer, [{"role": "user", "content": user_text}], chat_template_kwargs)
 
 
 _SLOT = "\u0000TEXT\u0000"
 
 
-def prompt_parts(tokenizer: Any, unit: str) -> tuple[str, str]:
+def prompt_parts(tokenizer: Any, unit: str, chat_template_kwargs: dict | None = None) -> tuple[str, str]:
     """The counting prompt around the text: (everything before it, everything after it).
     The part before is the same for every text of a unit, which `awareness_loss` exploits."""
-    before, after = render_prompt(tokenizer, counting_instruction(_SLOT, unit)).split(_SLOT)
+    before, after = render_prompt(tokenizer, counting_instruction(_SLOT, unit), chat_template_kwargs).split(_SLOT)
     return before, after
+
+
+def turn_end(tokenizer: Any, chat_template_kwargs: dict | None = None) -> str:
+    """What ends an assistant turn in this model's chat template (`<|im_end|>` for ChatML,
+    `<|eot_id|>` for Llama 3, `<end_of_turn>` for Gemma): render a turn, read what follows its
+    content. Without a template (or when the template adds nothing) it is the eos token."""
+    if getattr(tokenizer, "chat_template", None):
+        slot = "\u0000ANSWER\u0000"
+        messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": slot}]
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, **(chat_template_kwargs or {}))
+        if slot in rendered:
+            tail = rendered.split(slot, 1)[1].rstrip()
+            if tail:
+                return tail
+    if tokenizer.eos_token is None:
+        raise ValueError("the tokenizer has no chat template end-of-turn and no eos token; "
+                         "the awareness label needs one to end the answer")
+    return tokenizer.eos_token
 
 
 def build_awareness_batch(
@@ -63,6 +81,7 @@ def build_awareness_batch(
     units: Sequence[str],
     tokenizer: Any,
     max_text_tokens: int | None = None,
+    chat_template_kwargs: dict | None = None,
 ) -> dict[str, torch.Tensor]:
     """Counting examples for `texts`, left-padded: input_ids, attention_mask, labels, and
     prefix_length (tokens of the shared prompt part before the text, per row).
@@ -73,10 +92,9 @@ def build_awareness_batch(
     """
     if len(texts) != len(units):
         raise ValueError(f"{len(texts)} texts but {len(units)} units")
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no eos token; the awareness label needs one to end the answer")
+    end_ids = tokenizer(turn_end(tokenizer, chat_template_kwargs), add_special_tokens=False)["input_ids"]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    parts = {u: prompt_parts(tokenizer, u) for u in set(units)}
+    parts = {u: prompt_parts(tokenizer, u, chat_template_kwargs) for u in set(units)}
     prefix_ids = {u: tokenizer(parts[u][0], add_special_tokens=False)["input_ids"] for u in parts}
     rows = []
     for text, unit in zip(texts, units):
@@ -87,7 +105,7 @@ def build_awareness_batch(
         count = measure(text, unit, tokenizer=tokenizer, extract=False)
         prompt_ids = prefix_ids[unit] + tokenizer(text + parts[unit][1], add_special_tokens=False)["input_ids"]
         label_ids = tokenizer(counting_answer(count, unit), add_special_tokens=False)["input_ids"]
-        label_ids = label_ids + [tokenizer.eos_token_id]
+        label_ids = label_ids + end_ids
         rows.append((prompt_ids, label_ids, len(prefix_ids[unit])))
     width = max(len(p) + len(a) for p, a, _ in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -189,12 +207,12 @@ def _cached_prefix_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, lab: 
     own_mask = (column[None, :] >= (width - own)[:, None]).long()
     positions = (p + own_mask.cumsum(dim=1) - 1).clamp(min=p)
     first = model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-    cache = getattr(first, "past_key_values", None)
+    cache = getattr(first, "cache", None)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         return None
     cache.batch_repeat_interleave(rows)
     span = _label_span(own_lab)
     full_mask = torch.cat([torch.ones(rows, p, dtype=own_mask.dtype, device=ids.device), own_mask], dim=1)
-    outputs = model(input_ids=own_ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache,
+    outputs = model(input_ids=own_ids, attention_mask=full_mask, position_ids=positions, cache=cache,
                     use_cache=True, logits_to_keep=span + 1)
     return _sum_ce(outputs.logits, own_lab[:, -span:])

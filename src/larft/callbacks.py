@@ -11,7 +11,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from larft.length import measure
+from larft.length import DEFAULT_REASONING, measure
 from larft.rewards import length_deviation, target_from_row
 
 #: metric name in metrics.jsonl -> name in the Trainer's logs (TRL's names where it has one)
@@ -19,6 +19,8 @@ METRIC_KEYS = {
     "reward_mean": "reward",
     "length_error_mean": "length_error_mean",
     "completion_words_mean": "completion_words_mean",
+    "refusal_rate": "refusal_rate",
+    "truncated_rate": "truncated_rate",
     "awareness_loss": "awareness_loss",
     "awareness_lambda": "awareness_lambda",
     "policy_loss": "policy_loss",
@@ -60,21 +62,25 @@ class LengthCheckCallback(TrainerCallback):
     """Greedy generations for held-out prompts before and after training; prints asked vs
     delivered and writes OUTPUT_DIR/length_check.json."""
 
-    def __init__(self, rows: list[dict[str, Any]], tokenizer: Any, max_new_tokens: int, output_dir: str):
+    def __init__(self, rows: list[dict[str, Any]], tokenizer: Any, max_new_tokens: int, output_dir: str,
+                 chat_template_kwargs: dict | None = None, reasoning: tuple = DEFAULT_REASONING):
         self.rows = rows
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
+        self.chat_template_kwargs = chat_template_kwargs
+        self.reasoning = reasoning
         self.path = Path(output_dir) / "length_check.json"
         self.results: dict[str, list[dict[str, Any]]] = {}
 
     def _run(self, model: Any, label: str) -> None:
         from larft.generation import generate
 
-        texts = generate(model, self.tokenizer, [r["prompt"] for r in self.rows], max_new_tokens=self.max_new_tokens)
+        texts = generate(model, self.tokenizer, [r["prompt"] for r in self.rows], max_new_tokens=self.max_new_tokens,
+                         chat_template_kwargs=self.chat_template_kwargs, reasoning=self.reasoning)
         results = []
         for row, text in zip(self.rows, texts):
             unit = row.get("unit") or "words"
-            delivered = measure(text, unit, tokenizer=self.tokenizer)
+            delivered = measure(text, unit, tokenizer=self.tokenizer, extract=False)
             target = target_from_row(row)
             results.append(
                 {
@@ -90,17 +96,27 @@ class LengthCheckCallback(TrainerCallback):
         self.results[label] = results
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if state.is_world_process_zero and "before" not in self.results:
-            self._run(model, "before")
+        if not state.is_world_process_zero or "before" in self.results:
+            return
+        if self.path.exists():  # a resumed run: "before" is the base model's, measured when the run began
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            if saved.get("before"):
+                self.results["before"] = saved["before"]
+                return
+        self._run(model, "before")
+        self._save()
+
+    def _save(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.results, indent=2, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def finish(self, model: Any) -> None:
         """After a completed run (not an interrupted one): the 'after' half, printed and saved."""
         if not self.results:  # not the main process
             return
         self._run(model, "after")
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.results, indent=2, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, self.path)
+        self._save()
         print(format_length_check(self.results))
 
 

@@ -28,6 +28,28 @@ class LARFTConfig(GRPOConfig):
         default=True,
         metadata={"help": "Reward 0 for looping responses (share of repeated word trigrams > 0.5)."},
     )
+    refusal_floor: float = field(
+        default=0.1,
+        metadata={
+            "help": "Refusal floor of the length reward: an answer of <= 1 unit, or below this fraction of the "
+            "target, scores 0 (unless the target itself is that small). 0 turns it off."
+        },
+    )
+    reasoning_delimiters: str = field(
+        default="<think>,</think>",
+        metadata={
+            "help": "Reasoning block delimiters 'start,end' (pairs separated by ';'; 'none' for none). The reward, "
+            "the awareness label and the logs count only the answer after the reasoning; an unclosed start means "
+            "the answer is empty."
+        },
+    )
+    log_rollouts: bool = field(
+        default=True,
+        metadata={
+            "help": "Append every training rollout (prompt, target, constraint, delivered length, reward, "
+            "truncated, refusal) to OUTPUT_DIR/rollouts.jsonl."
+        },
+    )
     length_check_prompts: int = field(
         default=0,
         metadata={
@@ -63,5 +85,10 @@ class LARFTConfig(GRPOConfig):
         super().__post_init__()
         if self.awareness_lambda_max < 0:
             raise ValueError(f"awareness_lambda_max must be >= 0, got {self.awareness_lambda_max}")
+        if not 0.0 <= self.refusal_floor < 1.0:
+            raise ValueError(f"refusal_floor must be in [0, 1), got {self.refusal_floor}")
+        from larft.length import parse_delimiters
+
+        parse_delimiters(self.reasoning_delimiters)  # a malformed value fails here, not mid-training
         if not 0.0 <= self.awareness_warmup_ratio < 1.0:
             raise ValueError(f"awareness_warmup_ratio must be in [0, 1), got {self.awareness_warmup_ratio}")

@@ -3,44 +3,90 @@ check and evaluation."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
-from larft.length import final_text
+from larft.length import DEFAULT_REASONING, final_text
 
 
-def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
-    """The prompt as the model sees it: its chat template with a generation prompt, or raw text."""
+def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]], chat_template_kwargs: dict | None = None) -> str:
+    """The prompt as the model sees it: its chat template with a generation prompt, or raw text.
+    `chat_template_kwargs` (e.g. {"enable_thinking": false}) reach the template everywhere a
+    model is asked something: rollouts (TRL), counting examples, the length check and eval."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True,
+                                             **(chat_template_kwargs or {}))
     return "\n".join(m["content"] for m in messages) + "\n"
 
 
-def prompt_length(tokenizer: Any, messages: Sequence[dict[str, str]]) -> int:
+def prompt_length(tokenizer: Any, messages: Sequence[dict[str, str]], chat_template_kwargs: dict | None = None) -> int:
     """Tokens of the rendered prompt (what counts against context windows and prompt limits)."""
-    return len(tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"])
+    return len(tokenizer(render_chat(tokenizer, messages, chat_template_kwargs), add_special_tokens=False)["input_ids"])
+
+
+@dataclass
+class Generation:
+    """One generated answer: `text` is the final answer (reasoning and markers stripped),
+    `new_tokens` what was generated, `truncated` whether it stopped at its budget instead of
+    ending its turn, `max_new_tokens` the budget this row actually had."""
+
+    text: str
+    new_tokens: int
+    truncated: bool
+    max_new_tokens: int
+
+
+class _RowBudgets(StoppingCriteria):
+    """Stop each row at its own max_new_tokens, so rows with different budgets can share a
+    batch and every row gets exactly its own budget (not the batch's largest)."""
+
+    def __init__(self, prompt_width: int, budgets: torch.Tensor):
+        self.prompt_width = prompt_width
+        self.budgets = budgets
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return (input_ids.shape[1] - self.prompt_width) >= self.budgets.to(input_ids.device)
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The ids that end a turn: the model's generation config eos (may be several), the tokenizer's eos."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    found = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        found.add(tokenizer.eos_token_id)
+    return found
 
 
 @torch.no_grad()
-def generate(
+def generate_records(
     model: Any,
     tokenizer: Any,
     prompts: Sequence[Sequence[dict[str, str]]],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     batch_size: int = 8,
     do_sample: bool = False,
     temperature: float = 0.7,
     top_p: float = 0.8,
+    top_k: int = 0,
     progress: bool = False,
-) -> list[str]:
-    """Final answers (think blocks and markers stripped) for a list of chat prompts."""
+    chat_template_kwargs: dict | None = None,
+    reasoning: tuple[tuple[str, str], ...] = DEFAULT_REASONING,
+) -> list[Generation]:
+    """Generate for chat prompts; `max_new_tokens` is one budget for all or one per prompt."""
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    if len(budgets) != len(prompts):
+        raise ValueError(f"{len(budgets)} budgets for {len(prompts)} prompts")
     was_training = model.training
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    texts: list[str] = []
+    stops = stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    records: list[Generation] = []
     starts = range(0, len(prompts), batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -48,15 +94,27 @@ def generate(
         starts = tqdm(starts, desc="generating", unit="batch")
     try:
         for start in starts:
-            chunk = [render_chat(tokenizer, p) for p in prompts[start : start + batch_size]]
+            chunk = [render_chat(tokenizer, p, chat_template_kwargs) for p in prompts[start : start + batch_size]]
+            own = torch.tensor(budgets[start : start + batch_size])
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+            width = enc["input_ids"].shape[1]
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k or None} \
+                if do_sample else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
             out = model.generate(
-                **enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+                **enc, max_new_tokens=int(own.max()), pad_token_id=pad_id, eos_token_id=sorted(stops),
+                stopping_criteria=StoppingCriteriaList([_RowBudgets(width, own)]), **sampling,
             )
-            new = out[:, enc["input_ids"].shape[1] :]
-            texts.extend(final_text(t) for t in tokenizer.batch_decode(new, skip_special_tokens=True))
+            for row, budget in zip(out[:, width:].tolist(), own.tolist()):
+                end = next((i for i, t in enumerate(row[:budget]) if t in stops), None)
+                ids = row[:end] if end is not None else row[:budget]
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                records.append(Generation(final_text(text, reasoning), len(ids), end is None, budget))
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
-    return texts
+    return records
+
+
+def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[dict[str, str]]], **kwargs: Any) -> list[str]:
+    """Final answers (reasoning and markers stripped) for a list of chat prompts; see `generate_records`."""
+    return [r.text for r in generate_records(model, tokenizer, prompts, **kwargs)]

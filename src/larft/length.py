@@ -16,8 +16,11 @@ UNITS = ("words", "chars", "tokens")
 # digits, apostrophes and hyphens is a word; punctuation is not.
 WORD_PATTERN = re.compile(r"[\u4e00-\u9fff]|[a-zA-Z0-9'-]+")
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
-_UNCLOSED_THINK = re.compile(r"^.*?</think>", re.DOTALL)  # template opened <think> in the prompt
+#: Reasoning delimiters: Qwen3 / DeepSeek-R1 style `<think>...</think>`. DeepSeek-R1's template opens
+#: `<think>` inside the prompt, so a generation may hold only the closing tag. Configurable per run
+#: (`reasoning_delimiters` in LARFTConfig, `--reasoning-delimiters` in eval), see `parse_delimiters`.
+DEFAULT_REASONING = (("<think>", "</think>"),)
+
 _CHAT_MARKERS = re.compile(
     r"<\|im_start\|>(?:system|user|assistant)?\n?|<\|im_end\|>|<\|endoftext\|>|<\|eot_id\|>"
     r"|<\|start_header_id\|>\w*<\|end_header_id\|>|<\|begin_of_text\|>|<\|end_of_text\|>"
@@ -25,11 +28,40 @@ _CHAT_MARKERS = re.compile(
 )
 
 
-def final_text(text: str) -> str:
-    """The answer a user sees: no reasoning block, no chat-template markers, trimmed."""
-    text = _THINK_BLOCK.sub("", text)
-    if "</think>" in text:  # the opening tag was in the prompt, only the closing one was generated
-        text = _UNCLOSED_THINK.sub("", text, count=1)
+def parse_delimiters(spec: str | None) -> tuple[tuple[str, str], ...]:
+    """`"<think>,</think>"` (pairs separated by `;`) -> ((start, end), ...); "" or "none" -> ()."""
+    if spec is None:
+        return DEFAULT_REASONING
+    spec = spec.strip()
+    if spec.lower() in ("", "none"):
+        return ()
+    pairs = []
+    for part in spec.split(";"):
+        bits = [b.strip() for b in part.split(",")]
+        if len(bits) != 2 or not all(bits):
+            raise ValueError(f"reasoning delimiters: expected 'start,end' pairs separated by ';', got {part!r}")
+        pairs.append((bits[0], bits[1]))
+    return tuple(pairs)
+
+
+def strip_reasoning(text: str, delimiters: tuple[tuple[str, str], ...] = DEFAULT_REASONING) -> str:
+    """The text without reasoning. For each (start, end) pair:
+    - closed blocks `start ... end` are removed;
+    - an end without a start (the start was in the prompt): everything up to it is reasoning;
+    - a start without an end (cut off while reasoning): everything from it on is reasoning,
+      so the answer is empty."""
+    for start, end in delimiters:
+        text = re.sub(re.escape(start) + r".*?" + re.escape(end), "", text, flags=re.DOTALL)
+        if end in text:  # no start before it (closed blocks are gone): the start was in the prompt
+            text = text.split(end, 1)[1]
+        if start in text:
+            text = text[: text.index(start)]
+    return text
+
+
+def final_text(text: str, reasoning: tuple[tuple[str, str], ...] = DEFAULT_REASONING) -> str:
+    """The answer a user sees: no reasoning (see `strip_reasoning`), no chat-template markers, trimmed."""
+    text = strip_reasoning(text, reasoning)
     text = _CHAT_MARKERS.sub("", text)
     return text.strip()
 

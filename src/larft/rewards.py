@@ -4,6 +4,11 @@
 
 `at_most` / `at_least` / `range` give 1 on the allowed side and the same linear fall-off
 outside it, measured from the nearest allowed bound.
+
+Refusal floor: an answer shorter than `refusal_length(target)` units (<= 1 unit, or below
+`refusal_floor` x the target) scores 0 whatever the constraint, unless the target itself is
+that small. Without it "at most 64 words" is won by saying nothing, a shortcut a policy finds
+and LIFEBench would not show (it drops answers of <= 1 word as refusals).
 """
 
 from __future__ import annotations
@@ -11,18 +16,21 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Sequence
 
-from larft.length import WORD_PATTERN, completion_text, count_words, final_text, measure
+import math
+
+from larft.length import DEFAULT_REASONING, WORD_PATTERN, completion_text, count_words, final_text, measure
 
 CONSTRAINTS = ("equal", "at_most", "at_least", "range")
+
+#: default refusal floor: answers below 10% of the target (and of <= 1 unit) are refusals
+REFUSAL_FLOOR = 0.1
 
 #: share of repeated word trigrams above which a response counts as degenerate (looping)
 DEGENERATE_TRIGRAM_SHARE = 0.5
 
 
 def _falloff(length: int, bound: int) -> float:
-    """max(0, 1 - |L - c| / c); for c = 0 the reward is 1 iff L = 0."""
-    if bound == 0:
-        return 1.0 if length == 0 else 0.0
+    """max(0, 1 - |L - c| / c), c >= 1."""
     return max(0.0, 1.0 - abs(length - bound) / bound)
 
 
@@ -35,8 +43,6 @@ def length_deviation(length: int, target: int | Sequence[int], constraint: str =
         bound = hi
     else:
         return 0.0
-    if bound == 0:
-        return float("inf") if length else 0.0
     return abs(length - bound) / bound
 
 
@@ -45,14 +51,16 @@ def _bounds(target: int | Sequence[int], constraint: str) -> tuple[int | None, i
         if isinstance(target, (str, bytes)) or not isinstance(target, Sequence) or len(target) != 2:
             raise ValueError(f"constraint 'range' needs target=(lo, hi), got {target!r}")
         lo, hi = int(target[0]), int(target[1])
+        if lo < 1:
+            raise ValueError(f"a length target must be a positive integer, got range {target!r}")
         if lo > hi:
             raise ValueError(f"range target has lo > hi: {target!r}")
         return lo, hi
     if isinstance(target, Sequence) and not isinstance(target, (str, bytes)):
         raise ValueError(f"constraint {constraint!r} needs a single integer target, got {target!r}")
     c = int(target)
-    if c < 0:
-        raise ValueError(f"target must be >= 0, got {c}")
+    if c < 1:  # one rule everywhere (data files, training, eval): |L - c| / c needs c >= 1
+        raise ValueError(f"a length target must be a positive integer, got {c}")
     if constraint == "equal":
         return c, c
     if constraint == "at_most":
@@ -60,6 +68,23 @@ def _bounds(target: int | Sequence[int], constraint: str) -> tuple[int | None, i
     if constraint == "at_least":
         return c, None
     raise ValueError(f"unknown constraint {constraint!r}; expected one of {', '.join(CONSTRAINTS)}")
+
+
+def refusal_length(target: int | Sequence[int], constraint: str = "equal", floor: float = REFUSAL_FLOOR) -> int:
+    """The shortest answer that is not a refusal: max(2, ceil(floor * c)) units, where c is the
+    target (the lower bound of a range), but never more than c itself, so a target of 1
+    accepts a 1-unit answer. `floor <= 0` turns the rule off (returns 0)."""
+    if floor <= 0:
+        return 0
+    lo, hi = _bounds(target, constraint)
+    c = lo if lo is not None else hi
+    return min(int(c), max(2, math.ceil(floor * c)))
+
+
+def is_refusal(length: int, target: int | Sequence[int], constraint: str = "equal",
+               floor: float = REFUSAL_FLOOR) -> bool:
+    """True when `length` is below the refusal floor (see `refusal_length`)."""
+    return length < refusal_length(target, constraint, floor)
 
 
 def repeated_trigram_share(text: str) -> float:
@@ -84,17 +109,22 @@ def length_reward(
     constraint: str = "equal",
     tokenizer: Any = None,
     degenerate_guard: bool = False,
+    refusal_floor: float = 0.0,
+    reasoning: tuple[tuple[str, str], ...] = DEFAULT_REASONING,
 ) -> float:
     """Reward in [0, 1] for how well `text` meets the length constraint.
 
-    The text is reduced to its final answer first (no <think> block, no chat markers).
-    With `degenerate_guard`, a looping response (repeated-trigram share > 0.5) gets 0.
+    The text is reduced to its final answer first (no reasoning block, no chat markers).
+    With `degenerate_guard`, a looping response (repeated-trigram share > 0.5) gets 0; with
+    `refusal_floor` > 0, an answer below the refusal floor gets 0 (see `refusal_length`).
     """
-    answer = final_text(text)
+    answer = final_text(text, reasoning)
     lo, hi = _bounds(target, constraint)
     if degenerate_guard and is_degenerate(answer):
         return 0.0
     length = measure(answer, unit, tokenizer=tokenizer, extract=False)
+    if is_refusal(length, target, constraint, refusal_floor):
+        return 0.0
     if lo is not None and length < lo:
         return _falloff(length, lo)
     if hi is not None and length > hi:
@@ -125,9 +155,12 @@ class LengthReward:
 
     __name__ = "length_reward"
 
-    def __init__(self, tokenizer: Any = None, degenerate_guard: bool = True):
+    def __init__(self, tokenizer: Any = None, degenerate_guard: bool = True, refusal_floor: float = REFUSAL_FLOOR,
+                 reasoning: tuple[tuple[str, str], ...] = DEFAULT_REASONING):
         self.tokenizer = tokenizer
         self.degenerate_guard = degenerate_guard
+        self.refusal_floor = refusal_floor
+        self.reasoning = reasoning
 
     def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float]:
         rows = rows_from_columns(columns, len(completions))
@@ -139,6 +172,8 @@ class LengthReward:
                 constraint=row.get("constraint") or "equal",
                 tokenizer=self.tokenizer,
                 degenerate_guard=self.degenerate_guard,
+                refusal_floor=self.refusal_floor,
+                reasoning=self.reasoning,
             )
             for completion, row in zip(completions, rows)
         ]
@@ -161,8 +196,10 @@ __all__ = [
     "LengthReward",
     "count_words",
     "is_degenerate",
+    "is_refusal",
     "length_deviation",
     "length_reward",
+    "refusal_length",
     "repeated_trigram_share",
     "target_from_row",
 ]

@@ -12,6 +12,7 @@ from larft.callbacks import LengthCheckCallback, MetricsJsonlCallback
 from larft.config import LARFTConfig
 from larft.data import DataError, DataIssue, generate_rows, load_rows, normalize_record
 from larft.interrupt import GracefulStopCallback, TrainingInterrupted
+from larft.length import parse_delimiters
 
 
 class TrainingFailed(RuntimeError):
@@ -41,6 +42,36 @@ def check_prompt_lengths(rows: list[dict[str, Any]], tokenizer: Any, max_tokens:
             issues.append(DataIssue(source, row.get("line", 0), "prompt", f"{n} tokens, above max_prompt_tokens={max_tokens}"))
     if issues:
         raise DataError(issues)
+
+
+def rows_fingerprint(rows: list[dict[str, Any]]) -> str:
+    """A hash of the prompt set in its order: a resumed run must see the same rows."""
+    import hashlib
+
+    ordered = sorted(rows, key=lambda r: r["_index"])
+    body = json.dumps([{k: v for k, v in r.items() if k not in ("line", "_index")} for r in ordered], sort_keys=True)
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
+
+
+def split_held_out(rows: list[dict[str, Any]], n: int, run_file: Path, resuming: bool) -> tuple[list, list]:
+    """(training rows, held-out rows for the length check). A new run holds out the last `n`
+    rows and records them (indices and a fingerprint of the prompt set) in larft_run.json; a
+    resumed run restores exactly that split, so it never trains on its held-out prompts."""
+    for i, row in enumerate(rows):
+        row["_index"] = i
+    if resuming and run_file.exists():
+        saved = json.loads(run_file.read_text(encoding="utf-8"))
+        if "rows_fingerprint" in saved:
+            if saved["rows_fingerprint"] != rows_fingerprint(rows):
+                raise ValueError(f"--resume: the training prompts differ from those the run in {run_file.parent} "
+                                 "started with (same --train_file / train_size / train_targets needed)")
+            held = set(saved.get("held_out", []))
+            return [r for r in rows if r["_index"] not in held], [r for r in rows if r["_index"] in held]
+    if n <= 0:
+        return rows, []
+    if n >= len(rows):
+        raise ValueError(f"length_check_prompts={n} leaves no training rows")
+    return rows[:-n], rows[-n:]
 
 
 def complete_checkpoints(output_dir: Path) -> list[Path]:
@@ -107,6 +138,10 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
 
     tune_malloc()
     output_dir = Path(config.output_dir)
+    if config.resume_from_checkpoint:
+        raise ValueError("--resume_from_checkpoint is not how larft resumes: pass --resume true with the same "
+                         "--output_dir; it continues from the newest complete checkpoint there, with its held-out "
+                         "split and metrics")
     checkpoint = None
     if train_args.resume:
         found = complete_checkpoints(output_dir) if output_dir.is_dir() else []
@@ -116,6 +151,7 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
         step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
         if config.process_index == 0:  # one writer: ranks racing on the same temp file lose a rename
             trim_metrics(output_dir / "metrics.jsonl", step)
+            trim_metrics(output_dir / "rollouts.jsonl", step)
         print(f"[larft] resuming from {checkpoint} (step {step})")
     elif (output_dir / "metrics.jsonl").exists():
         raise ValueError(
@@ -124,29 +160,30 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
         )
 
     rows = training_rows(train_args)
-    check_rows: list[dict[str, Any]] = []
-    if config.length_check_prompts > 0 and checkpoint is None:  # held out: never trained on
-        if config.length_check_prompts >= len(rows):
-            raise ValueError(f"length_check_prompts={config.length_check_prompts} leaves no training rows")
-        check_rows, rows = rows[-config.length_check_prompts :], rows[: -config.length_check_prompts]
+    rows, check_rows = split_held_out(rows, config.length_check_prompts, output_dir / "larft_run.json",
+                                      resuming=checkpoint is not None)
 
     model_path = resolve_model(train_args.model)
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
     check_prompt_lengths(rows, tokenizer, train_args.max_prompt_tokens, train_args.train_file or "<generated>")
     output_dir.mkdir(parents=True, exist_ok=True)
     if config.process_index == 0:  # one writer: ranks racing on the same temp file lose a rename
-        _write_json(output_dir / "larft_run.json", {"model": train_args.model, "model_path": model_path,
-                                                    "train_rows": len(rows), "train_file": train_args.train_file})
+        _write_json(output_dir / "larft_run.json", {
+            "model": train_args.model, "model_path": model_path, "train_rows": len(rows),
+            "train_file": train_args.train_file, "rows_fingerprint": rows_fingerprint(rows + check_rows),
+            "held_out": [r["_index"] for r in check_rows],
+        })
     stop = GracefulStopCallback()
     callbacks = [MetricsJsonlCallback(output_dir), stop]
-    check = LengthCheckCallback(check_rows, tokenizer, config.max_completion_length, str(output_dir)) if check_rows else None
+    check = LengthCheckCallback(check_rows, tokenizer, config.max_completion_length, str(output_dir),
+                                config.chat_template_kwargs, parse_delimiters(config.reasoning_delimiters)) if check_rows else None
     if check:
         callbacks.append(check)
     callbacks += extra_callbacks or []
     trainer = LARFTTrainer(
         model=model_path,
         args=config,
-        train_dataset=Dataset.from_list([{k: v for k, v in r.items() if k != "line"} for r in rows]),
+        train_dataset=Dataset.from_list([{k: v for k, v in r.items() if k not in ("line", "_index")} for r in rows]),
         processing_class=tokenizer,
         callbacks=callbacks,
         peft_config=lora_config(train_args),
