@@ -81,3 +81,27 @@ def test_ruler_intervals_are_left_open():
     assert agg["level0"] == {"PM": 50.0, "FM": 100.0, "n": 2}
     assert agg["level1"] == {"PM": 50.0, "FM": 100.0, "n": 2}
     assert agg["all"]["PM"] == 50.0 and agg["all"]["n"] == 4  # pooled (micro average)
+
+
+def test_refusals_are_counted_per_control_and_length():
+    from larft.eval.metrics import lifebench_aggregate
+
+    agg = lifebench_aggregate([("at_most", 16, 0), ("at_most", 16, 10), ("at_most", 32, 1), ("equal", 16, 16)])
+    r = agg["refusals"]
+    assert r["n"] == 2 and r["rate"] == 0.5
+    assert r["per_control"]["at_most"] == {"n": 2, "rate": 2 / 3, "per_length": {16: 1, 32: 1}}
+    assert r["per_control"]["equal"]["n"] == 0
+    assert agg["per_control"]["at_most"]["per_length"][16]["n"] == 1  # still dropped from LS, as upstream
+
+
+def test_bootstrap_intervals_are_seeded_and_cover_the_estimate():
+    from larft.eval.stats import bootstrap_cis, overlap
+
+    values = list(range(100))
+    mean = lambda xs: {"mean": sum(xs) / len(xs)}  # noqa: E731
+    a = bootstrap_cis(values, mean, seed=1)["mean"]
+    assert a == bootstrap_cis(values, mean, seed=1)["mean"]
+    assert a[0] < 49.5 < a[1] and 40 < a[0] and a[1] < 60  # sd of the mean ~2.9: about +-5.7
+    narrow = bootstrap_cis(values * 16, mean, seed=1)["mean"]
+    assert narrow[1] - narrow[0] < (a[1] - a[0]) / 2
+    assert overlap([1, 2], [1.5, 3]) and not overlap([1, 2], [2.5, 3]) and overlap(None, [1, 2]) is None

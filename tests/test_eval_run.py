@@ -57,8 +57,8 @@ def test_end_to_end_eval_writes_all_outputs(tiny_model_dir, tmp_path):
     lenctrl = tmp_path / "lenctrl.jsonl"
     lenctrl.write_text("\n".join(json.dumps({"instruction": f"Write {n} words about tea.", "constraint": n,
                                              "level": "word"}) for n in (5, 10)) + "\n")
-    settings = EvalSettings(batch_size=4, max_new_tokens_cap=12, limit=4, filters={"lang": "en", "max_length": "32"},
-                            counting_own=2)
+    settings = EvalSettings(batch_size=4, max_new_tokens_cap=64, tokens_per_unit=0.5, limit=4,
+                            filters={"lang": "en", "max_length": "32"}, counting_own=2, bootstrap=50)
     out = tmp_path / "eval"
     results = run_eval(str(tiny_model_dir), ["ruler-tlg", "counting", "retention"], str(out), settings,
                        bench_files=[(str(_lifebench_file(tmp_path)), "lifebench"), (str(lenctrl), "lenctrl")])
@@ -76,7 +76,7 @@ def test_end_to_end_eval_writes_all_outputs(tiny_model_dir, tmp_path):
 def test_interrupted_eval_resumes_without_regenerating(tiny_model_dir, tmp_path, monkeypatch):
     import larft.generation as generation
 
-    real = generation.generate
+    real = generation.generate_records
     seen: list[str] = []
 
     def counting_generate(model, tokenizer, prompts, **kw):
@@ -88,9 +88,10 @@ def test_interrupted_eval_resumes_without_regenerating(tiny_model_dir, tmp_path,
             raise KeyboardInterrupt  # the user pressed Ctrl-C after two batches
         return counting_generate(model, tokenizer, prompts, **kw)
 
-    settings = EvalSettings(batch_size=2, max_new_tokens_cap=8, limit=8, filters={"lang": "en", "max_length": "16"})
+    settings = EvalSettings(batch_size=2, max_new_tokens_cap=40, tokens_per_unit=0.25, limit=8,
+                            filters={"lang": "en", "max_length": "16"}, bootstrap=20)
     out = tmp_path / "eval"
-    monkeypatch.setattr(generation, "generate", interrupted_generate)
+    monkeypatch.setattr(generation, "generate_records", interrupted_generate)
     life = [(str(_lifebench_file(tmp_path)), "lifebench")]
     with pytest.raises(KeyboardInterrupt):
         run_eval(str(tiny_model_dir), [], str(out), settings, bench_files=life)
@@ -102,7 +103,7 @@ def test_interrupted_eval_resumes_without_regenerating(tiny_model_dir, tmp_path,
     cache.write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])  # a kill cut the last line mid-write
 
     seen.clear()
-    monkeypatch.setattr(generation, "generate", counting_generate)
+    monkeypatch.setattr(generation, "generate_records", counting_generate)
     run_eval(str(tiny_model_dir), [], str(out), settings, bench_files=life)
     keys = [json.loads(line)["key"] for line in cache.read_text().splitlines()]
     assert len(keys) == len(set(keys)) == 8  # every prompt once, none lost
@@ -115,3 +116,103 @@ def test_evaluation_prompts_do_not_overlap_training_topics():
 
     assert not set(TOPICS) & set(B.EVAL_TOPICS)
     assert len(B.ruler_instructions()) == 4 * len(B.EVAL_TOPICS)
+
+
+def _life_settings(**kw):
+    base = dict(max_new_tokens_cap=64, tokens_per_unit=0.5, limit=12, filters={"lang": "en", "max_length": "32"},
+                bootstrap=50)
+    base.update(kw)
+    return EvalSettings(**base)
+
+
+def test_each_prompt_gets_its_own_budget_and_greedy_lengths_do_not_depend_on_batch_size(tiny_model_dir, tmp_path):
+    life = [(str(_lifebench_file(tmp_path)), "lifebench")]
+    one = run_eval(str(tiny_model_dir), [], str(tmp_path / "b1"), _life_settings(batch_size=1), bench_files=life)
+    eight = run_eval(str(tiny_model_dir), [], str(tmp_path / "b8"), _life_settings(batch_size=8), bench_files=life)
+    s1 = {x["id"]: x for x in one["benchmarks"]["lifebench:life"]["samples"]}
+    s8 = {x["id"]: x for x in eight["benchmarks"]["lifebench:life"]["samples"]}
+    assert s1.keys() == s8.keys() and len(s1) == 12
+    assert {k: v["length"] for k, v in s1.items()} == {k: v["length"] for k, v in s8.items()}
+    settings = _life_settings()
+    budgets = set()
+    for x in s8.values():
+        own = settings.max_new_tokens(x["target"], x["lang"], x["control"])
+        budgets.add(own)
+        assert x["max_new_tokens"] == own  # its own budget, not the batch's largest
+        assert x["new_tokens"] <= own and x["truncated"] == (x["new_tokens"] == own)
+    assert len(budgets) > 1  # the batch of 8 really mixed budgets
+
+
+def test_a_changed_budget_or_decoding_setting_regenerates(tiny_model_dir, tmp_path, monkeypatch):
+    import larft.generation as generation
+
+    real = generation.generate_records
+    calls: list[int] = []
+
+    def counted(model, tokenizer, prompts, **kw):
+        calls.append(len(prompts))
+        return real(model, tokenizer, prompts, **kw)
+
+    monkeypatch.setattr(generation, "generate_records", counted)
+    life = [(str(_lifebench_file(tmp_path)), "lifebench")]
+    out = str(tmp_path / "eval")
+    run_eval(str(tiny_model_dir), [], out, _life_settings(limit=4), bench_files=life)
+    assert sum(calls) == 4
+    run_eval(str(tiny_model_dir), [], out, _life_settings(limit=4), bench_files=life)
+    assert sum(calls) == 4  # same settings: all from the cache
+    run_eval(str(tiny_model_dir), [], out, _life_settings(limit=4, tokens_per_unit=0.75), bench_files=life)
+    assert sum(calls) == 8  # other budgets: generated again, not reused
+    run_eval(str(tiny_model_dir), [], out, _life_settings(limit=4, tokens_per_unit=0.75, do_sample=True),
+             bench_files=life)
+    assert sum(calls) == 12  # sampling instead of greedy: generated again
+
+
+def test_unreachable_targets_are_listed_and_kept_out_of_the_headline(tiny_model_dir, tmp_path):
+    life = [(str(_lifebench_file(tmp_path)), "lifebench")]
+    settings = _life_settings(limit=None, filters={"lang": "en", "max_length": "64"}, max_new_tokens_cap=48)
+    results = run_eval(str(tiny_model_dir), [], str(tmp_path / "e"), settings, bench_files=life)
+    bench = results["benchmarks"]["lifebench:life"]
+    limited = set(bench["budget_limited"])
+    assert limited and all(settings.budget(x, "en", c)[1] for x, c in
+                           [(int(i.split("-")[-1]), i.split("-", 1)[1].rsplit("-", 1)[0]) for i in limited])
+    assert not limited & {x["id"] for x in bench["samples"]}
+    assert bench["metrics"]["n"] == 4 * 3 * 3 - len(limited)
+    assert "Not scored" in (tmp_path / "e" / "report.md").read_text()
+
+
+def test_results_carry_intervals_refusals_and_split_counting_figures(tiny_model_dir, tmp_path):
+    life = [(str(_lifebench_file(tmp_path)), "lifebench")]
+    results = run_eval(str(tiny_model_dir), ["counting"], str(tmp_path / "e"), _life_settings(counting_own=2, limit=6),
+                       bench_files=life)
+    m = results["benchmarks"]["lifebench:life"]["metrics"]
+    lo, hi = m["ci95"]["LS"]
+    assert lo <= m["LS"] <= hi
+    assert set(m["refusals"]["per_control"]) <= {"equal", "at_most", "at_least"}
+    c = results["benchmarks"]["counting"]["metrics"]
+    for key in ("format_rate", "mae_parsed", "within10_rate", "mae_all", "definitions"):
+        assert key in c
+    assert "MAE" not in c and "MAE_all" not in c  # no figure that is really a text length under a counting name
+    report = (tmp_path / "e" / "report.md").read_text()
+    assert "95%" in report and "refusals" in report
+
+
+def test_bad_bench_files_and_options_are_one_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    def larft(*args):
+        return subprocess.run([sys.executable, "-m", "larft", *args], capture_output=True, text=True)
+
+    bad = tmp_path / "lenctrl.jsonl"
+    bad.write_text(json.dumps({"instruction": "Write 5 words.", "constraint": 5, "level": "word"}) + "\n"
+                   + json.dumps({"instruction": "Write.", "constraint": 0, "level": "word"}) + "\n")
+    out = larft("eval", "--bench-file", str(bad), "--format", "lenctrl", "--out", str(tmp_path / "e"))
+    assert out.returncode == 2 and f"{bad}:2: constraint: must be a positive count" in out.stderr
+    notjson = tmp_path / "lw.jsonl"
+    notjson.write_text('{"prompt": "x", "length": 5}\n{"prompt": \n')
+    out = larft("eval", "--bench-file", str(notjson), "--format", "longbench-write", "--out", str(tmp_path / "e"))
+    assert out.returncode == 2 and f"{notjson}:2:" in out.stderr and "malformed JSON" in out.stderr
+    for option, value in (("--device", "tpu"), ("--dtype", "int3")):
+        out = larft("eval", "--bench", "retention", "--out", str(tmp_path / "e"), option, value)
+        assert out.returncode == 2 and option in out.stderr and value in out.stderr
+        assert "Traceback" not in out.stderr

@@ -177,7 +177,7 @@ _SUFFIX = {"equal": "Answer in about {n} {u}.", "at_most": "Answer in at most {n
 def run_generate(args: argparse.Namespace) -> int:
     from larft.generation import generate
     from larft.length import measure
-    from larft.models import load_model, load_tokenizer
+    from larft.models import load_model, load_tokenizer, resolve_device
 
     unit, target = ("chars", args.chars) if args.chars else ("words", args.words)
     content = args.prompt
@@ -185,8 +185,9 @@ def run_generate(args: argparse.Namespace) -> int:
         wording = {"words": "words", "chars": "characters"}[unit]
         content = f"{args.prompt}\n\n{_SUFFIX[args.constraint].format(n=target, u=wording)}"
     max_new = args.max_new_tokens or (max(64, int(target * 2 + 32)) if target else 256)
+    device, dtype = resolve_device(args.device, args.dtype)
     tokenizer = load_tokenizer(args.model)
-    model = load_model(args.model)
+    model = load_model(args.model, dtype=dtype, device=device)
     texts = generate(
         model, tokenizer, [[{"role": "user", "content": content}]] * args.n, max_new_tokens=max_new,
         do_sample=args.sample or args.n > 1, temperature=args.temperature, top_p=args.top_p,
@@ -198,15 +199,34 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 # -- eval / report --------------------------------------------------------------------------
+def _json_object(text: str | None, option: str) -> dict | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{option}: not valid JSON ({e.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{option}: expected a JSON object like '{{\"enable_thinking\": false}}', got {text!r}")
+    return value
+
+
 def run_eval_command(args: argparse.Namespace) -> int:
     from larft.eval.runner import EvalSettings, parse_filters, run_eval
 
     if args.bench_file and not args.format:
         raise UsageError("--bench-file needs --format (lifebench, lifebench-refactor, longbench-write or lenctrl)")
+    from larft.length import parse_delimiters
+    from larft.models import resolve_device
+
+    resolve_device(args.device, args.dtype)  # a bad value fails before any benchmark file is read
+    parse_delimiters(args.reasoning_delimiters)
     settings = EvalSettings(
         batch_size=args.batch_size, max_new_tokens_cap=args.max_new_tokens_cap, do_sample=args.sample,
         temperature=args.temperature, top_p=args.top_p, seed=args.seed, limit=args.limit,
-        filters=parse_filters(args.filter), counting_own=args.counting_own,
+        filters=parse_filters(args.filter), counting_own=args.counting_own, device=args.device, dtype=args.dtype,
+        chat_template_kwargs=_json_object(args.chat_template_kwargs, "--chat-template-kwargs"),
+        reasoning_delimiters=args.reasoning_delimiters, bootstrap=args.bootstrap, tokens_per_unit=args.tokens_per_word,
     )
     files = [(path, args.format) for path in args.bench_file or []]
     results = run_eval(args.model, args.bench or [], args.out, settings, files, trust_remote_code=args.trust_remote_code,
@@ -261,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     gen.add_argument("--temperature", type=float, default=0.7)
     gen.add_argument("--top_p", type=float, default=0.8)
+    gen.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    gen.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
     ev = sub.add_parser("eval", help="length-following benchmarks, counting probe, retention check")
     ev.add_argument("--model", default="default", help="'default', an HF id, a local path or a checkpoint")
     ev.add_argument("--bench", action="append", help="lifebench, lifebench-label, lifebench-refactor, "
@@ -278,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--top_p", type=float, default=0.8)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--trust-remote-code", action="store_true")
+    ev.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    ev.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
+    ev.add_argument("--tokens-per-word", type=float, default=2.0,
+                    help="generation budget per asked word (x1.5 for CJK and at_least, + 32)")
+    ev.add_argument("--chat-template-kwargs", help='JSON passed to the chat template, e.g. \'{"enable_thinking": false}\'')
+    ev.add_argument("--reasoning-delimiters", default="<think>,</think>",
+                    help="reasoning block 'start,end' pairs (';'-separated, or none): only the answer is counted")
+    ev.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% bootstrap intervals")
     ev.add_argument("--lm-eval-tasks", help="also run lm-evaluation-harness tasks (comma-separated; needs lm-eval "
                     "and its datasets)")
 

@@ -82,7 +82,30 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
-def load_model(name: str, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:
+    """(device, dtype) to load a model with: `auto` is CUDA + bf16 when a GPU is present, else
+    CPU + fp32 (bf16 is slower than fp32 on most CPUs). Bad values are a clear error."""
+    import torch
+
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise ValueError(f"--device: unknown value {device!r}; expected one of {', '.join(DEVICES)} (or cuda:N)")
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype: unknown value {dtype!r}; expected one of {', '.join(DTYPES)}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is visible to PyTorch (torch {torch.__version__})")
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    return device, dtype
+
+
+def load_model(name: str, dtype: str = "float32", trust_remote_code: bool = False, device: str = "cpu") -> Any:
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=dtype, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=dtype, trust_remote_code=trust_remote_code)
+    return model.to(device)

@@ -173,6 +173,8 @@ def lenctrl_items(path: Path) -> list[EvalItem]:
             target = int(rec["constraint"])
         except (TypeError, ValueError):
             raise DataError([DataIssue(str(path), line, "constraint", f"must be an integer count, got {rec['constraint']!r}")]) from None
+        if target <= 0:
+            raise DataError([DataIssue(str(path), line, "constraint", f"must be a positive count, got {target}")])
         items.append(EvalItem(id=str(line), messages=_user(rec["instruction"]), target=target,
                               meta={"level": rec["level"]}))
     return items

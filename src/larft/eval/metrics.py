@@ -33,16 +33,32 @@ def lifebench_ls(length: int, target: int, control: str) -> float:
 
 def lifebench_aggregate(samples: Iterable[tuple[str, int, int]]) -> dict:
     """samples: (control, target, delivered length). Responses of <= 1 word are refusals and
-    are dropped first. Per control: LD (mean |LD| x 100) and LS (mean LS) per length, then the
-    unweighted mean over lengths (macro average, as upstream)."""
+    are dropped first (as upstream), but counted: `refusals` has them per control and length,
+    so a policy that learns to answer nothing shows up. Per control: LD (mean |LD| x 100) and
+    LS (mean LS) per length, then the unweighted mean over lengths (macro average, as upstream)."""
     by_control: dict[str, dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
-    dropped = 0
+    asked: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    refused: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for control, target, length in samples:
+        asked[control][target] += 1
         if length <= 1:
-            dropped += 1
+            refused[control][target] += 1
             continue
         by_control[control][target].append((abs(lifebench_ld(length, target)) * 100, lifebench_ls(length, target, control)))
-    result: dict = {"per_control": {}, "refusals_dropped": dropped}
+    total = sum(sum(v.values()) for v in asked.values())
+    dropped = sum(sum(v.values()) for v in refused.values())
+    result: dict = {
+        "per_control": {},
+        "refusals_dropped": dropped,
+        "refusals": {
+            "n": dropped, "rate": dropped / total if total else 0.0,
+            "per_control": {
+                c: {"n": sum(refused[c].values()), "rate": sum(refused[c].values()) / sum(asked[c].values()),
+                    "per_length": {t: refused[c][t] for t in sorted(asked[c])}}
+                for c in sorted(asked)
+            },
+        },
+    }
     for control, by_length in sorted(by_control.items()):
         per_length = {
             t: {"LD": sum(x[0] for x in v) / len(v), "LS": sum(x[1] for x in v) / len(v), "n": len(v)}
@@ -58,6 +74,16 @@ def lifebench_aggregate(samples: Iterable[tuple[str, int, int]]) -> dict:
         result["LD"] = sum(c["LD"] for c in controls) / len(controls)
         result["LS"] = sum(c["LS"] for c in controls) / len(controls)
     return result
+
+
+def lifebench_headline(samples: list[tuple[str, int, int]]) -> dict[str, float | None]:
+    """The figures that get bootstrap intervals: LS and LD overall and per control."""
+    agg = lifebench_aggregate(samples)
+    out: dict[str, float | None] = {"LS": agg.get("LS"), "LD": agg.get("LD")}
+    for control, c in agg["per_control"].items():
+        out[f"LS {control}"] = c["LS"]
+        out[f"LD {control}"] = c["LD"]
+    return out
 
 
 # -- LongBench-Write ----------------------------------------------------------------------

@@ -9,6 +9,8 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from larft.eval.stats import overlap
+
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
@@ -27,69 +29,119 @@ def _fmt(x: Any, digits: int = 1) -> str:
 # -- one run --------------------------------------------------------------------------------
 def summary_row(results: dict) -> dict[str, Any]:
     """The headline numbers of a run, flat (used by report.md and `larft report`)."""
-    row: dict[str, Any] = {}
+    return {k: v for k, (v, _) in summary_with_cis(results).items()}
+
+
+def summary_with_cis(results: dict) -> dict[str, tuple[Any, list[float] | None]]:
+    """Headline figure -> (value, 95% bootstrap interval or None)."""
+    row: dict[str, tuple[Any, list[float] | None]] = {}
     for name, bench in results["benchmarks"].items():
         m = bench["metrics"]
+        ci = m.get("ci95") or {}
         if "per_control" in m:
-            row[f"{name} LS"] = m.get("LS")
-            row[f"{name} LD%"] = m.get("LD")
+            row[f"{name} LS"] = (m.get("LS"), ci.get("LS"))
+            row[f"{name} LD%"] = (m.get("LD"), ci.get("LD"))
             for control, c in m["per_control"].items():
-                row[f"{name} LS {control}"] = c["LS"]
+                row[f"{name} LS {control}"] = (c["LS"], ci.get(f"LS {control}"))
+            if "refusals" in m:
+                row[f"{name} refusal%"] = (100 * m["refusals"]["rate"], None)
         elif "S_l" in m:
-            row[f"{name} S_l"] = m["S_l"]
+            row[f"{name} S_l"] = (m["S_l"], ci.get("S_l"))
         elif "all" in m:
             for level in [k for k in m if k.startswith("level")] + ["all"]:
-                row[f"{name} PM {level}"] = m[level]["PM"]
-                row[f"{name} FM {level}"] = m[level]["FM"]
-        elif "MAE" in m and "format_rate" in m:
-            row[f"{name} MAE"] = m["MAE"]
-            row[f"{name} MAE_all"] = m["MAE_all"]
-            row[f"{name} format%"] = 100 * m["format_rate"]
-            row[f"{name} within10%"] = 100 * m["within10_rate"]
+                row[f"{name} PM {level}"] = (m[level]["PM"], ci.get("PM") if level == "all" else None)
+                row[f"{name} FM {level}"] = (m[level]["FM"], ci.get("FM") if level == "all" else None)
+        elif "format_rate" in m:
+            pct = lambda v: None if v is None else 100 * v  # noqa: E731
+            pct_ci = lambda v: None if v is None else [100 * v[0], 100 * v[1]]  # noqa: E731
+            row[f"{name} format%"] = (pct(m["format_rate"]), pct_ci(ci.get("format_rate")))
+            row[f"{name} MAE parsed"] = (m["mae_parsed"], ci.get("mae_parsed"))
+            row[f"{name} within10%"] = (pct(m["within10_rate"]), pct_ci(ci.get("within10_rate")))
         elif "MAE" in m:
-            row[f"{name} MAE"] = m["MAE"]
+            row[f"{name} MAE"] = (m["MAE"], ci.get("MAE"))
         elif "perplexity" in m:
-            row[f"{name} perplexity"] = m["perplexity"]
+            row[f"{name} perplexity"] = (m["perplexity"], None)
     return row
 
 
+def _ci(interval: list[float] | None, digits: int = 1) -> str:
+    return "" if not interval else f" [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
+def _excluded_lines(bench: dict) -> list[str]:
+    lines = []
+    if bench.get("skipped_too_long"):
+        lines += [f"Skipped (prompt + budget longer than the model's context window): "
+                  f"{len(bench['skipped_too_long'])} prompts ({', '.join(bench['skipped_too_long'][:10])})", ""]
+    if bench.get("budget_limited"):
+        lines += [f"**Not scored: {len(bench['budget_limited'])} prompts whose target needs more new tokens than "
+                  f"--max-new-tokens-cap** (they would score the cap, not the model): "
+                  f"{', '.join(bench['budget_limited'][:10])}{' ...' if len(bench['budget_limited']) > 10 else ''}", ""]
+    return lines
+
+
 def markdown(results: dict) -> str:
-    lines = [f"# larft eval: `{results['model']}`", "", f"Versions: {results['versions']}", ""]
+    where = f"; {results['device']}, {results['dtype']}" if results.get("device") else ""
+    lines = [f"# larft eval: `{results['model']}`", "", f"Versions: {results['versions']}{where}", "",
+             "Intervals are 95% bootstrap intervals over prompts (seeded).", ""]
     for name, bench in results["benchmarks"].items():
         m = bench["metrics"]
+        ci = m.get("ci95") or {}
         lines += [f"## {name}", "", f"Counter: `{bench['counter']}`; {bench.get('seconds', 0):.0f} s", ""]
-        if bench.get("skipped_too_long"):
-            lines += [f"Skipped (prompt + budget longer than the model's context window): "
-                      f"{len(bench['skipped_too_long'])} prompts ({', '.join(bench['skipped_too_long'][:10])})", ""]
+        lines += _excluded_lines(bench)
         if "per_control" in m:
-            lines += ["| control | LD (%) | LS |", "|---|---|---|"]
+            lines += ["| control | LD (%) | LS [95% CI] | refusals |", "|---|---|---|---|"]
+            refusals = m.get("refusals", {}).get("per_control", {})
             for control, c in m["per_control"].items():
-                lines.append(f"| {control} | {_fmt(c['LD'])} | {_fmt(c['LS'])} |")
-            lines.append(f"| **mean** | {_fmt(m.get('LD'))} | {_fmt(m.get('LS'))} |")
+                r = refusals.get(control, {})
+                lines.append(f"| {control} | {_fmt(c['LD'])} | {_fmt(c['LS'])}{_ci(ci.get(f'LS {control}'))} | "
+                             f"{r.get('n', 0)} ({_fmt(100 * r.get('rate', 0.0))}%) |")
+            total = m.get("refusals", {})
+            lines.append(f"| **mean** | {_fmt(m.get('LD'))} | **{_fmt(m.get('LS'))}**{_ci(ci.get('LS'))} | "
+                         f"{total.get('n', 0)} ({_fmt(100 * total.get('rate', 0.0))}%) |")
             lengths = sorted({t for c in m["per_control"].values() for t in c["per_length"]}, key=int)
             lines += ["", "LS by target length:", "", "| control | " + " | ".join(map(str, lengths)) + " |",
                       "|---" * (len(lengths) + 1) + "|"]
             for control, c in m["per_control"].items():
                 cells = [_fmt(c["per_length"].get(t, {}).get("LS")) for t in lengths]
                 lines.append(f"| {control} | " + " | ".join(cells) + " |")
-            lines += ["", f"Samples: {m['n']}; refusals (count <= 1) dropped: {m['refusals_dropped']}"]
+            if refusals:
+                lines += ["", "Refusals (answers of <= 1 word, dropped from LD/LS as upstream) by target length:", "",
+                          "| control | " + " | ".join(map(str, lengths)) + " |", "|---" * (len(lengths) + 1) + "|"]
+                for control, r in refusals.items():
+                    per = {str(k): v for k, v in r["per_length"].items()}
+                    lines.append(f"| {control} | " + " | ".join(_fmt(per.get(str(t))) for t in lengths) + " |")
+            lines += ["", f"Samples: {m['n']}; refusals dropped: {m['refusals_dropped']}; "
+                          f"stopped at their token budget: {m.get('truncated', '-')}"]
         elif "S_l" in m:
-            lines += [f"S_l = **{_fmt(m['S_l'])}** over {m['n']} prompts", "", "| length | S_l |", "|---|---|"]
+            lines += [f"S_l = **{_fmt(m['S_l'])}**{_ci(ci.get('S_l'))} over {m['n']} prompts", "",
+                      "| length | S_l |", "|---|---|"]
             lines += [f"| {t} | {_fmt(v)} |" for t, v in m["per_length"].items()]
         elif "all" in m:
             lines += ["| level | PM | FM | n |", "|---|---|---|---|"]
-            lines += [f"| {k} | {_fmt(v['PM'])} | {_fmt(v['FM'])} | {v['n']} |" for k, v in m.items()]
+            lines += [f"| {k} | {_fmt(v['PM'])}{_ci(ci.get('PM')) if k == 'all' else ''} | "
+                      f"{_fmt(v['FM'])}{_ci(ci.get('FM')) if k == 'all' else ''} | {v['n']} |"
+                      for k, v in m.items() if k.startswith("level") or k == "all"]
         elif "format_rate" in m:
-            lines += ["| metric | value |", "|---|---|"]
-            for key in ("n", "format_rate", "exact_rate", "within10_rate", "MAE", "MAE_all", "MAE_reference", "MAE_own"):
-                lines.append(f"| {key} | {_fmt(m.get(key), 3 if key.endswith('rate') else 1)} |")
+            lines += [f"Headline: MAE over parsed answers **{_fmt(m.get('mae_parsed'))}**{_ci(ci.get('mae_parsed'))} "
+                      f"words, with **{_fmt(100 * m['format_rate'])}%** of answers in the format"
+                      f"{_ci([100 * x for x in ci['format_rate']] if ci.get('format_rate') else None)}.", "",
+                      "| metric | value | definition |", "|---|---|---|"]
+            for key in ("n", "format_rate", "mae_parsed", "within10_rate", "exact_rate", "mae_all", "mae_reference",
+                        "mae_own"):
+                definition = m.get("definitions", {}).get(key, "")
+                lines.append(f"| {key} | {_fmt(m.get(key), 3 if key.endswith('rate') else 1)}"
+                             f"{_ci(ci.get(key), 3 if key.endswith('rate') else 1)} | {definition} |")
         elif "perplexity" in m:
             lines += [f"Perplexity on the shipped reference texts: **{_fmt(m['perplexity'], 2)}** ({m['tokens']} tokens)"]
         elif "MAE" in m:
-            lines += [f"MAE = **{_fmt(m['MAE'], 2)}** over {m['n']} prompts ({m.get('note', '')})"]
+            lines += [f"MAE = **{_fmt(m['MAE'], 2)}**{_ci(ci.get('MAE'), 2)} over {m['n']} prompts ({m.get('note', '')})"]
             for level, v in m.get("per_level", {}).items():
                 lines.append(f"- {level}: MAE {_fmt(v['MAE'], 2)} (n={v['n']})")
         lines.append("")
+    if results.get("lm_eval"):
+        lines += ["## lm-evaluation-harness", "", "```", json.dumps(results["lm_eval"]["results"], indent=1)[:4000],
+                  "```", ""]
     plots = [p for p in ("asked_vs_delivered.png", "ls_by_length.png", "counting_errors.png")]
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
@@ -182,11 +234,23 @@ def compare(dirs: list[str], out: str | os.PathLike, names: list[str] | None = N
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = {(names[i] if names else Path(d).name): load_results(d) for i, d in enumerate(dirs)}
-    rows = {name: summary_row(r) for name, r in runs.items()}
+    rows = {name: summary_with_cis(r) for name, r in runs.items()}
     columns = list(dict.fromkeys(k for row in rows.values() for k in row))
-    lines = ["# larft report", "", "| run | model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
-    for name, row in rows.items():
-        lines.append(f"| {name} | `{runs[name]['model']}` | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    first = next(iter(rows.values()))
+    lines = ["# larft report", "",
+             f"Values with their 95% bootstrap interval. `~` marks a figure whose interval overlaps the first run's "
+             f"({next(iter(rows))}): that difference is within sampling noise.", "",
+             "| figure | " + " | ".join(rows) + " |", "|---" * (len(rows) + 1) + "|"]
+    for column in columns:
+        cells = []
+        for i, row in enumerate(rows.values()):
+            value, interval = row.get(column, (None, None))
+            mark = ""
+            if i > 0 and overlap(interval, first.get(column, (None, None))[1]):
+                mark = " ~"
+            cells.append(f"{_fmt(value)}{_ci(interval)}{mark}")
+        lines.append(f"| {column} | " + " | ".join(cells) + " |")
+    lines += ["", "Models: " + "; ".join(f"{n} = `{r['model']}`" for n, r in runs.items())]
     lines += ["", "![asked vs delivered](asked_vs_delivered.png)", "", "![LS by length](ls_by_length.png)", ""]
     _write_atomic(out / "report.md", "\n".join(lines))
 

@@ -17,8 +17,11 @@ from larft.awareness import counting_instruction, parse_count
 from larft.eval import benchmarks as B
 from larft.eval.cache import GenerationCache
 from larft.eval.counters import lenctrl_count, lifebench_count, longbench_write_count, ruler_count
-from larft.eval.metrics import RULER_LEVELS, lifebench_aggregate, longbench_sl, mean_absolute_error, ruler_aggregate
-from larft.length import count_words
+from larft.eval.metrics import (
+    RULER_LEVELS, lifebench_aggregate, lifebench_headline, longbench_sl, mean_absolute_error, ruler_aggregate,
+)
+from larft.eval.stats import bootstrap_cis
+from larft.length import count_words, final_text
 
 NAMED_BENCHES = ("lifebench", "lifebench-label", "lifebench-refactor", "longwrite-ruler", "ruler-tlg", "counting",
                  "retention")
@@ -38,10 +41,30 @@ class EvalSettings:
     limit: int | None = None
     filters: dict[str, str] = field(default_factory=dict)
     counting_own: int = 24  # own generations the counting probe asks the model to count
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    dtype: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    chat_template_kwargs: dict | None = None
+    reasoning_delimiters: str = "<think>,</think>"
+    bootstrap: int = 1000  # resamples for the 95% intervals
+
+    def budget(self, target: int, lang: str = "en", control: str = "equal") -> tuple[int, bool]:
+        """(max_new_tokens for this prompt, whether the cap cut it). The budget is sized from the
+        target (tokens_per_unit per asked word, x1.5 for CJK and for `at_least`, + 32 slack) so
+        the target is reachable; a prompt whose budget the cap cuts is `budget_limited`: it is
+        listed, not generated, and kept out of the headline (it would score the cap, not the model)."""
+        per_unit = self.tokens_per_unit * (1.5 if lang == "cn" else 1.0) * (1.5 if control == "at_least" else 1.0)
+        need = int(math.ceil(target * per_unit)) + 32
+        return min(self.max_new_tokens_cap, need), need > self.max_new_tokens_cap
 
     def max_new_tokens(self, target: int, lang: str = "en", control: str = "equal") -> int:
-        per_unit = self.tokens_per_unit * (1.5 if lang == "cn" else 1.0) * (1.5 if control == "at_least" else 1.0)
-        return min(self.max_new_tokens_cap, int(math.ceil(target * per_unit)) + 32)
+        return self.budget(target, lang, control)[0]
+
+    def decoding_key(self) -> str:
+        """Everything besides the prompt and budget that changes an output: part of the cache key."""
+        mode = f"sample-t{self.temperature}-p{self.top_p}-s{self.seed}" if self.do_sample else "greedy"
+        if self.chat_template_kwargs:
+            mode += "-tpl" + json.dumps(self.chat_template_kwargs, sort_keys=True)
+        return mode
 
 
 def parse_filters(text: str | None) -> dict[str, str]:
@@ -86,12 +109,16 @@ class Evaluator:
 
     def __init__(self, model_name: str, out_dir: str | os.PathLike, settings: EvalSettings,
                  trust_remote_code: bool = False):
-        from larft.models import load_model, load_tokenizer, resolve_model
+        from larft.length import parse_delimiters
+        from larft.models import load_model, load_tokenizer, resolve_device, resolve_model
 
+        self.device, self.dtype = resolve_device(settings.device, settings.dtype)
+        self.reasoning = parse_delimiters(settings.reasoning_delimiters)
         self.model_name = model_name
         self.model_path = resolve_model(model_name)
         self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=trust_remote_code)
-        self.model = load_model(self.model_path, trust_remote_code=trust_remote_code)
+        self.model = load_model(self.model_path, dtype=self.dtype, trust_remote_code=trust_remote_code,
+                                device=self.device)
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.settings = settings
@@ -101,23 +128,24 @@ class Evaluator:
     def context_window(self) -> int | None:
         return getattr(self.model.config, "max_position_embeddings", None)
 
-    def generate(self, bench: str, jobs: list[tuple[str, list[dict], int]]) -> dict[str, str]:
-        """jobs: (id, messages, max_new_tokens). Returns id -> output, generating only what the
-        cache lacks. Batches group prompts of similar length and are capped by padded tokens
-        (long prompts go in small batches: attention memory grows with the square of length);
-        each batch is saved as soon as it is done."""
+    def generate(self, bench: str, jobs: list[tuple[str, list[dict], int]]) -> dict[str, dict[str, Any]]:
+        """jobs: (id, messages, max_new_tokens). Returns id -> {text, max_new_tokens, truncated,
+        new_tokens}, generating only what the cache lacks. Every prompt gets exactly its own
+        budget (rows of a batch stop at their own limit), and the cache key holds the budget
+        and the decoding settings: a changed setting regenerates, it never reuses. Batches
+        group prompts of similar length under a padded-token cap; each batch is saved as soon
+        as it is done."""
         import torch
         from tqdm.auto import tqdm
 
-        from larft.generation import generate, prompt_length
+        from larft.generation import generate_records, prompt_length
 
         s = self.settings
-        mode = f"sample-t{s.temperature}-p{s.top_p}-s{s.seed}" if s.do_sample else "greedy"
-        key = lambda job_id: f"{bench}/{job_id}/{mode}"  # noqa: E731
-        todo = [j for j in jobs if key(j[0]) not in self.cache]
+        mode = s.decoding_key()
+        key = lambda job: f"{bench}/{job[0]}/{mode}/max{job[2]}"  # noqa: E731
+        todo = [j for j in jobs if key(j) not in self.cache]
         sized = sorted(
-            ((prompt_length(self.tokenizer, j[1]) + j[2], j)
-             for j in todo),
+            ((prompt_length(self.tokenizer, j[1], s.chat_template_kwargs) + j[2], j) for j in todo),
             key=lambda x: x[0],
         )
         batches, current, width = [], [], 0
@@ -134,21 +162,57 @@ class Evaluator:
             for number, batch in enumerate(batches):
                 if s.do_sample:
                     torch.manual_seed(s.seed + number)
-                outputs = generate(
-                    self.model, self.tokenizer, [j[1] for j in batch], max_new_tokens=max(j[2] for j in batch),
+                records = generate_records(
+                    self.model, self.tokenizer, [j[1] for j in batch], max_new_tokens=[j[2] for j in batch],
                     batch_size=len(batch), do_sample=s.do_sample, temperature=s.temperature, top_p=s.top_p,
+                    chat_template_kwargs=s.chat_template_kwargs, reasoning=(),  # raw text cached, stripped on use
                 )
-                for (job_id, _, budget), output in zip(batch, outputs):
-                    self.cache.add(key(job_id), output, max_new_tokens=budget)
+                for job, record in zip(batch, records):
+                    self.cache.add(key(job), record.text, max_new_tokens=record.max_new_tokens,
+                                   new_tokens=record.new_tokens, truncated=record.truncated)
                 bar.update(len(batch))
             bar.close()
-        return {j[0]: self.cache.output(key(j[0])) for j in jobs}
+        out = {}
+        for job in jobs:
+            cached = self.cache.records[key(job)]
+            out[job[0]] = {"text": final_text(cached["output"], self.reasoning), "max_new_tokens": cached["max_new_tokens"],
+                           "truncated": cached["truncated"], "new_tokens": cached["new_tokens"]}
+        return out
 
-    def _generate_items(self, bench: str, items: list[B.EvalItem]) -> list[str]:
+    def _generate_items(self, bench: str, items: list[B.EvalItem]) -> list[dict[str, Any]]:
         s = self.settings
         jobs = [(it.id, it.messages, s.max_new_tokens(it.target, it.lang, it.control)) for it in items]
         outputs = self.generate(bench, jobs)
         return [outputs[it.id] for it in items]
+
+    def reachable(self, items: list[B.EvalItem]) -> tuple[list[B.EvalItem], list[str]]:
+        """Items whose budget the cap does not cut, and the ids of those it does (listed in
+        results.json and report.md, kept out of the headline, never silently scored)."""
+        kept, limited = [], []
+        for it in items:
+            (limited.append(it.id) if self.settings.budget(it.target, it.lang, it.control)[1] else kept.append(it))
+        if limited:
+            print(f"[larft] {len(limited)} prompt(s) need more than --max-new-tokens-cap={self.settings.max_new_tokens_cap} "
+                  f"new tokens to reach their target: not generated, listed in results.json as budget_limited")
+        return kept, limited
+
+    def _runnable(self, items: list[B.EvalItem]) -> tuple[list[B.EvalItem], dict[str, list[str]]]:
+        items, skipped = self.fitting(items)
+        items, limited = self.reachable(items)
+        return items, {"skipped_too_long": skipped, "budget_limited": limited}
+
+    @staticmethod
+    def _nothing_to_score(bench: str, counter: str, excluded: dict) -> dict:
+        note = (f"{bench}: no prompt left to score ({len(excluded['skipped_too_long'])} longer than the context "
+                f"window, {len(excluded['budget_limited'])} above --max-new-tokens-cap)")
+        print(f"[larft] {note}")
+        return {"metrics": {"n": 0, "note": note}, "samples": [], "counter": counter, **excluded}
+
+    @staticmethod
+    def _sample(it: B.EvalItem, output: dict[str, Any], length: int) -> dict[str, Any]:
+        return {"id": it.id, "lang": it.lang, "control": it.control, "target": it.target, "length": length,
+                "max_new_tokens": output["max_new_tokens"], "truncated": output["truncated"],
+                "new_tokens": output["new_tokens"]}
 
     def fitting(self, items: list[B.EvalItem]) -> tuple[list[B.EvalItem], list[str]]:
         """Items whose prompt + generation budget fit the model's context window, and the ids
@@ -160,7 +224,7 @@ class Evaluator:
             return items, []
         fit, skipped = [], []
         for it in items:
-            n = prompt_length(self.tokenizer, it.messages)
+            n = prompt_length(self.tokenizer, it.messages, self.settings.chat_template_kwargs)
             budget = self.settings.max_new_tokens(it.target, it.lang, it.control)
             if n + budget <= window:
                 fit.append(it)
@@ -172,14 +236,19 @@ class Evaluator:
         return fit, skipped
 
     # -- benchmarks -------------------------------------------------------------------------
+    def _cis(self, samples: list, statistic, strata=None) -> dict:
+        s = self.settings
+        return bootstrap_cis(samples, statistic, strata=strata, n_resamples=s.bootstrap, seed=s.seed)
+
     def lifebench(self, bench: str, items: list[B.EvalItem]) -> dict:
-        items, skipped = self.fitting(items)
+        items, excluded = self._runnable(items)
+        if not items:
+            return self._nothing_to_score(bench, "lifebench", excluded)
         outputs = self._generate_items(bench, items)
-        samples = [
-            {"id": it.id, "lang": it.lang, "control": it.control, "target": it.target,
-             "length": lifebench_count(out)} for it, out in zip(items, outputs)
-        ]
-        result = lifebench_aggregate((x["control"], x["target"], x["length"]) for x in samples)
+        samples = [self._sample(it, out, lifebench_count(out["text"])) for it, out in zip(items, outputs)]
+        triples = [(x["control"], x["target"], x["length"]) for x in samples]
+        result = lifebench_aggregate(triples)
+        result["ci95"] = self._cis(triples, lifebench_headline, strata=lambda x: (x[0], x[1]))
         langs = sorted({x["lang"] for x in samples})
         if len(langs) > 1:
             result["per_lang"] = {
@@ -187,44 +256,56 @@ class Evaluator:
                 for lang in langs
             }
         result["n"] = len(samples)
-        return {"metrics": result, "samples": samples, "counter": "lifebench", "skipped_too_long": skipped}
+        result["truncated"] = sum(x["truncated"] for x in samples)
+        return {"metrics": result, "samples": samples, "counter": "lifebench", **excluded}
 
     def longbench_write(self, bench: str, items: list[B.EvalItem]) -> dict:
-        items, skipped = self.fitting(items)
+        items, excluded = self._runnable(items)
+        if not items:
+            return self._nothing_to_score(bench, "longbench-write", excluded)
         outputs = self._generate_items(bench, items)
-        samples = [{"id": it.id, "lang": it.lang, "control": "equal", "target": it.target,
-                    "length": longbench_write_count(out)} for it, out in zip(items, outputs)]
+        samples = [self._sample(it, out, longbench_write_count(out["text"])) for it, out in zip(items, outputs)]
         for x in samples:
             x["S_l"] = longbench_sl(x["length"], x["target"])
         per_length: dict[int, list[float]] = {}
         for x in samples:
             per_length.setdefault(x["target"], []).append(x["S_l"])
-        metrics = {"S_l": sum(x["S_l"] for x in samples) / len(samples), "n": len(samples),
-                   "per_length": {t: sum(v) / len(v) for t, v in sorted(per_length.items())}}
-        return {"metrics": metrics, "samples": samples, "counter": "longbench-write", "skipped_too_long": skipped}
+        mean_sl = lambda xs: {"S_l": sum(x["S_l"] for x in xs) / len(xs)}  # noqa: E731
+        metrics = {"S_l": mean_sl(samples)["S_l"], "n": len(samples), "ci95": self._cis(samples, mean_sl),
+                   "per_length": {t: sum(v) / len(v) for t, v in sorted(per_length.items())},
+                   "truncated": sum(x["truncated"] for x in samples)}
+        return {"metrics": metrics, "samples": samples, "counter": "longbench-write", **excluded}
 
     def ruler_tlg(self, bench: str, items: list[B.EvalItem]) -> dict:
-        items, skipped = self.fitting(items)
+        items, excluded = self._runnable(items)
+        if not items:
+            return self._nothing_to_score(bench, "ruler", excluded)
         outputs = self._generate_items(bench, items)
-        samples = [{"id": it.id, "lang": "en", "control": "equal", "target": it.target,
-                    "target_label": it.meta["target_label"], "length": ruler_count(out)}
-                   for it, out in zip(items, outputs)]
+        samples = []
+        for it, out in zip(items, outputs):
+            samples.append({**self._sample(it, out, ruler_count(out["text"])), "target_label": it.meta["target_label"]})
         metrics = ruler_aggregate((x["target_label"], x["length"]) for x in samples)
-        return {"metrics": metrics, "samples": samples, "counter": "ruler", "skipped_too_long": skipped}
+        pooled = lambda xs: {k: v for k, v in ruler_aggregate((x["target_label"], x["length"]) for x in xs)["all"].items()  # noqa: E731
+                             if k in ("PM", "FM")}
+        if samples:
+            metrics["ci95"] = self._cis(samples, pooled)
+        return {"metrics": metrics, "samples": samples, "counter": "ruler", **excluded}
 
     def lenctrl(self, bench: str, items: list[B.EvalItem]) -> dict:
-        items, skipped = self.fitting(items)
+        items, excluded = self._runnable(items)
+        if not items:
+            return self._nothing_to_score(bench, "lenctrl", excluded)
         outputs = self._generate_items(bench, items)
-        samples = [{"id": it.id, "lang": "en", "control": "equal", "target": it.target, "level": it.meta["level"],
-                    "length": lenctrl_count(out, it.meta["level"])} for it, out in zip(items, outputs)]
-        metrics = {"MAE": mean_absolute_error((x["length"], x["target"]) for x in samples), "n": len(samples),
-                   "per_level": {}}
+        samples = [{**self._sample(it, out, lenctrl_count(out["text"], it.meta["level"])), "level": it.meta["level"]}
+                   for it, out in zip(items, outputs)]
+        mae = lambda xs: {"MAE": mean_absolute_error((x["length"], x["target"]) for x in xs)}  # noqa: E731
+        metrics = {"MAE": mae(samples)["MAE"], "n": len(samples), "ci95": self._cis(samples, mae), "per_level": {}}
         for level in sorted({x["level"] for x in samples}):
             sel = [x for x in samples if x["level"] == level]
             metrics["per_level"][level] = {"MAE": mean_absolute_error((x["length"], x["target"]) for x in sel),
                                            "n": len(sel)}
         metrics["note"] = "stand-in splitter (no public LenCtrl-Bench code): not guaranteed to match the paper"
-        return {"metrics": metrics, "samples": samples, "counter": "lenctrl", "skipped_too_long": skipped}
+        return {"metrics": metrics, "samples": samples, "counter": "lenctrl", **excluded}
 
     def counting(self, bench: str) -> dict:
         """The cognition probe: can the model count the words of a text (references and its own
@@ -239,7 +320,8 @@ class Evaluator:
             prompt = f"{rng.choice(instructions)} Answer in about {target} words."
             own_jobs.append((f"own-{i}", [{"role": "user", "content": prompt}], self.settings.max_new_tokens(target)))
         own = self.generate(f"{bench}-own-text", own_jobs)
-        texts += [{"id": job_id, "kind": "own", "text": own[job_id]} for job_id, _, _ in own_jobs if own[job_id].strip()]
+        texts += [{"id": job_id, "kind": "own", "text": own[job_id]["text"]} for job_id, _, _ in own_jobs
+                  if own[job_id]["text"].strip()]
         if self.settings.limit is not None:
             texts = texts[: self.settings.limit]
         jobs = [(t["id"], [{"role": "user", "content": counting_instruction(t["text"])}], 24) for t in texts]
@@ -247,22 +329,16 @@ class Evaluator:
         samples = []
         for t in texts:
             truth = count_words(t["text"])
-            guess = parse_count(answers[t["id"]])
+            guess = parse_count(answers[t["id"]]["text"])
             samples.append({"id": t["id"], "kind": t["kind"], "truth": truth, "guess": guess,
-                            "answer": answers[t["id"]][:200]})
-        parsed = [x for x in samples if x["guess"] is not None]
-        metrics: dict[str, Any] = {
-            "n": len(samples),
-            "format_rate": len(parsed) / len(samples),
-            "exact_rate": sum(x["guess"] == x["truth"] for x in parsed) / len(samples),
-            "within10_rate": sum(abs(x["guess"] - x["truth"]) <= 0.1 * x["truth"] for x in parsed) / len(samples),
-            "MAE": mean_absolute_error((x["guess"], x["truth"]) for x in parsed) if parsed else None,
-            # an unparsable answer counts as guessing 0: a single number that punishes both failures
-            "MAE_all": mean_absolute_error((x["guess"] or 0, x["truth"]) for x in samples),
-        }
+                            "answer": answers[t["id"]]["text"][:200]})
+        metrics: dict[str, Any] = counting_metrics(samples)
+        metrics["ci95"] = self._cis(samples, lambda xs: {k: v for k, v in counting_metrics(xs).items()
+                                                         if k in ("format_rate", "within10_rate", "mae_parsed")})
         for kind in ("reference", "own"):
-            sel = [x for x in parsed if x["kind"] == kind]
-            metrics[f"MAE_{kind}"] = mean_absolute_error((x["guess"], x["truth"]) for x in sel) if sel else None
+            sel = [x for x in samples if x["kind"] == kind and x["guess"] is not None]
+            metrics[f"mae_{kind}"] = mean_absolute_error((x["guess"], x["truth"]) for x in sel) if sel else None
+        metrics["definitions"] = COUNTING_DEFINITIONS
         return {"metrics": metrics, "samples": samples, "counter": "larft-words"}
 
     def retention(self, bench: str) -> dict:
@@ -276,6 +352,7 @@ class Evaluator:
         with torch.no_grad():
             for t in texts:
                 ids = self.tokenizer(t["text"], return_tensors="pt", add_special_tokens=False)["input_ids"]
+                ids = ids.to(self.model.device)
                 out = self.model(input_ids=ids, labels=ids)
                 n = ids.size(1) - 1
                 total_nll += out.loss.item() * n
@@ -283,6 +360,30 @@ class Evaluator:
                 per_text[t["id"]] = math.exp(out.loss.item())
         return {"metrics": {"perplexity": math.exp(total_nll / total_tokens), "tokens": total_tokens,
                             "per_text": per_text}, "samples": [], "counter": "tokens"}
+
+
+COUNTING_DEFINITIONS = {
+    "format_rate": "share of texts answered in the <word_count>N</word_count> format",
+    "mae_parsed": "mean |counted - true| words over the answers in the format (the headline, with format_rate)",
+    "within10_rate": "share of ALL texts counted within 10% of the truth (an unparsable answer is a miss)",
+    "exact_rate": "share of ALL texts counted exactly",
+    "mae_all": "mean |counted - true| over all texts, an unparsable answer counted as 0: for a model that never "
+               "answers in the format this is the mean length of the texts, not a counting error",
+}
+
+
+def counting_metrics(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The counting probe's figures (see COUNTING_DEFINITIONS)."""
+    n = len(samples)
+    parsed = [x for x in samples if x["guess"] is not None]
+    return {
+        "n": n,
+        "format_rate": len(parsed) / n if n else None,
+        "mae_parsed": mean_absolute_error((x["guess"], x["truth"]) for x in parsed) if parsed else None,
+        "within10_rate": sum(abs(x["guess"] - x["truth"]) <= 0.1 * x["truth"] for x in parsed) / n if n else None,
+        "exact_rate": sum(x["guess"] == x["truth"] for x in parsed) / n if n else None,
+        "mae_all": mean_absolute_error((x["guess"] or 0, x["truth"]) for x in samples) if n else None,
+    }
 
 
 def reference_texts() -> list[dict[str, str]]:
@@ -350,6 +451,7 @@ def run_eval(model: str, benches: list[str], out_dir: str, settings: EvalSetting
     evaluator = Evaluator(model, out_dir, settings, trust_remote_code)
     results: dict[str, Any] = {
         "model": model, "model_path": evaluator.model_path, "settings": asdict(settings), "versions": versions(),
+        "device": evaluator.device, "dtype": evaluator.dtype,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "benchmarks": {},
     }
     for name, method, items in plan:
@@ -358,18 +460,28 @@ def run_eval(model: str, benches: list[str], out_dir: str, settings: EvalSetting
         results["benchmarks"][name] = run(name) if items is None else run(name, items)
         results["benchmarks"][name]["seconds"] = time.perf_counter() - t0
     if lm_eval_tasks:
-        results["lm_eval"] = run_lm_eval(evaluator.model_path, lm_eval_tasks, settings.limit)
+        results["lm_eval"] = run_lm_eval(evaluator.model_path, lm_eval_tasks, settings.limit, evaluator.device,
+                                         evaluator.dtype, trust_remote_code)
     write_report(results, Path(out_dir))
     return results
 
 
-def run_lm_eval(model_path: str, tasks: list[str], limit: int | None) -> dict:
-    """Pass-through to lm-evaluation-harness for general capability (needs its datasets)."""
+def run_lm_eval(model_path: str, tasks: list[str], limit: int | None, device: str = "cpu", dtype: str = "float32",
+                trust_remote_code: bool = False, include_path: str | None = None) -> dict:
+    """Pass-through to lm-evaluation-harness for general capability (needs its datasets), on the
+    same device and dtype as the rest of the eval. `include_path`: a folder of task YAMLs
+    (e.g. a task over a local JSONL file, which needs no Hub)."""
     try:
         import lm_eval
     except ImportError:
         raise ValueError("--lm-eval-tasks needs lm-evaluation-harness: pip install lm-eval") from None
-    out = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={model_path},dtype=float32", tasks=tasks,
-                                  limit=limit)
+    args = f"pretrained={model_path},dtype={dtype},trust_remote_code={trust_remote_code}"
+    task_manager = None
+    if include_path:
+        from lm_eval.tasks import TaskManager
+
+        task_manager = TaskManager(include_path=include_path)
+    out = lm_eval.simple_evaluate(model="hf", model_args=args, tasks=tasks, limit=limit, device=device,
+                                  task_manager=task_manager)
     return {"tasks": tasks, "results": out["results"]}
 
