@@ -216,3 +216,23 @@ def test_bad_bench_files_and_options_are_one_clear_error(tmp_path):
         out = larft("eval", "--bench", "retention", "--out", str(tmp_path / "e"), option, value)
         assert out.returncode == 2 and option in out.stderr and value in out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_report_marks_differences_within_the_intervals(tmp_path):
+    from larft.eval.report import compare
+
+    def run(name, ls, ci):
+        d = tmp_path / name
+        d.mkdir()
+        metrics = {"LS": ls, "LD": 50.0, "n": 3, "ci95": {"LS": ci}, "refusals": {"n": 0, "rate": 0.0},
+                   "per_control": {"equal": {"LS": ls, "LD": 50.0, "per_length": {"16": {"LS": ls, "LD": 50.0, "n": 3}}}}}
+        samples = [{"id": "a", "control": "equal", "target": 16, "length": 20}]
+        (d / "results.json").write_text(json.dumps({"model": name, "benchmarks": {"lifebench": {
+            "metrics": metrics, "samples": samples}}}))
+        return str(d)
+
+    report = compare([run("base", 50.0, [45.0, 55.0]), run("close", 53.0, [48.0, 58.0]), run("far", 80.0, [75.0, 85.0])],
+                     tmp_path / "cmp").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| lifebench LS |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "50.0 [45.0, 55.0]" and cells[2].endswith("~") and not cells[3].endswith("~")
