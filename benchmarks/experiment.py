@@ -1,19 +1,28 @@
-"""Does it work? base vs GRPO-only vs LARFT, side by side, from one command.
+"""Does it work? base vs GRPO-only vs LARFT (x seeds), side by side, from one command.
 
     .venv/bin/python benchmarks/experiment.py --config configs/experiment-cpu.yaml
+    .venv/bin/python benchmarks/experiment.py --config configs/experiment-cpu.yaml --only base,larft-0
 
 1. generates the training prompts (`larft data generate`; topics disjoint from the eval ones);
-2. trains every run of `runs:` with the same prompts, seed and step budget (`larft train`);
+2. trains every run of `runs:` for every seed of `seeds:` with the same prompts and step budget;
 3. evaluates the base model and every trained model (`larft eval`, groups of `eval:`);
 4. writes benchmarks/results/experiment.json and docs/results.md (+ plots in docs/img/).
 
-Every stage is skipped when its output already exists, so an interrupted experiment resumes.
+Every stage (one training run, one eval group) is cached in `work_dir` (default
+$LARFT_HOME/experiment, outside the checkout so a later session finds it) and skipped when done;
+a killed training run resumes from its last checkpoint. `--only` runs a subset of stages, so an
+experiment larger than one session is done in parts; the results file is rewritten from whatever
+is finished after every stage, with the missing stages listed as `pending`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -39,74 +48,215 @@ def larft(*args: str, log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def train_run(name: str, cfg: dict, work: Path, train_file: Path) -> dict:
-    out = work / "train" / name
-    timing = work / "train" / f"{name}.timing.json"
+def work_dir(cfg: dict) -> Path:
+    if cfg.get("work_dir"):
+        return Path(os.path.expandvars(os.path.expanduser(cfg["work_dir"])))
+    home = Path(os.environ.get("LARFT_HOME", Path.home() / ".cache" / "larft"))
+    return home / "experiment" / Path(cfg.get("name", "default"))
+
+
+#: keys of a recipe file that choose data or outputs, not training settings: the experiment sets them
+NOT_TRAINING = {"model", "output_dir", "train_file", "train_size", "train_targets", "train_constraints", "train_styles",
+                "length_check_prompts", "resume"}
+
+
+def train_settings(cfg: dict) -> dict:
+    """`train:` is either a mapping of LARFTConfig fields or the path of a recipe YAML."""
+    train = cfg["train"]
+    if isinstance(train, str):
+        train = yaml.safe_load((ROOT / train).read_text())
+    return {k: v for k, v in train.items() if k not in NOT_TRAINING}
+
+
+def run_settings(cfg: dict, name: str) -> dict:
+    return {**train_settings(cfg), **(cfg["runs"][name] or {})}
+
+
+def train_run(name: str, seed: int, cfg: dict, work: Path, train_file: Path) -> dict:
+    tag = f"{name}-{seed}"
+    out = work / "train" / tag
+    timing = work / "train" / f"{tag}.timing.json"
     if (out / "model.safetensors").exists() and timing.exists():
         return json.loads(timing.read_text())
-    config = {**cfg["train"], **cfg["runs"][name], "model": cfg["model"], "train_file": str(train_file),
+    config = {**run_settings(cfg, name), "seed": seed, "model": cfg["model"], "train_file": str(train_file),
               "output_dir": str(out)}
-    config_path = work / "train" / f"{name}.yaml"
+    config_path = work / "train" / f"{tag}.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    resume = ["--resume", "true"] if any(out.glob("checkpoint-*")) else []
+    resume = ["--resume", "true"] if any(out.glob("checkpoint-*/trainer_state.json")) else []
     if out.exists() and not resume:
-        import shutil
-
         shutil.rmtree(out)  # a run that died before its first checkpoint starts over
-    seconds = larft("train", "--config", str(config_path), *resume, log=work / "logs" / f"train-{name}.log")
+    seconds = larft("train", "--config", str(config_path), *resume, log=work / "logs" / f"train-{tag}.log")
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    info = {"train_minutes": seconds / 60, "step_seconds_sum": sum(s["step_seconds"] or 0 for s in steps)}
+    info = {"train_minutes": sum(s["step_seconds"] or 0 for s in steps) / 60, "wall_minutes_last_call": seconds / 60,
+            "steps": len(steps)}
     timing.write_text(json.dumps(info))
+    for old in out.glob("checkpoint-*"):  # the final model is kept; optimizer states are 1.6 GB each
+        shutil.rmtree(old)
     return info
 
 
-def eval_model(name: str, model: str, cfg: dict, work: Path) -> dict:
+def eval_model(tag: str, model: str, cfg: dict, work: Path) -> dict:
     ev = cfg["eval"]
-    merged: dict = {"benchmarks": {}, "summary": {}}
+    merged: dict = {"benchmarks": {}}
     for group, spec in ev.items():
         if not isinstance(spec, dict):
             continue
-        out = work / "eval" / name / group
+        out = work / "eval" / tag / group
         if not (out / "results.json").exists():
             args = ["eval", "--model", model, "--out", str(out), "--batch-size", str(ev.get("batch_size", 8)),
-                    "--max-new-tokens-cap", str(ev.get("max_new_tokens_cap", 2048))]
+                    "--max-new-tokens-cap", str(ev.get("max_new_tokens_cap", 2048)), "--device", "cpu"]
             for bench in spec["bench"]:
                 args += ["--bench", bench]
-            if spec.get("filter"):
-                args += ["--filter", spec["filter"]]
-            if spec.get("limit"):
-                args += ["--limit", str(spec["limit"])]
-            if spec.get("counting_own"):
-                args += ["--counting-own", str(spec["counting_own"])]
-            larft(*args, log=work / "logs" / f"eval-{name}-{group}.log")
-        result = json.loads((out / "results.json").read_text())
-        merged["benchmarks"].update(result["benchmarks"])
-        merged["summary"].update(result["summary"])
+            for key, option in (("filter", "--filter"), ("limit", "--limit"), ("counting_own", "--counting-own")):
+                if spec.get(key):
+                    args += [option, str(spec[key])]
+            larft(*args, log=work / "logs" / f"eval-{tag}-{group}.log")
+        merged["benchmarks"].update(json.loads((out / "results.json").read_text())["benchmarks"])
     return merged
 
 
 def headline(merged: dict) -> dict:
+    """The figures of one evaluated model (the issue's names first)."""
     b = merged["benchmarks"]
     life = b["lifebench"]["metrics"]
-    ruler = b["ruler-tlg"]["metrics"]
-    return {
+    count = b["counting"]["metrics"]
+    out = {
         "lifebench_ls": life["LS"],
+        "lifebench_ls_ci": life["ci95"]["LS"],
+        "lifebench_ls_equal": life["per_control"]["equal"]["LS"],
+        "lifebench_ls_equal_ci": life["ci95"].get("LS equal"),
+        "counting_within10": count["within10_rate"],
+        "counting_within10_ci": count["ci95"].get("within10_rate"),
+        "counting_mae_parsed": count["mae_parsed"],
+        "counting_mae_parsed_ci": count["ci95"].get("mae_parsed"),
+        "counting_format_rate": count["format_rate"],
+        "refusal_rate": life["refusals"]["rate"],
+        "refusal_rate_per_control": {c: r["rate"] for c, r in life["refusals"]["per_control"].items()},
+        "perplexity": b["retention"]["metrics"]["perplexity"],
         "lifebench_ld": life["LD"],
         "lifebench_ls_per_control": {c: v["LS"] for c, v in life["per_control"].items()},
-        "lifebench_ld_per_control": {c: v["LD"] for c, v in life["per_control"].items()},
+        "lifebench_ls_per_control_ci": {c: life["ci95"].get(f"LS {c}") for c in life["per_control"]},
         "lifebench_n": life["n"],
-        "ruler_pm": ruler["all"]["PM"], "ruler_fm": ruler["all"]["FM"],
-        "ruler_levels": {k: v for k, v in ruler.items()},
-        "counting_mae": b["counting"]["metrics"]["MAE_all"],
-        "counting_mae_parsed": b["counting"]["metrics"]["MAE"],
-        "counting_format_rate": b["counting"]["metrics"]["format_rate"],
-        "counting_within10_rate": b["counting"]["metrics"]["within10_rate"],
-        "perplexity": b["retention"]["metrics"]["perplexity"],
+        "lifebench_budget_limited": len(b["lifebench"].get("budget_limited", [])),
+        "lifebench_skipped_too_long": len(b["lifebench"].get("skipped_too_long", [])),
     }
+    if "ruler-tlg" in b and "all" in b["ruler-tlg"]["metrics"]:
+        out["ruler_pm"] = b["ruler-tlg"]["metrics"]["all"]["PM"]
+        out["ruler_fm"] = b["ruler-tlg"]["metrics"]["all"]["FM"]
+    return out
 
 
-def plots(cfg: dict, work: Path, runs: dict) -> list[str]:
+SCALARS = ("lifebench_ls", "lifebench_ls_equal", "counting_within10", "counting_mae_parsed", "refusal_rate",
+           "perplexity", "train_minutes")
+
+
+def seed_mean(per_seed: dict[int, dict]) -> dict:
+    """Mean over seeds of each scalar figure, with its spread (min, max) over seeds."""
+    out: dict = {}
+    for key in SCALARS:
+        values = [r[key] for r in per_seed.values() if r.get(key) is not None]
+        if values:
+            out[key] = statistics.fmean(values)
+            out[f"{key}_seed_range"] = [min(values), max(values)]
+    first = next(iter(per_seed.values()))
+    for key in ("lifebench_ls_ci",):  # the interval of the mean of seeds is not the mean of intervals: one per seed
+        out[f"{key}_per_seed"] = {s: r.get(key) for s, r in per_seed.items()}
+    out["lifebench_ls_per_control"] = {c: statistics.fmean(r["lifebench_ls_per_control"][c] for r in per_seed.values())
+                                       for c in first["lifebench_ls_per_control"]}
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "processor": platform.processor()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(ROOT / "configs" / "experiment-cpu.yaml"))
+    parser.add_argument("--only", help="comma-separated stages: base, <run>-<seed> (e.g. larft-0); default all")
+    args = parser.parse_args()
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    work = work_dir(cfg)
+    work.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in cfg.get("seeds", [0])]
+    stages = ["base"] + [f"{name}-{seed}" for name in cfg["runs"] for seed in seeds]
+    wanted = set(args.only.split(",")) if args.only else set(stages)
+    unknown = wanted - set(stages)
+    if unknown:
+        raise SystemExit(f"--only: unknown stage(s) {sorted(unknown)}; stages are {stages}")
+
+    from larft.data import generate_rows, write_rows
+
+    train_file = work / "train.jsonl"
+    if not train_file.exists():
+        d = cfg["train_data"]
+        write_rows(generate_rows(d["n"], targets=d["targets"], constraints=d["constraints"], seed=d["seed"],
+                                 styles=d.get("styles", ["plain"])), train_file)
+
+    for stage in stages:
+        if stage not in wanted:
+            continue
+        print(f"[experiment] stage {stage}", flush=True)
+        if stage == "base":
+            eval_model("base", cfg["model"], cfg, work)
+            continue
+        name, seed = stage.rsplit("-", 1)
+        train_run(name, int(seed), cfg, work, train_file)
+        eval_model(stage, str(work / "train" / stage), cfg, work)
+        write_outputs(cfg, work, stages, args.config)  # partial results after every finished run
+    write_outputs(cfg, work, stages, args.config)
+
+
+def finished(work: Path, cfg: dict, tag: str) -> bool:
+    groups = [g for g, spec in cfg["eval"].items() if isinstance(spec, dict)]
+    return all((work / "eval" / tag / g / "results.json").exists() for g in groups)
+
+
+def write_outputs(cfg: dict, work: Path, stages: list[str], config_path: str) -> None:
+    runs: dict[str, dict] = {}
+    pending = [s for s in stages if not finished(work, cfg, s)]
+    if "base" not in pending:
+        runs["base"] = {"model": cfg["model"], **headline(eval_model("base", cfg["model"], cfg, work)),
+                        "train_minutes": 0.0}
+    for name in cfg["runs"]:
+        per_seed = {}
+        for seed in cfg.get("seeds", [0]):
+            tag = f"{name}-{seed}"
+            timing = work / "train" / f"{tag}.timing.json"
+            if tag in pending or not timing.exists():
+                continue
+            per_seed[seed] = {**headline(eval_model(tag, str(work / "train" / tag), cfg, work)),
+                              **json.loads(timing.read_text())}
+        if per_seed:
+            runs[name] = {**seed_mean(per_seed), "seeds": per_seed, "settings": run_settings(cfg, name)}
+    if "grpo" in runs and "larft" in runs:
+        common = sorted(set(runs["grpo"]["seeds"]) & set(runs["larft"]["seeds"]))
+        diffs = [runs["larft"]["seeds"][s]["lifebench_ls"] - runs["grpo"]["seeds"][s]["lifebench_ls"] for s in common]
+        if diffs:
+            runs["larft"]["ls_minus_grpo"] = statistics.fmean(diffs)
+            runs["larft"]["ls_minus_grpo_per_seed"] = dict(zip(common, diffs))
+    result = {
+        "command": f".venv/bin/python benchmarks/experiment.py --config {Path(config_path).relative_to(ROOT)}"
+        if Path(config_path).resolve().is_relative_to(ROOT) else f"benchmarks/experiment.py --config {config_path}",
+        "commit": git_commit(), "machine": machine(), "config": cfg, "runs": runs, "pending": pending,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    images = plots(cfg, work, [s for s in stages if s not in pending])
+    (DOCS / "results.md").write_text(markdown(result, images))
+
+
+def plots(cfg: dict, work: Path, done: list[str]) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -116,91 +266,74 @@ def plots(cfg: dict, work: Path, runs: dict) -> list[str]:
 
     img = DOCS / "img"
     img.mkdir(parents=True, exist_ok=True)
-    names = list(runs)
-    compare([str(work / "eval" / n / "lifebench") for n in names], img / "lifebench", names=names)
-    curves = {n: [json.loads(x) for x in (work / "train" / n / "metrics.jsonl").read_text().splitlines()]
-              for n in cfg["runs"]}
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    for ax, key in zip(axes.flat, ["reward_mean", "length_error_mean", "awareness_loss", "awareness_lambda"]):
-        for n, rows in curves.items():
-            pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-            if pts:
-                ax.plot(*zip(*pts), marker=".", label=n)
-        ax.set_title(key), ax.set_xlabel("step"), ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(img / "training_curves.png", dpi=110)
-    plt.close(fig)
-    return ["img/training_curves.png", "img/lifebench/asked_vs_delivered.png", "img/lifebench/ls_by_length.png"]
+    written = []
+    if done:
+        compare([str(work / "eval" / t / "lifebench") for t in done], img / "lifebench", names=done)
+        written += ["img/lifebench/asked_vs_delivered.png", "img/lifebench/ls_by_length.png"]
+    trained = [t for t in done if t != "base" and (work / "train" / t / "metrics.jsonl").exists()]
+    if trained:
+        curves = {t: [json.loads(x) for x in (work / "train" / t / "metrics.jsonl").read_text().splitlines()]
+                  for t in trained}
+        fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+        for ax, key in zip(axes.flat, ["reward_mean", "length_error_mean", "awareness_loss", "completion_words_mean"]):
+            for t, rows in curves.items():
+                pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+                if pts:
+                    ax.plot(*zip(*pts), marker=".", label=t)
+            ax.set_title(key), ax.set_xlabel("step"), ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(img / "training_curves.png", dpi=110)
+        plt.close(fig)
+        written.insert(0, "img/training_curves.png")
+    return written
 
 
-def markdown(cfg: dict, runs: dict, images: list[str]) -> str:
-    controls = ["equal", "at_most", "at_least"]
+def _ci(interval) -> str:
+    return f" [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else ""
+
+
+def markdown(result: dict, images: list[str]) -> str:
+    runs = result["runs"]
     lines = [
         "# Does LARFT work? base vs GRPO-only vs LARFT on the bundled model", "",
-        "Produced by `.venv/bin/python benchmarks/experiment.py --config configs/experiment-cpu.yaml` "
-        "(figures: `benchmarks/results/experiment.json`).", "",
-        "| run | LS equal | LS at_most | LS at_least | **LS mean** | LD % | Ruler PM | Ruler FM | counting MAE | "
-        "count format % | perplexity | train min |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"Produced by `{result['command']}` at commit `{result['commit'][:10]}` "
+        "(figures: `benchmarks/results/experiment.json`). Intervals: 95% bootstrap over prompts; "
+        "trained runs are means over seeds, with each seed's value listed.", "",
     ]
+    if result["pending"]:
+        lines += [f"**Pending stages** (not run yet): {', '.join(result['pending'])}.", ""]
+    lines += ["| run | LS mean [95% CI] | LS equal | LS at_most | LS at_least | refusals % | count within 10% | "
+              "count MAE (parsed) | count format % | perplexity | train min |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
-        h = r["metrics"]
-        ls = [f"{h['lifebench_ls_per_control'].get(c, float('nan')):.1f}" for c in controls]
+        pc = r.get("lifebench_ls_per_control", {})
+        ls = f"**{r['lifebench_ls']:.1f}**" + (_ci(r.get("lifebench_ls_ci")) if name == "base" else "")
+        if "seeds" in r:
+            ls += " (" + ", ".join(f"s{s}: {v['lifebench_ls']:.1f}{_ci(v['lifebench_ls_ci'])}"
+                                   for s, v in r["seeds"].items()) + ")"
+        fmt = r.get("counting_format_rate")
+        if fmt is None and "seeds" in r:
+            fmt = statistics.fmean(v["counting_format_rate"] for v in r["seeds"].values())
+        mae = r.get("counting_mae_parsed")
         lines.append(
-            f"| {name} | {' | '.join(ls)} | **{h['lifebench_ls']:.1f}** | {h['lifebench_ld']:.1f} | {h['ruler_pm']:.1f} | "
-            f"{h['ruler_fm']:.1f} | {h['counting_mae']:.1f} | {100 * h['counting_format_rate']:.0f} | "
-            f"{h['perplexity']:.2f} | {r.get('train_minutes', 0):.1f} |"
-        )
-    lines += ["", "Settings: `configs/experiment-cpu.yaml`. LIFEBench lite, EN, targets 16..256 words "
-              f"({runs['base']['metrics']['lifebench_n']} prompts, a seeded sample), all three controls; Ruler TLG "
-              "levels 0-1 on our own evaluation instructions; counting probe = mean absolute error of the model's "
-              "word counts (an unparsable answer counts as 0); perplexity on the shipped reference texts.", ""]
+            f"| {name} | {ls} | {pc.get('equal', float('nan')):.1f} | {pc.get('at_most', float('nan')):.1f} | "
+            f"{pc.get('at_least', float('nan')):.1f} | {100 * r['refusal_rate']:.1f} | "
+            f"{100 * r['counting_within10']:.0f} | {'-' if mae is None else f'{mae:.1f}'} | {100 * fmt:.0f} | "
+            f"{r['perplexity']:.2f} | {r.get('train_minutes', 0):.1f} |")
+    if "larft" in runs and "ls_minus_grpo" in runs["larft"]:
+        per = runs["larft"]["ls_minus_grpo_per_seed"]
+        lines += ["", f"LARFT minus GRPO-only, LS: **{runs['larft']['ls_minus_grpo']:+.1f}** (per seed: "
+                  + ", ".join(f"s{s}: {d:+.1f}" for s, d in per.items()) + ")"]
+    cfg = result["config"]
+    lines += ["", f"Settings: `{cfg.get('recipe', 'configs/experiment-cpu.yaml')}`; evaluation groups: "
+              + "; ".join(f"{g}: {spec['bench']} {spec.get('filter', '')}" for g, spec in cfg["eval"].items()
+                          if isinstance(spec, dict)), ""]
     lines += [f"![{Path(i).stem}]({i})" for i in images]
-    return "\n".join(lines) + "\n"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "experiment-cpu.yaml"))
-    args = parser.parse_args()
-    cfg = yaml.safe_load(Path(args.config).read_text())
-    work = ROOT / cfg["work_dir"]
-    work.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-
-    from larft.data import generate_rows, write_rows
-
-    train_file = work / "train.jsonl"
-    if not train_file.exists():
-        d = cfg["train_data"]
-        write_rows(generate_rows(d["n"], targets=d["targets"], constraints=d["constraints"], seed=d["seed"]), train_file)
-
-    runs: dict[str, dict] = {"base": {"model": cfg["model"]}}
-    runs["base"]["metrics"] = headline(eval_model("base", cfg["model"], cfg, work))
-    print("base", runs["base"]["metrics"], flush=True)
-    for name in cfg["runs"]:
-        info = train_run(name, cfg, work, train_file)
-        model_dir = str(work / "train" / name)
-        runs[name] = {"model": model_dir, **info, "settings": {**cfg["train"], **cfg["runs"][name]}}
-        runs[name]["metrics"] = headline(eval_model(name, model_dir, cfg, work))
-        print(name, runs[name]["metrics"], flush=True)
-
-    result = {"config": cfg, "runs": {}, "total_minutes": (time.time() - started) / 60,
-              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    for name, r in runs.items():  # flat keys first, as the issue asks, then the details
-        result["runs"][name] = {"lifebench_ls": r["metrics"]["lifebench_ls"], "lifebench_ld": r["metrics"]["lifebench_ld"],
-                                "counting_mae": r["metrics"]["counting_mae"], "perplexity": r["metrics"]["perplexity"],
-                                "train_minutes": r.get("train_minutes", 0.0), **r}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    images = plots(cfg, work, runs)
-    results_md = DOCS / "results.md"
-    body = markdown(cfg, runs, images)
     notes = DOCS / "results-notes.md"
+    body = "\n".join(lines) + "\n"
     if notes.exists():
         body += "\n" + notes.read_text()
-    results_md.write_text(body)
-    print(body)
+    return body
 
 
 if __name__ == "__main__":

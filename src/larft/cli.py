@@ -38,6 +38,9 @@ class TrainArguments:
     train_constraints: str = dataclasses.field(
         default="equal,at_most,at_least", metadata={"help": "Constraints of generated prompts (comma-separated)."}
     )
+    train_styles: str = dataclasses.field(
+        default="plain", metadata={"help": "Prompt styles of generated prompts: plain, requirement (comma-separated)."}
+    )
     skip_invalid: bool = dataclasses.field(
         default=False, metadata={"help": "Train on the valid rows of a file with invalid ones (and report them)."}
     )
@@ -149,7 +152,8 @@ def run_data(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"--targets must be comma-separated integers, got {args.targets!r}") from None
         rows = data.generate_rows(
-            args.n, targets=targets, constraints=_csv(args.constraints), units=_csv(args.units), seed=args.seed
+            args.n, targets=targets, constraints=_csv(args.constraints), units=_csv(args.units), seed=args.seed,
+            styles=_csv(args.styles),
         )
         data.write_rows(rows, args.out)
         print(f"wrote {len(rows)} prompts to {args.out}")
@@ -264,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--targets", default="16,32,64,128", help="comma-separated target lengths")
     g.add_argument("--constraints", default="equal", help="equal,at_most,at_least,range")
     g.add_argument("--units", default="words", help="words,chars,tokens")
+    g.add_argument("--styles", default="plain", help="plain,requirement (prompt phrasings)")
     c = data_sub.add_parser("convert", help="JSONL <-> Parquet (official LARFT format accepted)")
     c.add_argument("src")
     c.add_argument("dst")

@@ -13,6 +13,7 @@ A row (one JSON object per line):
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -241,7 +242,32 @@ TEMPLATES = {
     "at_least": ["In at least {n} {u}, {verb} {topic}.", "{Verb} {topic} using no fewer than {n} {u}."],
     "range": ["In {lo} to {hi} {u}, {verb} {topic}.", "{Verb} {topic} in between {lo} and {hi} {u}."],
 }
+#: A second prompt style, a task followed by a separate requirement sentence (the shape of
+#: LIFEBench's "[Requirement] Your response must be at most N words long", on our own topics),
+#: so that what is learned does not hinge on one phrasing of the length request.
+REQUIREMENT_TASKS = [
+    "[Instruction] {Verb} {topic}.", "[Instruction] Answer this question: \n What should everyone know about {topic}?",
+    "Write a short article about {topic}.", "Tell a story that involves {topic}.", "{Verb} {topic} for a curious child.",
+]
+REQUIREMENT_SENTENCES = {
+    "equal": ["\n\n[Requirement] Your response must be equal to {n} {u} long.", " The answer must be exactly {n} {u} long.",
+              " Use {n} {u}."],
+    "at_most": ["\n\n[Requirement] Your response must be at most {n} {u} long.", " Keep it under {n} {u}.",
+                " The answer must be at most {n} {u} long."],
+    "at_least": ["\n\n[Requirement] Your response must be at least {n} {u} long.", " Write at least {n} {u}.",
+                 " The answer must be at least {n} {u} long."],
+    "range": ["\n\n[Requirement] Your response must be between {lo} and {hi} {u} long.", " Use {lo} to {hi} {u}."],
+}
+STYLES = ("plain", "requirement")
 UNIT_WORDING = {"words": "words", "chars": "characters (not counting spaces)", "tokens": "tokens"}
+
+
+def _templates(style: str, constraint: str) -> list[str]:
+    if style == "plain":
+        return TEMPLATES[constraint]
+    if style == "requirement":
+        return [task + req for task in REQUIREMENT_TASKS for req in REQUIREMENT_SENTENCES[constraint]]
+    raise ValueError(f"unknown prompt style {style!r}; expected one of {', '.join(STYLES)}")
 
 
 def generate_rows(
@@ -253,10 +279,15 @@ def generate_rows(
     topics: Iterable[str] = TOPICS,
     seed: int = 0,
     range_width: float = 0.2,
+    styles: Iterable[str] = ("plain",),
 ) -> list[dict[str, Any]]:
     """`n` prompts drawn without repetition from topics x templates x targets x constraints x
-    units, in a seeded order; rows are in the official LARFT shape plus constraint/unit."""
-    constraints, units = list(constraints), list(units)
+    units, in a seeded order; rows are in the official LARFT shape plus constraint/unit.
+    `styles`: `plain` ("In about N words, describe X.") and/or `requirement` (a task, then a
+    separate length requirement sentence)."""
+    constraints, units, styles = list(constraints), list(units), list(styles)
+    for style in styles:
+        _templates(style, "equal")  # an unknown style fails before anything is drawn
     for c in constraints:
         if c not in CONSTRAINTS:
             raise ValueError(f"unknown constraint {c!r}; expected one of {', '.join(CONSTRAINTS)}")
@@ -266,16 +297,17 @@ def generate_rows(
     for t in targets:
         if not 0 < int(t) <= MAX_TARGET:
             raise ValueError(f"target {t} is outside 1..{MAX_TARGET}")
-    combos = [
-        (topic, template, int(t), c, u)
-        for topic in topics
-        for c in constraints
-        for template in TEMPLATES[c]
-        for t in targets
-        for u in units
-    ]
     rng = random.Random(seed)
-    rng.shuffle(combos)
+    per_style = []
+    for style in styles:  # each style shuffled on its own, then taken in turn: styles are balanced
+        combos = [(topic, template, int(t), c, u) for topic in topics for c in constraints
+                  for template in _templates(style, c) for t in targets for u in units]
+        rng.shuffle(combos)
+        per_style.append(combos)
+    if len(per_style) == 1:
+        combos = per_style[0]
+    else:
+        combos = [c for group in itertools.zip_longest(*per_style) for c in group if c is not None]
     if n > len(combos):
         raise ValueError(f"asked for {n} prompts but only {len(combos)} distinct combinations exist")
     rows = []

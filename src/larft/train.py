@@ -25,7 +25,8 @@ def training_rows(train_args: Any) -> list[dict[str, Any]]:
         return load_rows(train_args.train_file, skip_invalid=train_args.skip_invalid)
     targets = [int(t) for t in str(train_args.train_targets).split(",") if t.strip()]
     constraints = [c.strip() for c in str(train_args.train_constraints).split(",") if c.strip()]
-    generated = generate_rows(train_args.train_size, targets=targets, constraints=constraints, seed=0)
+    styles = [c.strip() for c in str(train_args.train_styles).split(",") if c.strip()]
+    generated = generate_rows(train_args.train_size, targets=targets, constraints=constraints, seed=0, styles=styles)
     return [normalize_record(r, "<generated>", i)[0] for i, r in enumerate(generated, start=1)]
 
 

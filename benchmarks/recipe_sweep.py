@@ -1,0 +1,171 @@
+"""Short training runs side by side, judged on held-out *validation* prompts (never the eval set).
+
+    .venv/bin/python benchmarks/recipe_sweep.py --config configs/sweep-cpu.yaml [--only a,b]
+
+Each variant is `larft train` with the sweep's base settings plus its overrides, holding out
+`length_check_prompts` generated prompts (same topics/templates as training, never trained on)
+and generating for them greedily before and after. From each run:
+- validation: mean relative length error (capped at 10) and LIFEBench-style LS per constraint,
+  before -> after, and the share of answers of <= 1 word;
+- training: reward per (constraint, target) over thirds of the run, from `rollouts.jsonl`
+  (recounted here from the logged text, independently of the trainer's own metrics), KL, s/step.
+Writes benchmarks/results/recipe_sweep.json and docs/img/sweep_*.png. Variants already finished
+(in $LARFT_HOME/sweep/<name>) are read, not rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "recipe_sweep.json"
+
+
+def sweep_dir(cfg: dict) -> Path:
+    home = Path(os.environ.get("LARFT_HOME", Path.home() / ".cache" / "larft"))
+    return Path(cfg["work_dir"]).expanduser() if cfg.get("work_dir") else home / "sweep"
+
+
+def run_variant(name: str, cfg: dict, work: Path) -> None:
+    out = work / name
+    check = out / "length_check.json"
+    if check.exists() and "after" in json.loads(check.read_text()):
+        return
+    settings = {**cfg["base"], **(cfg["variants"][name] or {}), "output_dir": str(out), "save_steps": 10**6}
+    path = work / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    if out.exists():
+        shutil.rmtree(out)  # short runs are not checkpointed: an interrupted one starts over
+    log = work / f"{name}.log"
+    t0 = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as f:
+        proc = subprocess.run([sys.executable, "-m", "larft", "train", "--config", str(path)], stdout=f,
+                              stderr=subprocess.STDOUT, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"variant {name} failed (exit {proc.returncode}); see {log}")
+    (work / f"{name}.wall.json").write_text(json.dumps({"wall_minutes": (time.perf_counter() - t0) / 60}))
+
+
+def validation(results: list[dict]) -> dict:
+    from larft.eval.metrics import lifebench_ls
+
+    per: dict[str, list[float]] = defaultdict(list)
+    for r in results:
+        if r["delivered"] > 1 and r["constraint"] in ("equal", "at_most", "at_least"):
+            per[r["constraint"]].append(lifebench_ls(r["delivered"], r["target"], r["constraint"]))
+    return {
+        "error": statistics.fmean(min(r["deviation"], 10.0) for r in results),
+        "ls": statistics.fmean(statistics.fmean(v) for v in per.values()) if per else None,
+        "ls_per_constraint": {c: statistics.fmean(v) for c, v in sorted(per.items())},
+        "refusals": sum(r["delivered"] <= 1 for r in results) / len(results),
+        "words_mean": statistics.fmean(r["delivered"] for r in results),
+    }
+
+
+def training_trace(out: Path) -> dict:
+    from larft.length import count_words
+    from larft.rewards import length_reward
+
+    rows = [json.loads(x) for x in (out / "rollouts.jsonl").read_text().splitlines() if x.strip()]
+    last = max(r["step"] for r in rows)
+    third = lambda step: min(2, (step - 1) * 3 // last)  # noqa: E731
+    cells: dict[str, list[list[float]]] = defaultdict(lambda: [[], [], []])
+    mismatches = 0
+    for r in rows:
+        recount = count_words(r["text"])
+        mismatches += recount != r["length"]
+        target = tuple(r["target"]) if isinstance(r["target"], list) else r["target"]
+        reward = length_reward(r["text"], target, constraint=r["constraint"])  # the plain paper reward, no guards
+        cells[f"{r['constraint']} {r['target']}"][third(r["step"])].append(reward)
+    table = {k: [statistics.fmean(v) if v else None for v in thirds] for k, thirds in sorted(cells.items())}
+    by_step: dict[int, list[float]] = defaultdict(list)
+    for r in rows:
+        by_step[r["step"]].append(next(v for k, v in r.items() if k.startswith("reward/")))
+    return {"reward_by_cell_thirds": table, "length_recount_mismatches": mismatches, "rollouts": len(rows),
+            "reward_by_step": {s: statistics.fmean(v) for s, v in sorted(by_step.items())}}
+
+
+def summarize(name: str, cfg: dict, work: Path) -> dict | None:
+    out = work / name
+    check = out / "length_check.json"
+    if not check.exists() or "after" not in json.loads(check.read_text()):
+        return None
+    lc = json.loads(check.read_text())
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    wall = work / f"{name}.wall.json"
+    return {
+        "overrides": cfg["variants"][name] or {},
+        "validation_before": validation(lc["before"]),
+        "validation_after": validation(lc["after"]),
+        "train": training_trace(out),
+        "kl_last": metrics[-1].get("kl"),
+        "step_seconds_median": statistics.median(m["step_seconds"] for m in metrics if m.get("step_seconds")),
+        "steps": len(metrics),
+        "wall_minutes": json.loads(wall.read_text())["wall_minutes"] if wall.exists() else None,
+    }
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, s in summary.items():
+        steps = sorted(int(k) for k in s["train"]["reward_by_step"])
+        values = [s["train"]["reward_by_step"][str(k)] if str(k) in s["train"]["reward_by_step"]
+                  else s["train"]["reward_by_step"][k] for k in steps]
+        window = 3
+        smooth = [statistics.fmean(values[max(0, i - window + 1): i + 1]) for i in range(len(values))]
+        ax.plot(steps, smooth, label=f"{name} (val LS {s['validation_before']['ls']:.0f}->{s['validation_after']['ls']:.0f})")
+    ax.set_xlabel("step"), ax.set_ylabel("training reward (3-step mean)"), ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(ROOT / "configs" / "sweep-cpu.yaml"))
+    parser.add_argument("--only", help="comma-separated variant names (default: all)")
+    parser.add_argument("--report-only", action="store_true", help="summarize finished variants, run nothing")
+    args = parser.parse_args()
+    cfg = yaml.safe_load(Path(args.config).read_text())
+    work = sweep_dir(cfg)
+    names = args.only.split(",") if args.only else list(cfg["variants"])
+    for name in names:
+        if name not in cfg["variants"]:
+            raise SystemExit(f"unknown variant {name!r}; variants: {list(cfg['variants'])}")
+        if not args.report_only:
+            print(f"[sweep] {name}", flush=True)
+            run_variant(name, cfg, work)
+    summary = {n: s for n in cfg["variants"] if (s := summarize(n, cfg, work)) is not None}
+    previous = json.loads(RESULTS.read_text())["variants"] if RESULTS.exists() else {}
+    previous.update(summary)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"config": cfg, "command": f"benchmarks/recipe_sweep.py --config {args.config}",
+                                   "variants": previous}, indent=2) + "\n")
+    if previous:
+        plot(previous, ROOT / "docs" / "img" / "sweep_reward.png")
+    for name, s in previous.items():
+        b, a = s["validation_before"], s["validation_after"]
+        print(f"{name:>16}: val error {b['error']:.2f} -> {a['error']:.2f}, val LS {b['ls']:.1f} -> {a['ls']:.1f} "
+              f"{a['ls_per_constraint']}, refusals {a['refusals']:.2f}, {s['steps']} steps, "
+              f"{s['step_seconds_median']:.0f} s/step")
+
+
+if __name__ == "__main__":
+    main()
