@@ -236,3 +236,26 @@ def test_report_marks_differences_within_the_intervals(tmp_path):
     row = next(line for line in report.splitlines() if line.startswith("| lifebench LS |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "50.0 [45.0, 55.0]" and cells[2].endswith("~") and not cells[3].endswith("~")
+
+
+def test_lm_eval_pass_through_runs_offline_on_a_local_task(tiny_model_dir, tmp_path, monkeypatch):
+    """lm-evaluation-harness on a task defined over a local JSONL file (no Hub): its score is
+    stored under `lm_eval` in results.json, computed on the eval's device and dtype."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    data = tmp_path / "mc.jsonl"
+    data.write_text("\n".join(json.dumps({"question": q, "choices": c, "answer": 0}) for q, c in [
+        ("The sky is", ["blue", "green"]), ("Two plus two is", ["four", "five"]), ("Ice is", ["cold", "hot"])]) + "\n")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "local_mc.yaml").write_text(
+        "task: larft_local_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {data}\ntest_split: test\noutput_type: multiple_choice\n"
+        'doc_to_text: "{{question}}"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: "{{answer}}"\n'
+        "metric_list:\n  - metric: acc\n")
+    run_eval(str(tiny_model_dir), ["retention"], str(tmp_path / "e"), EvalSettings(device="cpu"),
+             lm_eval_tasks=["larft_local_mc"], lm_eval_include_path=str(tasks))
+    saved = json.loads((tmp_path / "e" / "results.json").read_text())
+    result = saved["lm_eval"]["results"]["larft_local_mc"]
+    assert result["sample_len"] == 3 and 0.0 <= result["acc,none"] <= 1.0
+    assert saved["device"] == "cpu" and saved["dtype"] == "float32"

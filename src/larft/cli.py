@@ -234,7 +234,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
     )
     files = [(path, args.format) for path in args.bench_file or []]
     results = run_eval(args.model, args.bench or [], args.out, settings, files, trust_remote_code=args.trust_remote_code,
-                       lm_eval_tasks=_csv(args.lm_eval_tasks) if args.lm_eval_tasks else None)
+                       lm_eval_tasks=_csv(args.lm_eval_tasks) if args.lm_eval_tasks else None,
+                       lm_eval_include_path=args.lm_eval_include_path)
     from larft.eval.report import markdown
 
     print(markdown(results))
@@ -315,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% bootstrap intervals")
     ev.add_argument("--lm-eval-tasks", help="also run lm-evaluation-harness tasks (comma-separated; needs lm-eval "
                     "and its datasets)")
+    ev.add_argument("--lm-eval-include-path", help="a folder of lm-eval task YAMLs (e.g. tasks over local files)")
 
     rep = sub.add_parser("report", help="compare several eval folders side by side")
     rep.add_argument("dirs", nargs="+")

@@ -416,7 +416,7 @@ def versions() -> dict[str, str]:
 
 def run_eval(model: str, benches: list[str], out_dir: str, settings: EvalSettings,
              bench_files: list[tuple[str, str]] | None = None, trust_remote_code: bool = False,
-             lm_eval_tasks: list[str] | None = None) -> dict:
+             lm_eval_tasks: list[str] | None = None, lm_eval_include_path: str | None = None) -> dict:
     """Run the named benchmarks and files; write results.json, report.md and plots in out_dir."""
     from larft.eval.report import write_report
 
@@ -461,7 +461,7 @@ def run_eval(model: str, benches: list[str], out_dir: str, settings: EvalSetting
         results["benchmarks"][name]["seconds"] = time.perf_counter() - t0
     if lm_eval_tasks:
         results["lm_eval"] = run_lm_eval(evaluator.model_path, lm_eval_tasks, settings.limit, evaluator.device,
-                                         evaluator.dtype, trust_remote_code)
+                                         evaluator.dtype, trust_remote_code, lm_eval_include_path)
     write_report(results, Path(out_dir))
     return results
 
