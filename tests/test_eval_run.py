@@ -212,7 +212,9 @@ def test_bad_bench_files_and_options_are_one_clear_error(tmp_path):
     notjson.write_text('{"prompt": "x", "length": 5}\n{"prompt": \n')
     out = larft("eval", "--bench-file", str(notjson), "--format", "longbench-write", "--out", str(tmp_path / "e"))
     assert out.returncode == 2 and f"{notjson}:2:" in out.stderr and "malformed JSON" in out.stderr
-    for option, value in (("--device", "tpu"), ("--dtype", "int3")):
+    out = larft("eval", "--bench", "retention", "--out", str(tmp_path / "e"), "--backend", "vllm")
+    assert out.returncode == 2 and "larft[vllm]" in out.stderr and "Traceback" not in out.stderr  # not installed here
+    for option, value in (("--device", "tpu"), ("--dtype", "int3"), ("--backend", "llamacpp")):
         out = larft("eval", "--bench", "retention", "--out", str(tmp_path / "e"), option, value)
         assert out.returncode == 2 and option in out.stderr and value in out.stderr
         assert "Traceback" not in out.stderr

@@ -231,7 +231,12 @@ def run_eval_command(args: argparse.Namespace) -> int:
         filters=parse_filters(args.filter), counting_own=args.counting_own, device=args.device, dtype=args.dtype,
         chat_template_kwargs=_json_object(args.chat_template_kwargs, "--chat-template-kwargs"),
         reasoning_delimiters=args.reasoning_delimiters, bootstrap=args.bootstrap, tokens_per_unit=args.tokens_per_word,
+        backend=args.backend,
     )
+    from larft.eval.runner import BACKENDS
+
+    if args.backend not in BACKENDS:
+        raise UsageError(f"--backend: unknown value {args.backend!r}; expected one of {', '.join(BACKENDS)}")
     files = [(path, args.format) for path in args.bench_file or []]
     results = run_eval(args.model, args.bench or [], args.out, settings, files, trust_remote_code=args.trust_remote_code,
                        lm_eval_tasks=_csv(args.lm_eval_tasks) if args.lm_eval_tasks else None,
@@ -313,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--chat-template-kwargs", help='JSON passed to the chat template, e.g. \'{"enable_thinking": false}\'')
     ev.add_argument("--reasoning-delimiters", default="<think>,</think>",
                     help="reasoning block 'start,end' pairs (';'-separated, or none): only the answer is counted")
+    ev.add_argument("--backend", default="hf", help="generation engine: hf (transformers) or vllm "
+                    "(pip install 'larft[vllm]', GPU; same per-prompt budgets and records)")
     ev.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% bootstrap intervals")
     ev.add_argument("--lm-eval-tasks", help="also run lm-evaluation-harness tasks (comma-separated; needs lm-eval "
                     "and its datasets)")

@@ -23,6 +23,18 @@ from larft.eval.metrics import (
 from larft.eval.stats import bootstrap_cis
 from larft.length import count_words, final_text
 
+BACKENDS = ("hf", "vllm")
+
+
+def load_vllm(model_path: str, dtype: str, seed: int, trust_remote_code: bool) -> Any:
+    """A vLLM engine for generation (GPU). A missing vLLM is a clear error naming the extra."""
+    try:
+        from vllm import LLM
+    except ImportError:
+        raise ValueError("--backend vllm needs vLLM: pip install 'larft[vllm]' (a CUDA machine)") from None
+    return LLM(model=model_path, dtype=dtype, seed=seed, trust_remote_code=trust_remote_code)
+
+
 NAMED_BENCHES = ("lifebench", "lifebench-label", "lifebench-refactor", "longwrite-ruler", "ruler-tlg", "counting",
                  "retention")
 FILTER_KEYS = ("lang", "control", "min_length", "max_length", "level")
@@ -46,6 +58,7 @@ class EvalSettings:
     chat_template_kwargs: dict | None = None
     reasoning_delimiters: str = "<think>,</think>"
     bootstrap: int = 1000  # resamples for the 95% intervals
+    backend: str = "hf"  # hf (transformers generate) or vllm (the larft[vllm] extra, GPU)
 
     def budget(self, target: int, lang: str = "en", control: str = "equal") -> tuple[int, bool]:
         """(max_new_tokens for this prompt, whether the cap cut it). The budget is sized from the
@@ -62,6 +75,8 @@ class EvalSettings:
     def decoding_key(self) -> str:
         """Everything besides the prompt and budget that changes an output: part of the cache key."""
         mode = f"sample-t{self.temperature}-p{self.top_p}-s{self.seed}" if self.do_sample else "greedy"
+        if self.backend != "hf":  # another engine's numerics: its own cache entries
+            mode += f"-{self.backend}"
         if self.chat_template_kwargs:
             mode += "-tpl" + json.dumps(self.chat_template_kwargs, sort_keys=True)
         return mode
@@ -117,16 +132,34 @@ class Evaluator:
         self.model_name = model_name
         self.model_path = resolve_model(model_name)
         self.tokenizer = load_tokenizer(self.model_path, trust_remote_code=trust_remote_code)
-        self.model = load_model(self.model_path, dtype=self.dtype, trust_remote_code=trust_remote_code,
-                                device=self.device)
+        self.trust_remote_code = trust_remote_code
+        self._model: Any = None
+        self._vllm: Any = None
+        if settings.backend not in BACKENDS:
+            raise ValueError(f"--backend: unknown value {settings.backend!r}; expected one of {', '.join(BACKENDS)}")
+        if settings.backend == "vllm":
+            self._vllm = load_vllm(self.model_path, self.dtype, settings.seed, trust_remote_code)
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.settings = settings
         self.cache = GenerationCache(self.out / "generations.jsonl")
 
+    @property
+    def model(self) -> Any:
+        """The transformers model, loaded on first use (with the vLLM backend only retention needs it)."""
+        if self._model is None:
+            from larft.models import load_model
+
+            self._model = load_model(self.model_path, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
+                                     device=self.device)
+        return self._model
+
     # -- generation -----------------------------------------------------------------------
     def context_window(self) -> int | None:
-        return getattr(self.model.config, "max_position_embeddings", None)
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=self.trust_remote_code)
+        return getattr(config, "max_position_embeddings", None)
 
     def generate(self, bench: str, jobs: list[tuple[str, list[dict], int]]) -> dict[str, dict[str, Any]]:
         """jobs: (id, messages, max_new_tokens). Returns id -> {text, max_new_tokens, truncated,
@@ -138,7 +171,7 @@ class Evaluator:
         import torch
         from tqdm.auto import tqdm
 
-        from larft.generation import generate_records, prompt_length
+        from larft.generation import generate_records, generate_records_vllm, prompt_length
 
         s = self.settings
         mode = s.decoding_key()
@@ -162,11 +195,18 @@ class Evaluator:
             for number, batch in enumerate(batches):
                 if s.do_sample:
                     torch.manual_seed(s.seed + number)
-                records = generate_records(
-                    self.model, self.tokenizer, [j[1] for j in batch], max_new_tokens=[j[2] for j in batch],
-                    batch_size=len(batch), do_sample=s.do_sample, temperature=s.temperature, top_p=s.top_p,
-                    chat_template_kwargs=s.chat_template_kwargs, reasoning=(),  # raw text cached, stripped on use
-                )
+                if self._vllm is not None:
+                    records = generate_records_vllm(
+                        self._vllm, self.tokenizer, [j[1] for j in batch], max_new_tokens=[j[2] for j in batch],
+                        do_sample=s.do_sample, temperature=s.temperature, top_p=s.top_p, seed=s.seed + number,
+                        chat_template_kwargs=s.chat_template_kwargs,
+                    )
+                else:
+                    records = generate_records(
+                        self.model, self.tokenizer, [j[1] for j in batch], max_new_tokens=[j[2] for j in batch],
+                        batch_size=len(batch), do_sample=s.do_sample, temperature=s.temperature, top_p=s.top_p,
+                        chat_template_kwargs=s.chat_template_kwargs, reasoning=(),  # raw text cached, stripped on use
+                    )
                 for job, record in zip(batch, records):
                     self.cache.add(key(job), record.text, max_new_tokens=record.max_new_tokens,
                                    new_tokens=record.new_tokens, truncated=record.truncated)
