@@ -164,3 +164,24 @@ def test_shared_prefix_path_uses_the_current_cache_argument(tiny_model_dir):
         full = awareness_loss(model, ids, mask, lab, batch["prefix_length"], chunks=1)
     plain = awareness_loss(model, ids, mask, lab, None, chunks=1)
     assert torch.allclose(full, plain, atol=1e-5)
+
+
+def test_predictions_are_each_rows_argmax_at_its_label_positions(tiny_model_dir):
+    """The teacher-forced counts the trainer logs (awareness_count_error) come from the right rows,
+    whatever the length grouping and prefix sharing did to the order."""
+    from tiny import tiny_model
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = tiny_model(tok)
+    texts = ["one two three four five six seven", "a", "tea is long and warm", "b c", "x y z w v", "q"]
+    batch = build_awareness_batch(texts, ["words"] * len(texts), tok)
+    predicted: dict[int, list[int]] = {}
+    awareness_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"], batch["prefix_length"],
+                   chunks=3, predictions=predicted)
+    assert sorted(predicted) == list(range(len(texts)))
+    for i in range(len(texts)):
+        mask = batch["attention_mask"][i].bool()
+        ids, lab = batch["input_ids"][i][mask][None], batch["labels"][i][mask]
+        logits = model(input_ids=ids).logits[0, :-1]
+        want = logits.argmax(-1)[lab[1:] != IGNORE_INDEX].tolist()
+        assert predicted[i] == want

@@ -17,7 +17,7 @@ from larft.trainer import AWARENESS_KEYS, LARFTTrainer
 
 METRIC_KEYS = [
     "step", "reward_mean", "length_error_mean", "completion_words_mean", "awareness_loss", "awareness_lambda",
-    "policy_loss", "kl", "entropy", "step_seconds", "refusal_rate", "truncated_rate",
+    "policy_loss", "kl", "entropy", "step_seconds", "refusal_rate", "truncated_rate", "awareness_count_error",
 ]
 
 

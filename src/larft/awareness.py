@@ -128,8 +128,13 @@ def awareness_loss(
     labels: torch.Tensor,
     prefix_length: torch.Tensor | None = None,
     chunks: int | None = None,
+    predictions: dict[int, list[int]] | None = None,
 ) -> torch.Tensor:
     """Mean next-token cross-entropy over the label tokens only.
+
+    With a `predictions` dict, it also receives, per row, the argmax token at every label
+    position (teacher-forced: what the model would answer given the right tokens before): a
+    free by-product of this pass, read by the trainer as the model's count of its own rollout.
 
     Exact, but cheap, because this pass is LARFT's main cost:
     - logits only for the positions that predict a label (labels end each left-padded row);
@@ -153,9 +158,23 @@ def awareness_loss(
         if not (lab != IGNORE_INDEX).any():
             continue
         prefix = _shared_prefix(ids, mask, prefix_length[part] if prefix_length is not None else None)
-        loss = _cached_prefix_loss(model, ids, mask, lab, prefix) if prefix is not None else None
-        total = total + (loss if loss is not None else _plain_loss(model, ids, mask, lab))
+        sink = _RowSink(part.tolist(), predictions) if predictions is not None else None
+        loss = _cached_prefix_loss(model, ids, mask, lab, prefix, sink) if prefix is not None else None
+        total = total + (loss if loss is not None else _plain_loss(model, ids, mask, lab, sink))
     return total / has_label.sum()
+
+
+class _RowSink:
+    """Collects argmax predictions at label positions for the original rows of a group."""
+
+    def __init__(self, rows: list[int], into: dict[int, list[int]]):
+        self.rows, self.into = rows, into
+
+    def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        best = logits.detach().argmax(dim=-1)
+        for row, pred, target in zip(self.rows, best, targets):
+            keep = target != IGNORE_INDEX
+            self.into[row] = pred[keep].tolist()
 
 
 def _label_span(lab: torch.Tensor) -> int:
@@ -165,17 +184,20 @@ def _label_span(lab: torch.Tensor) -> int:
     return lab.size(1) - first
 
 
-def _sum_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _sum_ce(logits: torch.Tensor, targets: torch.Tensor, sink: _RowSink | None = None) -> torch.Tensor:
     logits = logits[:, :-1, :].float()  # position t predicts token t + 1
+    if sink is not None:
+        sink.add(logits, targets)
     return torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
 
 
-def _plain_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+def _plain_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, lab: torch.Tensor,
+                sink: _RowSink | None = None) -> torch.Tensor:
     span = _label_span(lab)
     outputs = model(input_ids=ids, attention_mask=mask, logits_to_keep=span + 1, use_cache=False)
-    return _sum_ce(outputs.logits, lab[:, -span:])
+    return _sum_ce(outputs.logits, lab[:, -span:], sink)
 
 
 def _shared_prefix(ids: torch.Tensor, mask: torch.Tensor, prefix_length: torch.Tensor | None) -> torch.Tensor | None:
@@ -193,7 +215,7 @@ def _shared_prefix(ids: torch.Tensor, mask: torch.Tensor, prefix_length: torch.T
 
 
 def _cached_prefix_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, lab: torch.Tensor,
-                        prefix: torch.Tensor) -> torch.Tensor | None:
+                        prefix: torch.Tensor, sink: _RowSink | None = None) -> torch.Tensor | None:
     """Run the shared prefix once, then every row's own tokens on top of its keys/values.
 
     Rows become [prefix][left padding][own tokens]; the padding is masked out and the own
@@ -215,4 +237,4 @@ def _cached_prefix_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, lab: 
     full_mask = torch.cat([torch.ones(rows, p, dtype=own_mask.dtype, device=ids.device), own_mask], dim=1)
     outputs = model(input_ids=own_ids, attention_mask=full_mask, position_ids=positions, cache=cache,
                     use_cache=True, logits_to_keep=span + 1)
-    return _sum_ce(outputs.logits, own_lab[:, -span:])
+    return _sum_ce(outputs.logits, own_lab[:, -span:], sink)

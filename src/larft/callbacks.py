@@ -23,6 +23,7 @@ METRIC_KEYS = {
     "truncated_rate": "truncated_rate",
     "awareness_loss": "awareness_loss",
     "awareness_lambda": "awareness_lambda",
+    "awareness_count_error": "awareness_count_error",
     "policy_loss": "policy_loss",
     "kl": "kl",
     "entropy": "entropy",

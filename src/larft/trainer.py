@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from trl import GRPOTrainer
 
+from larft.awareness import TAGS as _TAG
 from larft.awareness import awareness_loss, build_awareness_batch
 from larft.config import LARFTConfig
 from larft.length import count_words, final_text, measure, parse_delimiters
@@ -153,6 +154,27 @@ class LARFTTrainer(GRPOTrainer):
         with open(path, "a", encoding="utf-8") as f:  # whole lines, appended: a kill loses at most a line
             f.write("".join(lines))
 
+    def _log_count_error(self, mode: str, labels: torch.Tensor, predicted: dict[int, list[int]]) -> None:
+        """`awareness_count_error`: mean |counted - true| / true of the model's own counts of its
+        rollouts, read from the awareness pass's argmax at the label positions (teacher-forced,
+        no extra forward). An answer that does not parse counts as an error of 1. It shows whether
+        perception improves before, with or without control (compare `length_error_mean`)."""
+        from larft.awareness import IGNORE_INDEX, parse_count
+
+        errors = []
+        for row, ids in predicted.items():
+            label = labels[row][labels[row] != IGNORE_INDEX].tolist()
+            text = self._tokenizer.decode(label)
+            unit = next((u for u in ("words", "chars", "tokens") if f"<{_TAG[u]}>" in text), "words")
+            truth = parse_count(text, unit)
+            guess = parse_count(self._tokenizer.decode(ids), unit)
+            if truth is not None:
+                errors.append(1.0 if guess is None else min(abs(guess - truth) / max(truth, 1), 1.0))
+        local = torch.tensor([sum(errors), len(errors)], dtype=torch.float32, device=self.accelerator.device)
+        total = self.accelerator.gather(local.reshape(1, 2)).sum(dim=0)
+        if total[1] > 0:
+            self._metrics[mode]["awareness_count_error"].append((total[0] / total[1]).item())
+
     # -- hook 2: the unified loss -----------------------------------------------------------
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         mode = "train" if self.model.training else "eval"
@@ -168,12 +190,14 @@ class LARFTTrainer(GRPOTrainer):
             return loss
         lam = self.current_awareness_lambda()
         batch = [inputs[k] for k in AWARENESS_KEYS]
+        predicted: dict[int, list[int]] = {}
         if lam > 0:
-            counting = awareness_loss(model, *batch)
+            counting = awareness_loss(model, *batch, predictions=predicted)
             loss = loss + lam * counting / accumulation
         else:  # warm-up starts at exactly 0: measure the loss, spend no backward on it
             with torch.no_grad():
-                counting = awareness_loss(model, *batch)
+                counting = awareness_loss(model, *batch, predictions=predicted)
+        self._log_count_error(mode, batch[2], predicted)
         if not torch.isfinite(counting):
             raise FloatingPointError(f"the awareness loss is {counting.item()} at step {self.state.global_step + 1}")
         self._metrics[mode]["awareness_loss"].append(self.accelerator.gather(counting.detach().reshape(1)).mean().item())
