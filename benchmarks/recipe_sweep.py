@@ -48,6 +48,7 @@ def run_variant(name: str, cfg: dict, work: Path) -> None:
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
     if out.exists():
         shutil.rmtree(out)  # short runs are not checkpointed: an interrupted one starts over
+    reuse_before(settings, cfg, work, out)
     log = work / f"{name}.log"
     t0 = time.perf_counter()
     with open(log, "w", encoding="utf-8") as f:
@@ -56,6 +57,29 @@ def run_variant(name: str, cfg: dict, work: Path) -> None:
     if proc.returncode != 0:
         raise SystemExit(f"variant {name} failed (exit {proc.returncode}); see {log}")
     (work / f"{name}.wall.json").write_text(json.dumps({"wall_minutes": (time.perf_counter() - t0) / 60}))
+
+
+#: settings that decide the held-out prompts and the base model's greedy answers to them
+_BEFORE_KEYS = ("model", "train_size", "train_targets", "train_constraints", "train_styles", "length_check_prompts",
+                "max_completion_length", "train_file")
+
+
+def reuse_before(settings: dict, cfg: dict, work: Path, out: Path) -> None:
+    """The "before" half of the validation is the base model's greedy answers to the held-out
+    prompts: identical for every variant that holds out the same prompts with the same budget.
+    Copy it from a finished variant instead of generating it again (the length check loads a
+    saved "before", as it does on --resume)."""
+    key = {k: settings.get(k) for k in _BEFORE_KEYS}
+    for other in cfg["variants"]:
+        done = work / other / "length_check.json"
+        if not done.exists():
+            continue
+        other_settings = {**cfg["base"], **(cfg["variants"][other] or {})}
+        if {k: other_settings.get(k) for k in _BEFORE_KEYS} == key:
+            out.mkdir(parents=True, exist_ok=True)
+            before = json.loads(done.read_text())["before"]
+            (out / "length_check.json").write_text(json.dumps({"before": before}, indent=2))
+            return
 
 
 def validation(results: list[dict]) -> dict:
