@@ -20,7 +20,7 @@ def _rows(n=2):
 
 
 def _trainer(model_dir, tmp_path, reward_funcs=None, rows=None, **kwargs):
-    trainer_kwargs = {k: kwargs.pop(k) for k in ("length_reward",) if k in kwargs}
+    trainer_kwargs = {k: kwargs.pop(k) for k in ("length_reward", "reward_processing_classes") if k in kwargs}
     args = dict(output_dir=str(tmp_path / "out"), max_steps=1, num_generations=2, per_device_train_batch_size=4,
                 max_completion_length=8, report_to="none", save_strategy="no", seed=0)
     args.update(kwargs)
@@ -59,11 +59,15 @@ def test_your_own_length_reward_replaces_the_default_and_length_reward_false_dro
     assert trainer.reward_funcs[0] is mine and trainer.reward_func_names == ["length_reward", "parity"]
     trainer = _trainer(tiny_model_dir, tmp_path, reward_funcs=[parity], length_reward=False)
     assert trainer.reward_func_names == ["parity"]
+    # a processing class given for your reward functions lines up with them (none for the length reward)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trainer = _trainer(tiny_model_dir, tmp_path, reward_funcs=[parity], reward_processing_classes=tok)
+    assert trainer.reward_processing_classes == [None, tok]
 
 
 def test_reward_setup_mistakes_are_one_clear_error(tiny_model_dir, tmp_path):
-    with pytest.raises(ValueError, match=r"reward_weights has 1 value\(s\) for 2 reward functions "
-                                         r"\(length_reward, parity, in this order"):
+    with pytest.raises(ValueError, match=r"reward_weights has 1 value\(s\) for 2 reward functions: "
+                                         r"length_reward, parity \(the length reward comes first"):
         _trainer(tiny_model_dir, tmp_path, reward_funcs=[parity], reward_weights=[1.0])
     with pytest.raises(ValueError, match="no reward function: with length_reward=False, pass reward_funcs"):
         _trainer(tiny_model_dir, tmp_path, length_reward=False)

@@ -64,6 +64,7 @@ class CardInfo:
     merged_subfolder: str | None = None  # where the merged LoRA model is, inside the repo
     length_check: dict[str, list[dict[str, Any]]] | None = None
     extra_tags: list[str] = field(default_factory=list)
+    dataset_name: str | None = None  # a Hub dataset id, when the prompts came from one
 
 
 def read_length_check(output_dir: str | Path) -> dict[str, list[dict[str, Any]]] | None:
@@ -112,7 +113,7 @@ def model_card(info: CardInfo) -> ModelCard:
 
     cfg = info.config
     data = ModelCardData(
-        base_model=info.base_model, library_name="peft" if info.adapter else "transformers",
+        base_model=info.base_model, datasets=info.dataset_name, library_name="peft" if info.adapter else "transformers",
         model_name=info.model_name, pipeline_tag="text-generation",
         tags=list(dict.fromkeys([*TAGS, *info.extra_tags])),
     )
@@ -164,6 +165,8 @@ def model_card(info: CardInfo) -> ModelCard:
         "## Training",
         "",
         f"- Steps trained: {info.steps} (of {total}), {info.num_processes} process(es)",
+        *([f"- Prompts: [{info.dataset_name}](https://huggingface.co/datasets/{info.dataset_name})"]
+          if info.dataset_name else []),
         f"- Reward functions: {rewards}",
         f"- Loss: GRPO loss (TRL's, with KL beta and entropy bonus) + lambda(t) x awareness cross-entropy, "
         f"lambda_max = {cfg.awareness_lambda_max:g}",

@@ -62,17 +62,20 @@ class LARFTTrainer(GRPOTrainer):
             else [reward_funcs]
         if length_reward and not any(isinstance(f, LengthReward) for f in funcs):
             # next to other rewards, a row without a length target is theirs to score: None here
-            funcs.insert(0, LengthReward(tokenizer=kwargs.get("processing_class"), degenerate_guard=args.degenerate_guard,
-                                         refusal_floor=args.refusal_floor, reasoning=self.reasoning,
-                                         allow_missing_target=bool(funcs)))
-            if isinstance(kwargs.get("reward_processing_classes"), (list, tuple)):
-                kwargs["reward_processing_classes"] = [None, *kwargs["reward_processing_classes"]]
+            funcs.insert(0, LengthReward(tokenizer=kwargs.get("processing_class"),
+                                         degenerate_guard=args.degenerate_guard, refusal_floor=args.refusal_floor,
+                                         reasoning=self.reasoning, allow_missing_target=bool(funcs)))
+            classes = kwargs.get("reward_processing_classes")
+            if classes is not None:  # one per reward function, in TRL's order: none for the length reward
+                classes = list(classes) if isinstance(classes, (list, tuple)) else [classes]
+                kwargs["reward_processing_classes"] = [None, *classes]
         if not funcs:
             raise ValueError("LARFTTrainer has no reward function: with length_reward=False, pass reward_funcs")
         if args.reward_weights is not None and len(args.reward_weights) != len(funcs):
             names = ["length_reward" if isinstance(f, LengthReward) else getattr(f, "__name__", repr(f)) for f in funcs]
-            raise ValueError(f"reward_weights has {len(args.reward_weights)} value(s) for {len(funcs)} reward functions "
-                             f"({', '.join(names)}, in this order: the length reward first unless length_reward=False)")
+            raise ValueError(f"reward_weights has {len(args.reward_weights)} value(s) for {len(funcs)} reward "
+                             f"functions: {', '.join(names)} (the length reward comes first; length_reward=False "
+                             "drops it)")
         self._base_model_name = model if isinstance(model, str) else None
         #: subfolder of the output (and Hub repo) with the merged LoRA model, for the card; set by `larft train`
         self.merged_subfolder: str | None = None
@@ -134,7 +137,7 @@ class LARFTTrainer(GRPOTrainer):
 
     # -- the model card -------------------------------------------------------------------
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
-                          tags: str | list[str] | None = None, **_: Any) -> None:
+                          tags: str | list[str] | None = None) -> None:
         """Write the LARFT card to OUTPUT_DIR/README.md (TRL and transformers call this when
         saving a checkpoint and before pushing to the Hub)."""
         if not self.is_world_process_zero():
@@ -154,7 +157,7 @@ class LARFTTrainer(GRPOTrainer):
             reward_funcs=[(n, float(w)) for n, w in zip(self.reward_func_names, self.reward_weights.tolist())],
             steps=self.state.global_step, num_processes=self.accelerator.num_processes,
             adapter=is_peft_model(self.model), merged_subfolder=self.merged_subfolder,
-            length_check=read_length_check(self.args.output_dir), extra_tags=extra,
+            length_check=read_length_check(self.args.output_dir), extra_tags=extra, dataset_name=dataset_name,
         )
         Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
         model_card(info).save(Path(self.args.output_dir) / "README.md")
