@@ -165,10 +165,11 @@ def test_nan_reward_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
     out = tmp_path / "run"
     config = LARFTConfig(output_dir=str(out), max_steps=5, num_generations=2, per_device_train_batch_size=4,
                          max_completion_length=8, report_to="none", save_steps=1)
-    trainer = LARFTTrainer(model=str(tiny_model_dir), reward_funcs=[poisoned], args=config,
+    # the only reward function (length_reward=False): its NaN leaves rollout 0 with no reward at all
+    trainer = LARFTTrainer(model=str(tiny_model_dir), reward_funcs=[poisoned], args=config, length_reward=False,
                            train_dataset=Dataset.from_list([{k: v for k, v in r.items() if k != "line"} for r in rows]),
                            processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
-    with pytest.raises(FloatingPointError, match="gave nan .* at step 3"):
+    with pytest.raises(FloatingPointError, match=r"no reward for rollout 0 at step 3: .*\(poisoned\)"):
         trainer.train()
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2

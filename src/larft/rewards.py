@@ -14,11 +14,14 @@ and LIFEBench would not show (it drops answers of <= 1 word as refusals).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import math
 
 from larft.length import DEFAULT_REASONING, WORD_PATTERN, completion_text, count_words, final_text, measure
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 CONSTRAINTS = ("equal", "at_most", "at_least", "range")
 
@@ -107,7 +110,7 @@ def length_reward(
     *,
     unit: str = "words",
     constraint: str = "equal",
-    tokenizer: Any = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     degenerate_guard: bool = False,
     refusal_floor: float = 0.0,
     reasoning: tuple[tuple[str, str], ...] = DEFAULT_REASONING,
@@ -132,17 +135,30 @@ def length_reward(
     return 1.0
 
 
-def target_from_row(row: dict[str, Any]) -> int | tuple[int, int]:
+def row_target(row: dict[str, Any]) -> int | tuple[int, int] | None:
     """The target of a dataset row: `target_range` for `range` rows, else `target`, else the
-    official LARFT `reward_model.ground_truth`."""
+    official LARFT `reward_model.ground_truth`; None when the row has none (a dataset that
+    mixes length prompts with others: `datasets` fills the missing columns with None)."""
     if (row.get("constraint") or "equal") == "range":
+        if row.get("target_range") is None:
+            return None
         lo, hi = row["target_range"]
         return int(lo), int(hi)
     if row.get("target") is not None:
         return int(row["target"])
     if isinstance(row.get("reward_model"), dict) and row["reward_model"].get("ground_truth") is not None:
         return int(row["reward_model"]["ground_truth"])
-    raise KeyError("row has neither 'target' nor 'reward_model.ground_truth'")
+    return None
+
+
+def target_from_row(row: dict[str, Any]) -> int | tuple[int, int]:
+    """`row_target`, for rows that must have a target."""
+    target = row_target(row)
+    if target is None:
+        if (row.get("constraint") or "equal") == "range":
+            raise KeyError("range row has no 'target_range'")
+        raise KeyError("row has neither 'target' nor 'reward_model.ground_truth'")
+    return target
 
 
 class LengthReward:
@@ -151,32 +167,56 @@ class LengthReward:
     Columns used: `target` or `reward_model` (official LARFT format), optional `constraint`
     (default "equal") and `unit` (default "words"). TRL passes every dataset column as a
     keyword list with one entry per completion.
+
+    A row without a target is an error naming it, unless `allow_missing_target`: then it
+    gets None (TRL's "cannot score this one"), so that a dataset can mix length prompts with
+    prompts that only other reward functions score. LARFTTrainer turns it on when it adds
+    the length reward next to reward functions of yours.
     """
 
     __name__ = "length_reward"
 
-    def __init__(self, tokenizer: Any = None, degenerate_guard: bool = True, refusal_floor: float = REFUSAL_FLOOR,
-                 reasoning: tuple[tuple[str, str], ...] = DEFAULT_REASONING):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase | None = None, degenerate_guard: bool = True,
+                 refusal_floor: float = REFUSAL_FLOOR, reasoning: tuple[tuple[str, str], ...] = DEFAULT_REASONING,
+                 allow_missing_target: bool = False):
         self.tokenizer = tokenizer
         self.degenerate_guard = degenerate_guard
         self.refusal_floor = refusal_floor
         self.reasoning = reasoning
+        self.allow_missing_target = allow_missing_target
 
-    def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float]:
+    def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float | None]:
         rows = rows_from_columns(columns, len(completions))
-        return [
-            length_reward(
+        rewards: list[float | None] = []
+        for i, (prompt, completion, row) in enumerate(zip(prompts, completions, rows)):
+            target = row_target(row)
+            if target is None:
+                if not self.allow_missing_target:
+                    raise ValueError(
+                        f"length reward: rollout {i} (prompt {_prompt_text(prompt)!r}) has no length target: its row "
+                        "needs 'target' or 'reward_model.ground_truth' ('target_range' for constraint 'range'). "
+                        "Rows without one are allowed only next to other reward functions "
+                        "(LengthReward(allow_missing_target=True))"
+                    )
+                rewards.append(None)
+                continue
+            rewards.append(length_reward(
                 completion_text(completion),
-                target_from_row(row),
+                target,
                 unit=row.get("unit") or "words",
                 constraint=row.get("constraint") or "equal",
                 tokenizer=self.tokenizer,
                 degenerate_guard=self.degenerate_guard,
                 refusal_floor=self.refusal_floor,
                 reasoning=self.reasoning,
-            )
-            for completion, row in zip(completions, rows)
-        ]
+            ))
+        return rewards
+
+
+def _prompt_text(prompt: str | list[dict[str, Any]], limit: int = 80) -> str:
+    """The last message of a prompt, shortened for an error message."""
+    text = prompt[-1].get("content", "") if isinstance(prompt, list) and prompt else str(prompt)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _TRL_EXTRA_KWARGS = ("trainer_state", "log_extra", "log_metric", "completion_ids", "environments")
@@ -201,5 +241,6 @@ __all__ = [
     "length_reward",
     "refusal_length",
     "repeated_trigram_share",
+    "row_target",
     "target_from_row",
 ]

@@ -198,14 +198,37 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     if stop.signum is not None:
         last = complete_checkpoints(output_dir)
         raise TrainingInterrupted(stop.signum, trainer.state.global_step, str(last[0]) if last else None)
-    trainer.save_model(str(output_dir))  # with LoRA: the adapter (PeftModel.from_pretrained loads it)
-    if train_args.lora_r and train_args.merge_lora and trainer.accelerator.is_main_process:
-        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-        merged.save_pretrained(output_dir / "merged")
-        tokenizer.save_pretrained(output_dir / "merged")
-        print(f"[larft] merged LoRA model saved to {output_dir / 'merged'}")
-    if check:
+    if check:  # before saving: the model card shows the "after" lengths
         check.finish(trainer.model)
+    merge = bool(train_args.lora_r and train_args.merge_lora)
+    trainer.merged_subfolder = MERGED_SUBFOLDER if merge else None
+    trainer.create_model_card()  # README.md: the LARFT card (push_to_hub rewrites the same one)
+    # with LoRA: the adapter (PeftModel.from_pretrained loads it); with --push_to_hub, transformers
+    # uploads output_dir (model, card, metrics; not checkpoints) to hub_model_id here
+    trainer.save_model(str(output_dir))
+    if merge and trainer.accelerator.is_main_process:
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        merged.save_pretrained(output_dir / MERGED_SUBFOLDER)
+        tokenizer.save_pretrained(output_dir / MERGED_SUBFOLDER)
+        print(f"[larft] merged LoRA model saved to {output_dir / MERGED_SUBFOLDER}")
+        if config.push_to_hub:
+            push_merged(trainer, output_dir / MERGED_SUBFOLDER)
     if trainer.accelerator.is_main_process:
         print(f"[larft] model saved to {output_dir} (metrics: {output_dir / 'metrics.jsonl'})")
     return output_dir
+
+
+#: where the merged LoRA model goes, in output_dir and in the Hub repo
+MERGED_SUBFOLDER = "merged"
+
+
+def push_merged(trainer: Any, folder: Path) -> None:
+    """Upload the merged LoRA model to the `merged/` subfolder of the run's Hub repo (beside the
+    adapter that transformers' push_to_hub put at the top level): one repo per run."""
+    from transformers.utils.hub import hf_api
+
+    hf_api().upload_folder(
+        repo_id=trainer.hub_model_id, folder_path=str(folder), path_in_repo=MERGED_SUBFOLDER,
+        commit_message="Merged LoRA model", token=trainer.args.hub_token, revision=trainer.args.hub_revision,
+    )
+    print(f"[larft] merged LoRA model pushed to {trainer.hub_model_id}/{MERGED_SUBFOLDER}")

