@@ -274,8 +274,10 @@ def plots(cfg: dict, work: Path, done: list[str]) -> list[str]:
     if trained:
         curves = {t: [json.loads(x) for x in (work / "train" / t / "metrics.jsonl").read_text().splitlines()]
                   for t in trained}
-        fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-        for ax, key in zip(axes.flat, ["reward_mean", "length_error_mean", "awareness_loss", "completion_words_mean"]):
+        keys = ["reward_mean", "length_error_mean", "completion_words_mean", "awareness_loss",
+                "awareness_count_error", "kl"]
+        fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+        for ax, key in zip(axes.flat, keys):
             for t, rows in curves.items():
                 pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
                 if pts:
@@ -284,6 +286,27 @@ def plots(cfg: dict, work: Path, done: list[str]) -> list[str]:
         fig.tight_layout()
         fig.savefig(img / "training_curves.png", dpi=110)
         plt.close(fig)
+        # reward per constraint over training, recomputed from every logged rollout
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=True)
+        for ax, constraint in zip(axes, ["equal", "at_most", "at_least"]):
+            for t in trained:
+                path = work / "train" / t / "rollouts.jsonl"
+                if not path.exists():
+                    continue
+                by_step: dict[int, list[float]] = {}
+                for line in path.read_text().splitlines():
+                    r = json.loads(line)
+                    if r["constraint"] == constraint:
+                        by_step.setdefault(r["step"], []).append(next(v for k, v in r.items() if k.startswith("reward/")))
+                steps = sorted(by_step)
+                means = [statistics.fmean(by_step[k]) for k in steps]
+                smooth = [statistics.fmean(means[max(0, i - 4): i + 1]) for i in range(len(means))]
+                ax.plot(steps, smooth, label=t)
+            ax.set_title(f"reward, {constraint} prompts (5-step mean)"), ax.set_xlabel("step"), ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(img / "reward_by_constraint.png", dpi=110)
+        plt.close(fig)
+        written.insert(1, "img/reward_by_constraint.png")
         written.insert(0, "img/training_curves.png")
     return written
 
