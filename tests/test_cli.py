@@ -65,3 +65,22 @@ def test_shipped_configs_parse():
     _, paper = parse_train_args(["--config", str(root / "paper.yaml")])
     assert paper.learning_rate == 1e-6 and paper.awareness_lambda_max == 0.01 and paper.num_generations == 4
     assert paper.beta == 0.001 and paper.entropy_coef == 0.01 and paper.temperature == 0.7 and paper.top_p == 0.8
+
+
+def test_recipe_and_sweep_configs_hold_valid_training_settings():
+    """The recipe, every sweep variant and every experiment run parse as `larft train` options."""
+    from pathlib import Path
+
+    import yaml
+
+    from larft.cli import parse_train_args
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    _, recipe = parse_train_args(["--config", str(root / "recipe-cpu.yaml")])
+    assert recipe.entropy_coef == 0.0 and recipe.mask_truncated_completions and recipe.scale_rewards == "batch"
+    sweep = yaml.safe_load((root / "sweep-cpu.yaml").read_text())
+    for name, overrides in sweep["variants"].items():
+        argv = []
+        for key, value in {**sweep["base"], **(overrides or {})}.items():
+            argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+        parse_train_args(argv + ["--output_dir", "/tmp/unused"])
