@@ -82,6 +82,31 @@ def reuse_before(settings: dict, cfg: dict, work: Path, out: Path) -> None:
             return
 
 
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Rank correlation (average ranks for ties)."""
+    if len(x) < 3:
+        return None
+
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    var = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return cov / var if var else None
+
+
 def validation(results: list[dict]) -> dict:
     from larft.eval.metrics import lifebench_ls
 
@@ -89,7 +114,11 @@ def validation(results: list[dict]) -> dict:
     for r in results:
         if r["delivered"] > 1 and r["constraint"] in ("equal", "at_most", "at_least"):
             per[r["constraint"]].append(lifebench_ls(r["delivered"], r["target"], r["constraint"]))
+    equal = [r for r in results if r["constraint"] == "equal"]
     return {
+        # does the answer's length follow the asked number at all? 1 = perfectly ordered, 0 = unrelated
+        "target_length_spearman": spearman([r["target"] for r in results], [r["delivered"] for r in results]),
+        "target_length_spearman_equal": spearman([r["target"] for r in equal], [r["delivered"] for r in equal]),
         "error": statistics.fmean(min(r["deviation"], 10.0) for r in results),
         "ls": statistics.fmean(statistics.fmean(v) for v in per.values()) if per else None,
         "ls_per_constraint": {c: statistics.fmean(v) for c, v in sorted(per.items())},
@@ -186,9 +215,11 @@ def main() -> None:
         plot(previous, ROOT / "docs" / "img" / "sweep_reward.png")
     for name, s in previous.items():
         b, a = s["validation_before"], s["validation_after"]
+        per = ", ".join(f"{c} {b['ls_per_constraint'].get(c, 0):.0f}->{v:.0f}" for c, v in a["ls_per_constraint"].items())
         print(f"{name:>16}: val error {b['error']:.2f} -> {a['error']:.2f}, val LS {b['ls']:.1f} -> {a['ls']:.1f} "
-              f"{a['ls_per_constraint']}, refusals {a['refusals']:.2f}, {s['steps']} steps, "
-              f"{s['step_seconds_median']:.0f} s/step")
+              f"({per}), rank corr. target~length {b['target_length_spearman']:.2f} -> "
+              f"{a['target_length_spearman']:.2f}, words {b['words_mean']:.0f} -> {a['words_mean']:.0f}, "
+              f"refusals {a['refusals']:.2f}, {s['steps']} steps, {s['step_seconds_median']:.0f} s/step")
 
 
 if __name__ == "__main__":
