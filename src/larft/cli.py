@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from trl import ModelConfig, ScriptArguments  # light: trl imports its modules lazily
 
 
 class UsageError(ValueError):
@@ -21,17 +22,47 @@ class UsageError(ValueError):
 
 
 # -- train --------------------------------------------------------------------------------
+# The options of `larft train` are TRL's own dataclasses (ScriptArguments: the dataset;
+# ModelConfig: model loading, LoRA, 4-bit) plus larft's fields, parsed by TRL's TrlParser: the
+# same parser, YAML `--config` handling and option names as TRL's `trl grpo` script.
+
+
+class _RepeatableList(argparse.Action):
+    """`--reward_funcs a --reward_funcs b,c`: every occurrence on the command line adds to the
+    list; the first one replaces the YAML's value (the command line overrides the config)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.seen = False
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        before = list(getattr(namespace, self.dest) or []) if self.seen else []
+        self.seen = True
+        setattr(namespace, self.dest, before + list(values))
+
+
+def _comma_list(value: Any) -> list[str]:
+    """A list option given as a YAML list, space-separated or comma-separated values."""
+    items = [value] if isinstance(value, str) else list(value or [])
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
 @dataclasses.dataclass
-class TrainArguments:
-    """Options of `larft train` that are not LARFTConfig (training hyperparameter) fields."""
+class TrainArguments(ScriptArguments, ModelConfig):
+    """Options of `larft train` that are not LARFTConfig (training hyperparameter) fields: TRL's
+    ScriptArguments and ModelConfig, with larft's defaults where they differ, plus larft's own."""
+
+    _argument_group_name = "model, data, rewards, LoRA / QLoRA (TRL's ScriptArguments and ModelConfig, plus larft's)"
 
     model: str = dataclasses.field(
-        default="default", metadata={"help": "'default' (bundled SmolLM2-135M-Instruct), an HF id or a local path."}
+        default="default", metadata={"help": "'default' (bundled SmolLM2-135M-Instruct), an HF id or a local path "
+                                             "(--model_name_or_path is the same option, TRL's name)."}
     )
     train_file: str | None = dataclasses.field(
-        default=None, metadata={"help": "JSONL/Parquet prompt set. None: generate train_size prompts."}
+        default=None, metadata={"help": "A local JSONL/JSON/Parquet/CSV prompt set (the same as --dataset_name with "
+                                        "a local file). Neither: generate train_size prompts."}
     )
-    train_size: int = dataclasses.field(default=256, metadata={"help": "Generated prompts when no train_file."})
+    train_size: int = dataclasses.field(default=256, metadata={"help": "Generated prompts when no dataset is given."})
     train_targets: str = dataclasses.field(
         default="16,32,64", metadata={"help": "Targets of generated prompts (comma-separated)."}
     )
@@ -42,15 +73,15 @@ class TrainArguments:
         default="plain", metadata={"help": "Prompt styles of generated prompts: plain, requirement (comma-separated)."}
     )
     skip_invalid: bool = dataclasses.field(
-        default=False, metadata={"help": "Train on the valid rows of a file with invalid ones (and report them)."}
+        default=False, metadata={"help": "Train on the valid rows of a dataset with invalid ones (and report them)."}
     )
-    lora_r: int = dataclasses.field(
-        default=0, metadata={"help": "LoRA rank (PEFT); 0 trains all weights. Needs `pip install larft[peft]`."}
-    )
-    lora_alpha: int = dataclasses.field(default=32, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = dataclasses.field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: str = dataclasses.field(
-        default="all-linear", metadata={"help": "Modules to adapt: 'all-linear' or comma-separated names (q_proj,v_proj)."}
+    reward_funcs: list[str] | None = dataclasses.field(
+        default=None, metadata={
+            "help": "Reward functions of yours, added after the length reward: dotted import paths (my_rewards.fn; "
+                    "the current folder is importable), space- or comma-separated, repeatable. A function gets "
+                    "prompts, completions and every dataset column, and returns one float (or None) per completion.",
+            "action": _RepeatableList,
+        }
     )
     merge_lora: bool = dataclasses.field(
         default=True, metadata={"help": "After LoRA training, also save the merged full model in OUTPUT_DIR/merged."}
@@ -61,10 +92,116 @@ class TrainArguments:
     resume: bool = dataclasses.field(
         default=False, metadata={"help": "Continue from the latest checkpoint in output_dir."}
     )
+    # ModelConfig fields with larft's meaning
+    lora_r: int = dataclasses.field(
+        default=0, metadata={"help": "LoRA rank; > 0 trains a LoRA adapter (PEFT: pip install 'larft[peft]'). 0 "
+                                     "trains all weights, unless --use_peft or --load_in_4bit/8bit (then rank 16)."}
+    )
+    lora_target_modules: list[str] | None = dataclasses.field(
+        default=None, metadata={"help": "Modules to adapt: all-linear (the default) or names, space- or "
+                                        "comma-separated (q_proj,v_proj)."}
+    )
+    dataset_name: str | None = dataclasses.field(
+        default=None, metadata={"help": "The prompt set: a Hub dataset id, or a local JSONL/JSON/Parquet/CSV file or "
+                                        "folder (read by datasets.load_dataset; every row validated)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()  # ModelConfig's: 4-bit and 8-bit together are refused
+        if self.model_name_or_path and self.model_name_or_path != self.model:
+            if self.model != "default":
+                raise UsageError(f"--model {self.model} and --model_name_or_path {self.model_name_or_path} disagree: "
+                                 "give one of them")
+            self.model = self.model_name_or_path
+        self.model_name_or_path = self.model
+        if self.train_file and self.dataset_name and self.train_file != self.dataset_name:
+            raise UsageError("--train_file and --dataset_name both name a prompt set: give one of them")
+        for name in ("train_targets", "train_constraints", "train_styles"):  # a YAML list works too
+            if not isinstance(getattr(self, name), str):
+                setattr(self, name, ",".join(_comma_list(getattr(self, name))))
+        self.reward_funcs = _comma_list(self.reward_funcs) or None
+        # ScriptArguments fields larft has no use for: refused rather than silently ignored
+        if self.dataset_streaming:
+            raise UsageError("--dataset_streaming: larft validates the whole prompt set and holds some of it out "
+                             "before training, so it does not stream datasets")
+        if self.dataset_test_split != "test":
+            raise UsageError("--dataset_test_split: larft does not evaluate during training (see `larft eval`)")
+        if self.ignore_bias_buffers:
+            raise UsageError("--ignore_bias_buffers is not used by larft")
+        if self.lora_r < 0:
+            raise UsageError(f"--lora_r must be >= 0, got {self.lora_r}")
+        # LoRA is on with --use_peft (TRL's switch), a rank (larft's), or a quantized base: a 4/8-bit
+        # model cannot be trained itself, only an adapter on it (QLoRA)
+        if self.lora_r > 0 or self.load_in_4bit or self.load_in_8bit:
+            self.use_peft = True
+        if self.use_peft and not self.lora_r:
+            self.lora_r = 16  # TRL's default rank
+        modules = _comma_list(self.lora_target_modules) or ["all-linear"]
+        self.lora_target_modules = modules[0] if modules == ["all-linear"] else modules
 
 
-def _yaml_to_argv(path: str, known: set[str]) -> list[str]:
-    """A YAML config as command-line arguments, so YAML and CLI values are parsed alike."""
+def _cli_text(value: Any) -> Any:
+    """A YAML scalar as the text it would be on the command line, so argparse types it the same
+    way (YAML 1.1 reads `1e-5` as a string; `true` as a bool): one parser for both."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None or isinstance(value, (list, dict, str)):
+        return value
+    return str(value)
+
+
+def _train_parser() -> Any:
+    from trl import TrlParser
+
+    from larft.config import LARFTConfig
+
+    class LARFTParser(TrlParser):
+        """TRL's parser; YAML values are typed like command-line text and unknown YAML keys kept for one error."""
+
+        unknown_config_keys: list[str] = []
+
+        def set_defaults_with_config(self, **kwargs: Any) -> list[str]:
+            remaining = super().set_defaults_with_config(**{k: _cli_text(v) for k, v in kwargs.items()})
+            self.unknown_config_keys = [option[2:] for option in remaining[::2]]
+            return remaining
+
+    parser = LARFTParser(
+        (TrainArguments, LARFTConfig), prog="larft train", allow_abbrev=False,
+        description="LARFT training. --config FILE.yaml sets any of the options below (an `env:` mapping sets "
+                    "environment variables); --option value on the command line overrides the file.",
+    )
+    parser.set_defaults_with_config(output_dir="outputs/larft")
+    return parser
+
+
+def parse_train_args(argv: list[str]) -> tuple[TrainArguments, Any]:
+    """(TrainArguments, LARFTConfig) from `--config FILE.yaml` plus command-line overrides."""
+    argv = list(argv)
+    config_path = None
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise UsageError("--config needs a YAML file")
+        config_path = argv[i + 1]
+        _check_config_file(config_path)
+    parser = _train_parser()
+    try:
+        train_args, config, config_rest, rest = parser.parse_args_and_config(
+            argv, return_remaining_strings=True, separate_remaining_strings=True
+        )
+    except SystemExit as e:  # argparse already printed the problem
+        raise UsageError("invalid command-line or config value (see the message above)") from e
+    if config_rest:
+        keys = parser.unknown_config_keys
+        raise UsageError(f"config file {config_path}: unknown key{'s' if len(keys) > 1 else ''} "
+                         f"{', '.join(repr(k) for k in keys)} (see `larft train --help`)")
+    if rest:
+        raise UsageError(f"unknown option(s): {' '.join(rest)} (see `larft train --help`)")
+    return train_args, config
+
+
+def _check_config_file(path: str) -> None:
+    """A missing, unreadable or non-mapping config is one clear error before TRL's parser reads it."""
     config_path = Path(path)
     if not config_path.is_file():
         raise UsageError(f"config file {path}: not found")
@@ -72,64 +209,13 @@ def _yaml_to_argv(path: str, known: set[str]) -> list[str]:
         config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UsageError(f"config file {path}: not valid YAML: {e}") from None
-    if config is None:
-        return []
     if not isinstance(config, dict):
         raise UsageError(f"config file {path}: must be a mapping of option: value")
-    argv: list[str] = []
-    for key, value in config.items():
-        if key not in known:
-            raise UsageError(f"config file {path}: unknown key {key!r} (see `larft train --help`)")
-        if value is None:
-            continue
-        argv.append(f"--{key}")
-        if isinstance(value, bool):
-            argv.append(str(value).lower())
-        elif isinstance(value, (list, tuple)):
-            argv.extend(str(v) for v in value)
-        elif isinstance(value, dict):
-            argv.append(json.dumps(value))
-        else:
-            argv.append(str(value))
-    return argv
-
-
-def parse_train_args(argv: list[str]) -> tuple[TrainArguments, Any]:
-    """(TrainArguments, LARFTConfig) from `--config FILE.yaml` plus command-line overrides."""
-    from transformers import HfArgumentParser
-
-    from larft.config import LARFTConfig
-
-    parser = HfArgumentParser((TrainArguments, LARFTConfig), prog="larft train")
-    argv = list(argv)
-    known = {f.name for dc in (TrainArguments, LARFTConfig) for f in dataclasses.fields(dc)}
-    prefix: list[str] = []
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            raise UsageError("--config needs a YAML file")
-        prefix = _yaml_to_argv(argv[i + 1], known)
-        del argv[i : i + 2]
-    if "--output_dir" not in argv and "--output_dir" not in prefix:
-        prefix += ["--output_dir", "outputs/larft"]
-    try:
-        train_args, config, rest = parser.parse_args_into_dataclasses(
-            args=prefix + argv, return_remaining_strings=True
-        )
-    except SystemExit as e:  # argparse already printed the problem
-        raise UsageError("invalid command-line or config value (see the message above)") from e
-    if rest:
-        raise UsageError(f"unknown option(s): {' '.join(rest)} (see `larft train --help`)")
-    return train_args, config
 
 
 def run_train(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
-        from transformers import HfArgumentParser
-
-        from larft.config import LARFTConfig
-
-        HfArgumentParser((TrainArguments, LARFTConfig), prog="larft train").print_help()
+        _train_parser().print_help()
         return 0
     train_args, config = parse_train_args(argv)
     from larft.train import train

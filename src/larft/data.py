@@ -41,7 +41,7 @@ class DataError(ValueError):
 @dataclass(frozen=True)
 class DataIssue:
     path: str
-    line: int  # 1-based line (JSONL) or row (Parquet); 0 = the file as a whole
+    line: int  # 1-based line (JSONL, CSV), index + 1 (JSON array) or row (Parquet, Hub); 0 = the whole file
     field: str
     message: str
 
@@ -133,10 +133,23 @@ def normalize_record(record: Any, path: str, line: int) -> tuple[dict[str, Any] 
         issue("", f"expected a JSON object, got {type(record).__name__}")
         return None, issues
 
-    prompt = record.get("prompt")
+    prompt, name = record.get("prompt"), "prompt"
+    if prompt is None and record.get("messages") is not None:
+        # a chat dataset (TRL's "messages" column): the conversation up to its final answer is the prompt
+        prompt, name = record["messages"], "messages"
+        if not isinstance(prompt, list):
+            got = "text that is not a JSON list" if isinstance(prompt, str) else type(prompt).__name__
+            issue(name, f"must be a list of chat messages, got {got}")
+            prompt = None
+        elif prompt and isinstance(prompt[-1], dict) and prompt[-1].get("role") == "assistant":
+            prompt = prompt[:-1]
+            if not prompt:
+                issue(name, "has no message before its last assistant message")
+                prompt = None
     messages: list[dict[str, str]] | None = None
     if prompt is None:
-        issue("prompt", "missing")
+        if name == "prompt":
+            issue("prompt", "missing (give 'prompt', or 'messages' as a chat)")
     elif isinstance(prompt, str):
         if not prompt.strip():
             issue("prompt", "is empty")
@@ -147,14 +160,14 @@ def normalize_record(record: Any, path: str, line: int) -> tuple[dict[str, Any] 
             if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in (
                 "system", "user", "assistant",
             ):
-                issue(f"prompt[{i}]", "must be {\"role\": system|user|assistant, \"content\": string}")
+                issue(f"{name}[{i}]", "must be {\"role\": system|user|assistant, \"content\": string}")
                 messages = None
                 break
             messages.append({"role": m["role"], "content": m["content"]})
         if messages is not None and not any(m["content"].strip() for m in messages if m["role"] == "user"):
-            issue("prompt", "has no non-empty user message")
+            issue(name, "has no non-empty user message")
     else:
-        issue("prompt", "must be a non-empty string or list of chat messages")
+        issue(name, "must be a non-empty string or list of chat messages")
 
     constraint = record.get("constraint") or "equal"
     if constraint not in CONSTRAINTS:
@@ -211,15 +224,202 @@ def validate_file(path: str | os.PathLike) -> tuple[list[dict[str, Any]], list[D
 def load_rows(path: str | os.PathLike, skip_invalid: bool = False) -> list[dict[str, Any]]:
     """Training rows of a file; raises DataError unless `skip_invalid` (then reports the skips)."""
     rows, issues = validate_file(path)
+    return _valid_rows(rows, issues, str(path), skip_invalid)
+
+
+def _valid_rows(rows: list[dict[str, Any]], issues: list[DataIssue], source: str, skip_invalid: bool) -> list[dict]:
     if issues and not skip_invalid:
         raise DataError(issues)
     if issues:
-        print(f"[larft] --skip_invalid: skipped {len(issues)} invalid record(s) of {path}:")
+        print(f"[larft] --skip_invalid: skipped {len(issues)} invalid record(s) of {source}:")
         for i in issues[:20]:
             print(f"  {i}")
     if not rows:
-        raise DataError([DataIssue(str(path), 0, "", "no valid rows")])
+        raise DataError([DataIssue(source, 0, "", "no valid rows")])
     return rows
+
+
+# -- datasets (--dataset_name) -----------------------------------------------------------
+#: the `datasets` builder for each local file type
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+#: the columns a length instruction is read from; a row's other columns go to the reward functions
+ROW_FIELDS = ("prompt", "messages", "target", "target_range", "constraint", "unit", "reward_model")
+#: CSV cells are text: these columns hold JSON there (messages as '[{"role": "user", ...}]')
+_CSV_JSON_FIELDS = ("messages", "target_range", "reward_model")
+
+Record = tuple[str, int, Any]  # (source, line, record) of one dataset row
+
+
+def load_dataset_rows(name: str, *, config: str | None = None, split: str = "train",
+                      skip_invalid: bool = False) -> list[dict[str, Any]]:
+    """Training rows of `--dataset_name` (a local file or folder, or a Hub dataset), read with
+    `datasets.load_dataset` and validated row by row: every problem as source:line: field: message.
+    Rows keep their other columns (reward functions get them as keyword lists)."""
+    records, issues = read_dataset(name, config=config, split=split)
+    rows = []
+    for source, line, record in records:
+        row, row_issues = normalize_record(record, source, line)
+        issues.extend(row_issues)
+        if row is not None:
+            row.update({k: v for k, v in record.items() if k not in ROW_FIELDS and k not in row})
+            row["_source"] = source
+            rows.append(row)
+    return _valid_rows(rows, issues, name, skip_invalid)
+
+
+def read_dataset(name: str, *, config: str | None = None, split: str = "train") -> tuple[list[Record], list[DataIssue]]:
+    """The rows of a local file, a local folder (its `split` files, as `datasets` resolves them) or a
+    Hub dataset, each with where it came from: a local file's line (JSONL, CSV), its index + 1 (a
+    JSON array) or its row number (Parquet); a Hub dataset's row number."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        if config or split != "train":
+            raise ValueError(f"--dataset_name {name} is one file: it has no --dataset_config and one split "
+                             f"(got config {config!r}, split {split!r})")
+        return _read_local_file(path)
+    if path.is_dir():
+        return _read_local_folder(path, config, split)
+    if path.suffix.lower() in FILE_BUILDERS or name.startswith((".", "/", "~")):
+        return [], [DataIssue(name, 0, "", "file not found")]
+    return _read_hub_dataset(name, config, split)
+
+
+def _read_local_file(path: Path) -> tuple[list[Record], list[DataIssue]]:
+    import datasets
+
+    name = str(path)
+    builder = FILE_BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        return [], [DataIssue(name, 0, "", f"unsupported file type {path.suffix!r}; expected "
+                                           f"{', '.join(FILE_BUILDERS)}")]
+    if not path.read_bytes().strip():
+        return [], [DataIssue(name, 0, "", "file is empty")]
+    try:
+        with _quiet_datasets():
+            table = datasets.load_dataset(builder, data_files=name, split="train")
+    except Exception as e:  # many types for a bad file (StopIteration, ArrowInvalid, ...): reported below
+        if path.suffix.lower() in (".json", ".jsonl") and not _is_json_array(path):
+            # datasets refuses a JSON Lines file whole for one bad line: read it line by line, so every
+            # problem is named with its line and --skip_invalid can leave the bad lines out
+            records, issues = read_records(path)
+            if issues:
+                return [(name, line, record) for line, record in records], issues
+        return [], _why_unreadable(path, e)
+    rows = table.to_list()
+    if not rows:
+        return [], [DataIssue(name, 0, "", "file is empty")]
+    lines = _source_lines(path, len(rows))
+    if builder == "csv":
+        rows = [_decode_csv_row(row) for row in rows]
+    return [(name, line, row) for line, row in zip(lines, rows)], []
+
+
+def _read_local_folder(path: Path, config: str | None, split: str) -> tuple[list[Record], list[DataIssue]]:
+    """Each file of the split, read on its own, so a problem names its file and line."""
+    import datasets
+
+    with _quiet_datasets():
+        files = datasets.load_dataset_builder(str(path), name=config).config.data_files or {}
+    if split not in files:
+        raise ValueError(f"--dataset_name {path}: no {split!r} split (--dataset_train_split); "
+                         f"it has: {', '.join(map(str, files)) or 'no data files'}")
+    records, issues = [], []
+    for file in files[split]:
+        more, problems = _read_local_file(Path(file))
+        records += more
+        issues += problems
+    return records, issues
+
+
+def _read_hub_dataset(name: str, config: str | None, split: str) -> tuple[list[Record], list[DataIssue]]:
+    import datasets
+    from datasets.exceptions import DatasetNotFoundError
+
+    try:
+        with _quiet_datasets():
+            table = datasets.load_dataset(name, name=config, split=split)
+    except ConnectionError as e:
+        how = "HF_HUB_OFFLINE is set" if datasets.config.HF_HUB_OFFLINE else "no network"
+        raise ValueError(
+            f"--dataset_name {name}: not a local file or folder, and the Hugging Face Hub cannot be reached ({how}: "
+            f"{e}). Download it once while online (datasets caches it), or pass a local file, e.g. "
+            "--dataset_name data/train.jsonl"
+        ) from None
+    except DatasetNotFoundError as e:
+        raise ValueError(f"--dataset_name {name}: not a local file or folder, and not on the Hub ({e}); a private or "
+                         "gated dataset needs `huggingface-cli login`") from None
+    return [(name, i, row) for i, row in enumerate(table, start=1)], []
+
+
+def _why_unreadable(path: Path, error: Exception) -> list[DataIssue]:
+    """Why `datasets` could not read a local file: a JSON array is re-parsed with the standard
+    library to name the bad line; otherwise the reader's own message."""
+    name = str(path)
+    if path.suffix.lower() in (".json", ".jsonl") and _is_json_array(path):
+        try:
+            json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            return [DataIssue(name, 0, "", f"not valid UTF-8 (byte {e.start})")]
+        except json.JSONDecodeError as e:
+            return [DataIssue(name, e.lineno, "", f"malformed JSON: {e.msg} (column {e.colno})")]
+    cause = error.__cause__ or error  # datasets wraps the reader's error in DatasetGenerationError
+    kind = {"csv": "CSV", "parquet": "Parquet"}.get(FILE_BUILDERS[path.suffix.lower()], "JSON")
+    return [DataIssue(name, 0, "", f"cannot read as {kind}: {type(cause).__name__}: {cause}")]
+
+
+def _is_json_array(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4096).lstrip().startswith(b"[")
+
+
+def _source_lines(path: Path, n: int) -> list[int]:
+    """The file line of each of the `n` rows `datasets` read (row numbers when they cannot be matched)."""
+    lines: list[int] = []
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl" or (suffix == ".json" and not _is_json_array(path)):
+        with open(path, "rb") as f:
+            lines = [number for number, raw in enumerate(f, start=1) if raw.strip()]
+    elif suffix == ".csv":
+        import csv
+
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            reader = csv.reader(f)
+            next(reader, None)  # the header
+            start = reader.line_num + 1
+            for row in reader:
+                if row:  # blank lines are skipped, as pandas does
+                    lines.append(start)
+                start = reader.line_num + 1
+    return lines if len(lines) == n else list(range(1, n + 1))
+
+
+def _decode_csv_row(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for key in _CSV_JSON_FIELDS:
+        if isinstance(row.get(key), str):
+            try:
+                row[key] = json.loads(row[key])
+            except json.JSONDecodeError:
+                pass  # left as text: normalize_record names the field and what it must be
+    return row
+
+
+class _quiet_datasets:
+    """No `datasets` progress bars or log lines while loading: larft reports what went wrong."""
+
+    def __enter__(self):
+        from datasets.utils import are_progress_bars_disabled, disable_progress_bars, logging
+
+        self.was_disabled, self.verbosity = are_progress_bars_disabled(), logging.get_verbosity()
+        disable_progress_bars()
+        logging.set_verbosity(logging.CRITICAL)  # a reader's failure is reported by larft, once
+
+    def __exit__(self, *exc):
+        from datasets.utils import enable_progress_bars, logging
+
+        logging.set_verbosity(self.verbosity)
+        if not self.was_disabled:
+            enable_progress_bars()
 
 
 # -- generation ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 
 from larft.callbacks import LengthCheckCallback, MetricsJsonlCallback
 from larft.config import LARFTConfig
-from larft.data import DataError, DataIssue, generate_rows, load_rows, normalize_record
+from larft.data import DataError, DataIssue, generate_rows, load_dataset_rows, normalize_record
 from larft.interrupt import GracefulStopCallback, TrainingInterrupted
 from larft.length import parse_delimiters
 
@@ -20,9 +20,11 @@ class TrainingFailed(RuntimeError):
 
 
 def training_rows(train_args: Any) -> list[dict[str, Any]]:
-    """Rows from the user's file (validated), or a generated prompt set."""
-    if train_args.train_file:
-        return load_rows(train_args.train_file, skip_invalid=train_args.skip_invalid)
+    """Rows of --dataset_name / --train_file (read by `datasets`, validated), or a generated prompt set."""
+    source = train_args.dataset_name or train_args.train_file
+    if source:
+        return load_dataset_rows(source, config=train_args.dataset_config, split=train_args.dataset_train_split,
+                                 skip_invalid=train_args.skip_invalid)
     targets = [int(t) for t in str(train_args.train_targets).split(",") if t.strip()]
     constraints = [c.strip() for c in str(train_args.train_constraints).split(",") if c.strip()]
     styles = [c.strip() for c in str(train_args.train_styles).split(",") if c.strip()]
@@ -40,17 +42,23 @@ def check_prompt_lengths(rows: list[dict[str, Any]], tokenizer: Any, max_tokens:
     for row in rows:
         n = prompt_length(tokenizer, row["prompt"])
         if n > max_tokens:
-            issues.append(DataIssue(source, row.get("line", 0), "prompt", f"{n} tokens, above max_prompt_tokens={max_tokens}"))
+            issues.append(DataIssue(row.get("_source", source), row.get("line", 0), "prompt",
+                                    f"{n} tokens, above max_prompt_tokens={max_tokens}"))
     if issues:
         raise DataError(issues)
 
 
+#: what a row's length instruction is (normalize_record's fields): the fingerprint of a prompt set
+FINGERPRINT_KEYS = ("prompt", "target", "target_range", "constraint", "unit")
+
+
 def rows_fingerprint(rows: list[dict[str, Any]]) -> str:
-    """A hash of the prompt set in its order: a resumed run must see the same rows."""
+    """A hash of the prompt set in its order: a resumed run must see the same rows. Only the
+    length instructions count (a run started before extra columns were kept resumes)."""
     import hashlib
 
     ordered = sorted(rows, key=lambda r: r["_index"])
-    body = json.dumps([{k: v for k, v in r.items() if k not in ("line", "_index")} for r in ordered], sort_keys=True)
+    body = json.dumps([{k: r[k] for k in FINGERPRINT_KEYS if k in r} for r in ordered], sort_keys=True, default=str)
     return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
 
 
@@ -117,17 +125,81 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def lora_config(train_args: Any) -> Any:
-    """A PEFT LoraConfig from the lora_* options, or None when lora_r is 0."""
-    if not train_args.lora_r:
+    """TRL's LoraConfig from the ModelConfig options (lora_r, lora_alpha, ...), or None without LoRA."""
+    if not getattr(train_args, "use_peft", False):
         return None
-    try:
-        from peft import LoraConfig
-    except ImportError:
-        raise ValueError("--lora_r needs PEFT: pip install 'larft[peft]'") from None
-    targets = train_args.lora_target_modules
-    modules = targets if targets == "all-linear" else [m.strip() for m in targets.split(",") if m.strip()]
-    return LoraConfig(r=train_args.lora_r, lora_alpha=train_args.lora_alpha, lora_dropout=train_args.lora_dropout,
-                      target_modules=modules, task_type="CAUSAL_LM")
+    import importlib.util
+
+    if importlib.util.find_spec("peft") is None:
+        raise ValueError("LoRA (--use_peft / --lora_r) needs PEFT: pip install 'larft[peft]'")
+    from trl import get_peft_config
+
+    return get_peft_config(train_args)
+
+
+def quantization_config(train_args: Any) -> Any:
+    """TRL's BitsAndBytesConfig for --load_in_4bit / --load_in_8bit (QLoRA), or None. bitsandbytes
+    quantizes on CUDA only: without a GPU or the package this is one clear error, before any data
+    or model is loaded."""
+    bits = 4 if getattr(train_args, "load_in_4bit", False) else 8 if getattr(train_args, "load_in_8bit", False) else 0
+    if not bits:
+        return None
+    import importlib.util
+
+    import torch
+
+    missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
+                                     ("bitsandbytes", importlib.util.find_spec("bitsandbytes") is not None)) if not ok]
+    if missing:
+        raise ValueError(f"--load_in_{bits}bit (QLoRA) needs a CUDA GPU and `pip install bitsandbytes`; missing "
+                         f"here: {' and '.join(missing)}")
+    from trl import get_quantization_config
+
+    return get_quantization_config(train_args)
+
+
+def model_init_kwargs(train_args: Any, config: LARFTConfig) -> dict[str, Any]:
+    """How TRL loads the policy and reference model: ModelConfig's dtype, revision and attention
+    implementation, under the user's own --model_init_kwargs (which win, as in TRL's grpo script)."""
+    kwargs: dict[str, Any] = {"dtype": getattr(train_args, "dtype", None) or "float32"}
+    if getattr(train_args, "model_revision", "main") != "main":
+        kwargs["revision"] = train_args.model_revision
+    if getattr(train_args, "attn_implementation", None):
+        kwargs["attn_implementation"] = train_args.attn_implementation
+    user = config.model_init_kwargs
+    if isinstance(user, str):
+        user = json.loads(user)
+    return {**kwargs, **(user or {})}
+
+
+def reward_functions(paths: list[str] | None) -> list[Any]:
+    """The `--reward_funcs` dotted paths (module.function), imported; the current folder is
+    importable (as in TRL's grpo script). A path that does not import or names no callable is
+    one clear error, before any model is loaded."""
+    import importlib
+
+    funcs = []
+    if paths and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for path in paths or []:
+        module_name, _, attr = path.rpartition(".")
+        if not module_name:
+            raise ValueError(f"--reward_funcs {path}: expected a dotted path module.function, e.g. my_rewards.brevity")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            raise ValueError(f"--reward_funcs {path}: cannot import module {module_name!r} ({e}); run from the folder "
+                             "that holds it or put it on PYTHONPATH") from None
+        except Exception as e:  # the module itself failed: show why, with --debug for its traceback
+            raise ValueError(f"--reward_funcs {path}: importing {module_name!r} failed: {type(e).__name__}: {e}") from e
+        func = getattr(module, attr, None)
+        if func is None:
+            raise ValueError(f"--reward_funcs {path}: module {module_name!r} has no attribute {attr!r}")
+        if not callable(func):
+            raise ValueError(f"--reward_funcs {path}: {type(func).__name__} is not callable (expected a function "
+                             "f(prompts, completions, **columns) -> list of float)")
+        funcs.append(func)
+    return funcs
 
 
 def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = None) -> Path:
@@ -138,6 +210,8 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     from larft.trainer import LARFTTrainer
 
     tune_malloc()
+    quantization = quantization_config(train_args)  # user errors first: before data, model or output_dir
+    reward_funcs = reward_functions(getattr(train_args, "reward_funcs", None))
     output_dir = Path(config.output_dir)
     if config.resume_from_checkpoint:
         raise ValueError("--resume_from_checkpoint is not how larft resumes: pass --resume true with the same "
@@ -164,14 +238,18 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     rows, check_rows = split_held_out(rows, config.length_check_prompts, output_dir / "larft_run.json",
                                       resuming=checkpoint is not None)
 
+    source = getattr(train_args, "dataset_name", None) or train_args.train_file
     model_path = resolve_model(train_args.model)
-    tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
-    check_prompt_lengths(rows, tokenizer, train_args.max_prompt_tokens, train_args.train_file or "<generated>")
+    init_kwargs = model_init_kwargs(train_args, config)
+    config.model_init_kwargs = init_kwargs
+    tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code,
+                               revision=init_kwargs.get("revision"))
+    check_prompt_lengths(rows, tokenizer, train_args.max_prompt_tokens, source or "<generated>")
     output_dir.mkdir(parents=True, exist_ok=True)
     if config.process_index == 0:  # one writer: ranks racing on the same temp file lose a rename
         _write_json(output_dir / "larft_run.json", {
             "model": train_args.model, "model_path": model_path, "train_rows": len(rows),
-            "train_file": train_args.train_file, "rows_fingerprint": rows_fingerprint(rows + check_rows),
+            "train_file": source, "rows_fingerprint": rows_fingerprint(rows + check_rows),
             "held_out": [r["_index"] for r in check_rows],
         })
     stop = GracefulStopCallback()
@@ -181,14 +259,19 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     if check:
         callbacks.append(check)
     callbacks += extra_callbacks or []
+    columns = list(dict.fromkeys(k for r in rows for k in r if k not in ("line", "_index", "_source")))
     trainer = LARFTTrainer(
         model=model_path,
+        reward_funcs=reward_funcs or None,
         args=config,
-        train_dataset=Dataset.from_list([{k: v for k, v in r.items() if k not in ("line", "_index")} for r in rows]),
+        train_dataset=Dataset.from_list([{k: r.get(k) for k in columns} for r in rows]),
         processing_class=tokenizer,
         callbacks=callbacks,
         peft_config=lora_config(train_args),
+        quantization_config=quantization,
     )
+    if source and not Path(source).expanduser().exists():
+        trainer.dataset_name = source  # a Hub dataset: the model card links it
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except FloatingPointError as e:
@@ -200,14 +283,14 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
         raise TrainingInterrupted(stop.signum, trainer.state.global_step, str(last[0]) if last else None)
     if check:  # before saving: the model card shows the "after" lengths
         check.finish(trainer.model)
-    merge = bool(train_args.lora_r and train_args.merge_lora)
+    merge = bool(getattr(train_args, "use_peft", False) and train_args.merge_lora)
     trainer.merged_subfolder = MERGED_SUBFOLDER if merge else None
     trainer.create_model_card()  # README.md: the LARFT card (push_to_hub rewrites the same one)
     # with LoRA: the adapter (PeftModel.from_pretrained loads it); with --push_to_hub, transformers
     # uploads output_dir (model, card, metrics; not checkpoints) to hub_model_id here
     trainer.save_model(str(output_dir))
     if merge and trainer.accelerator.is_main_process:
-        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        merged = merged_model(trainer, output_dir, model_path, init_kwargs, quantization)
         merged.save_pretrained(output_dir / MERGED_SUBFOLDER)
         tokenizer.save_pretrained(output_dir / MERGED_SUBFOLDER)
         print(f"[larft] merged LoRA model saved to {output_dir / MERGED_SUBFOLDER}")
@@ -220,6 +303,20 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
 
 #: where the merged LoRA model goes, in output_dir and in the Hub repo
 MERGED_SUBFOLDER = "merged"
+
+
+def merged_model(trainer: Any, output_dir: Path, model_path: str, init_kwargs: dict[str, Any], quantization: Any) -> Any:
+    """The LoRA adapter merged into its base model. With a quantized base (QLoRA) the adapter is
+    merged into the base model reloaded unquantized, in its dtype: merging into 4-bit weights would
+    round the update away."""
+    if quantization is None:
+        return trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {k: v for k, v in init_kwargs.items() if k not in ("quantization_config", "device_map")}
+    base = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    return PeftModel.from_pretrained(base, output_dir).merge_and_unload()
 
 
 def push_merged(trainer: Any, folder: Path) -> None:

@@ -80,6 +80,8 @@ class LARFTTrainer(GRPOTrainer):
         self._base_model_name = model if isinstance(model, str) else None
         #: subfolder of the output (and Hub repo) with the merged LoRA model, for the card; set by `larft train`
         self.merged_subfolder: str | None = None
+        #: the Hub dataset the prompts came from, for the card; set by `larft train --dataset_name`
+        self.dataset_name: str | None = None
         super().__init__(model=model, reward_funcs=funcs, args=args, **kwargs)
         for func in self.reward_funcs:  # the tokens unit needs the policy's tokenizer
             if isinstance(func, LengthReward) and func.tokenizer is None:
@@ -162,7 +164,8 @@ class LARFTTrainer(GRPOTrainer):
             reward_funcs=[(n, float(w)) for n, w in zip(self.reward_func_names, self.reward_weights.tolist())],
             steps=self.state.global_step, num_processes=self.accelerator.num_processes,
             adapter=is_peft_model(self.model), merged_subfolder=self.merged_subfolder,
-            length_check=read_length_check(self.args.output_dir), extra_tags=extra, dataset_name=dataset_name,
+            length_check=read_length_check(self.args.output_dir), extra_tags=extra,
+            dataset_name=dataset_name or self.dataset_name,
         )
         Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
         model_card(info).save(Path(self.args.output_dir) / "README.md")
