@@ -44,9 +44,18 @@ def main() -> None:
     out = args.out or f"outputs/eval-{Path(args.model).name}"
     settings = EvalSettings(limit=args.limit, filters=parse_filters(args.filter), max_new_tokens_cap=args.max_new_tokens_cap)
     results = run_eval(args.model, ["lifebench"], out, settings)
-    metrics = results["benchmarks"]["lifebench"]["metrics"]
+    bench = results["benchmarks"]["lifebench"]
+    metrics = bench["metrics"]
     print(f"\nLIFEBench ({metrics['n']} prompts, {args.filter}) for {args.model}:\n")
-    print(ls_table(metrics))
+    if metrics["n"] == 0:  # every prompt was too long for the context or needs more than the token cap
+        print(metrics["note"])
+    else:
+        print(ls_table(metrics))
+        if "ci95" in metrics and metrics["ci95"].get("LS"):
+            lo, hi = metrics["ci95"]["LS"]
+            print(f"LS mean 95% bootstrap interval: [{lo:.1f}, {hi:.1f}]")
+    if bench.get("budget_limited"):
+        print(f"({len(bench['budget_limited'])} prompt(s) need more than --max_new_tokens_cap new tokens: not scored)")
     print(f"\nfull results: {Path(out) / 'results.json'}, report: {Path(out) / 'report.md'}")
 
 

@@ -37,10 +37,12 @@ def test_eval_any_model_example(tiny_model_dir, tmp_path):
     except FileNotFoundError as e:
         pytest.skip(str(e))
     out = tmp_path / "eval"
-    stdout = _run("eval_any_model.py", "--model", str(tiny_model_dir), "--limit", "6", "--max_new_tokens_cap", "8",
+    stdout = _run("eval_any_model.py", "--model", str(tiny_model_dir), "--limit", "6", "--max_new_tokens_cap", "224",
                   "--out", str(out), env={"LARFT_BENCHMARKS": str(data)})
-    metrics = json.loads((out / "results.json").read_text())["benchmarks"]["lifebench"]["metrics"]
+    bench = json.loads((out / "results.json").read_text())["benchmarks"]["lifebench"]
+    metrics = bench["metrics"]
     assert f"LIFEBench ({metrics['n']} prompts" in stdout
+    assert metrics["n"] + len(bench["skipped_too_long"]) == 6 and not bench["budget_limited"]
     if metrics["per_control"]:
         mean = next(line for line in stdout.splitlines() if line.startswith("mean "))
         assert mean.split()[1:3] == [f"{metrics['LD']:.1f}", f"{metrics['LS']:.1f}"]
