@@ -62,3 +62,12 @@ def test_without_a_bar_one_readable_line_per_step(tiny_model_dir, tmp_path, caps
     first = _step_logs(trainer)[0]
     assert f"reward {first['reward']:.3g}" in lines[0] and f"len_err {first['length_error_mean']:.3g}" in lines[0]
     assert "{" not in out
+
+
+def test_length_check_table_states_the_change_in_error():
+    from larft.callbacks import format_length_check
+
+    row = lambda delivered, dev: {"constraint": "equal", "unit": "words", "target": 20, "delivered": delivered,  # noqa: E731
+                                  "deviation": dev}
+    text = format_length_check({"before": [row(30, 0.5), row(10, 0.5)], "after": [row(25, 0.25), row(15, 0.25)]})
+    assert "before 0.50, after 0.25 (-50%)" in text and "2 held-out prompts" in text
