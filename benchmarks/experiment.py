@@ -245,8 +245,9 @@ def write_outputs(cfg: dict, work: Path, stages: list[str], config_path: str) ->
             runs["larft"]["ls_minus_grpo"] = statistics.fmean(diffs)
             runs["larft"]["ls_minus_grpo_per_seed"] = dict(zip(common, diffs))
     result = {
-        "command": f".venv/bin/python benchmarks/experiment.py --config {Path(config_path).relative_to(ROOT)}"
-        if Path(config_path).resolve().is_relative_to(ROOT) else f"benchmarks/experiment.py --config {config_path}",
+        "command": ".venv/bin/python benchmarks/experiment.py --config " + (
+            str(Path(config_path).resolve().relative_to(ROOT)) if Path(config_path).resolve().is_relative_to(ROOT)
+            else str(config_path)),
         "commit": git_commit(), "machine": machine(), "config": cfg, "runs": runs, "pending": pending,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
