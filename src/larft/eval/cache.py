@@ -46,6 +46,10 @@ class GenerationCache:
     def output(self, key: str) -> str:
         return self.records[key]["output"]
 
+    def record(self, key: str) -> dict[str, Any]:
+        """The whole cached record: output plus what was stored with it (budget, truncated, ...)."""
+        return self.records[key]
+
     def add(self, key: str, output: str, **extra: Any) -> None:
         record = {"key": key, "output": output, **extra}
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ counter and metric, write results.json, report.md and plots."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -155,7 +156,9 @@ class Evaluator:
         return self._model
 
     # -- generation -----------------------------------------------------------------------
+    @functools.cached_property
     def context_window(self) -> int | None:
+        """Read once from the model's config (every benchmark asks it)."""
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=self.trust_remote_code)
@@ -214,7 +217,7 @@ class Evaluator:
             bar.close()
         out = {}
         for job in jobs:
-            cached = self.cache.records[key(job)]
+            cached = self.cache.record(key(job))
             out[job[0]] = {"text": final_text(cached["output"], self.reasoning), "max_new_tokens": cached["max_new_tokens"],
                            "truncated": cached["truncated"], "new_tokens": cached["new_tokens"]}
         return out
@@ -259,7 +262,7 @@ class Evaluator:
         of those that do not (reported in results.json, never silently dropped)."""
         from larft.generation import prompt_length
 
-        window = self.context_window()
+        window = self.context_window
         if window is None:
             return items, []
         fit, skipped = [], []
