@@ -111,17 +111,19 @@ def _metrics(out: Path):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_resume_after_sigkill_continues_steps_lambda_and_randomness(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("backend", ["hf", "ct2"])
+def test_resume_after_sigkill_continues_steps_lambda_and_randomness(tmp_path, tiny_model_dir, backend):
     reference = tmp_path / "reference"
-    assert larft("train", *_train_args(tiny_model_dir, reference)).returncode == 0
+    engine = ["--rollout_backend", backend]
+    assert larft("train", *_train_args(tiny_model_dir, reference), *engine).returncode == 0
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(HERE / "slow_train.py"), *_train_args(tiny_model_dir, out)],
+    proc = subprocess.Popen([sys.executable, str(HERE / "slow_train.py"), *_train_args(tiny_model_dir, out), *engine],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(out / "checkpoint-2" / "trainer_state.json", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "model.safetensors").exists()  # it really died mid-run
-    resumed = larft("train", *_train_args(tiny_model_dir, out), "--resume", "true")
+    resumed = larft("train", *_train_args(tiny_model_dir, out), *engine, "--resume", "true")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     got, want = _metrics(out), _metrics(reference)
     assert [r["step"] for r in got] == [1, 2, 3, 4]  # no duplicate, no missing step

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 
+ROLLOUT_BACKENDS = ("hf", "ct2", "vllm", "auto")
+
+
 @dataclass
 class LARFTConfig(GRPOConfig):
     awareness_lambda_max: float = field(
@@ -57,6 +60,21 @@ class LARFTConfig(GRPOConfig):
             "asked vs delivered length (0 = off)."
         },
     )
+    rollout_backend: str = field(
+        default="hf",
+        metadata={
+            "help": "Engine that generates the rollouts: hf (transformers generate), ct2 (CTranslate2 on CPU: the "
+            "policy's weights converted in memory every step; pip install 'larft[ct2]'), vllm (TRL's vLLM path, "
+            "GPU; same as use_vllm), auto (ct2 when installed, on CPU and the architecture converts, else hf)."
+        },
+    )
+    rollout_compute_type: str = field(
+        default="float32",
+        metadata={
+            "help": "ct2 only: the engine's weight type. float32 (default) samples from the policy itself; int8 "
+            "and others are faster but sample from a quantized copy: the rollouts are then off-policy."
+        },
+    )
     # Overridden TRL defaults
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for rollouts (paper: 0.7)."})
     top_p: float = field(default=0.8, metadata={"help": "Nucleus sampling for rollouts (paper: 0.8)."})
@@ -82,6 +100,11 @@ class LARFTConfig(GRPOConfig):
             self.use_cpu = True
         if self.bf16 is None:
             self.bf16 = torch.cuda.is_available() and not self.fp16 and not self.use_cpu
+        if self.rollout_backend not in ROLLOUT_BACKENDS:
+            raise ValueError(f"rollout_backend: unknown value {self.rollout_backend!r}; expected one of "
+                             f"{', '.join(ROLLOUT_BACKENDS)}")
+        if self.rollout_backend == "vllm":
+            self.use_vllm = True
         super().__post_init__()
         if self.awareness_lambda_max < 0:
             raise ValueError(f"awareness_lambda_max must be >= 0, got {self.awareness_lambda_max}")

@@ -149,3 +149,39 @@ def generate_records_vllm(
         best = out.outputs[0]
         records.append(Generation(best.text, len(best.token_ids), best.finish_reason == "length", int(budget)))
     return records
+
+
+def generate_records_ct2(
+    engine: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[dict[str, str]]],
+    *,
+    max_new_tokens: int | Sequence[int],
+    stop_ids: Sequence[int],
+    do_sample: bool = False,
+    temperature: float = 0.7,
+    top_p: float = 0.8,
+    top_k: int = 0,
+    seed: int = 0,
+    chat_template_kwargs: dict | None = None,
+    reasoning: tuple[tuple[str, str], ...] = DEFAULT_REASONING,
+) -> list[Generation]:
+    """The same records as `generate_records`, from a synced `CT2Engine` (larft.ct2_engine).
+    Prompts sharing a budget are decoded together, so each gets exactly its own budget."""
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    if len(budgets) != len(prompts):
+        raise ValueError(f"{len(budgets)} budgets for {len(prompts)} prompts")
+    ids = [tokenizer(render_chat(tokenizer, p, chat_template_kwargs), add_special_tokens=False)["input_ids"]
+           for p in prompts]
+    stops = set(stop_ids)
+    records: list[Generation | None] = [None] * len(prompts)
+    for budget in sorted(set(budgets)):
+        rows = [i for i, b in enumerate(budgets) if b == budget]
+        outs = engine.generate([ids[i] for i in rows], max_new_tokens=int(budget), stop_ids=sorted(stops),
+                               do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
+                               seed=seed + budget if do_sample else None)
+        for i, out in zip(rows, outs):
+            kept = [t for t in out.completion_ids if t not in stops]
+            text = tokenizer.decode(kept, skip_special_tokens=True)
+            records[i] = Generation(final_text(text, reasoning), len(kept), out.truncated, int(budget))
+    return records  # type: ignore[return-value]

@@ -77,12 +77,25 @@ class LARFTTrainer(GRPOTrainer):
             raise ValueError(f"reward_weights has {len(args.reward_weights)} value(s) for {len(funcs)} reward "
                              f"functions: {', '.join(names)} (the length reward comes first; length_reward=False "
                              "drops it)")
+        from larft.ct2_engine import CT2Rollouts, choose_backend
+
+        self.rollout_backend = choose_backend(args, model, kwargs.get("peft_config"))
+        if self.rollout_backend == "ct2":
+            if kwargs.get("rollout_func") is not None:
+                raise ValueError("rollout_backend 'ct2' generates the rollouts itself; with a rollout_func of your "
+                                 "own, set rollout_backend: hf")
+            kwargs["rollout_func"] = CT2Rollouts(args.rollout_compute_type)
         self._base_model_name = model if isinstance(model, str) else None
         #: subfolder of the output (and Hub repo) with the merged LoRA model, for the card; set by `larft train`
         self.merged_subfolder: str | None = None
         #: the Hub dataset the prompts came from, for the card; set by `larft train --dataset_name`
         self.dataset_name: str | None = None
-        super().__init__(model=model, reward_funcs=funcs, args=args, **kwargs)
+        import warnings
+
+        with warnings.catch_warnings():  # TRL flags rollout_func as experimental; larft's use is pinned and tested
+            if self.rollout_backend == "ct2":
+                warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
+            super().__init__(model=model, reward_funcs=funcs, args=args, **kwargs)
         for func in self.reward_funcs:  # the tokens unit needs the policy's tokenizer
             if isinstance(func, LengthReward) and func.tokenizer is None:
                 func.tokenizer = self._tokenizer

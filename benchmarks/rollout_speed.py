@@ -1,0 +1,270 @@
+"""Rollout engines side by side: transformers `generate` (hf) vs CTranslate2 (ct2), on the bundled model.
+
+1. generation: 16 rollouts (4 prompts x 4) of <= 128 new tokens, temperature 0.7, top_p 0.8,
+   hf and ct2 alternating `--repeats` times in one process (tokens/s = generated tokens, up to and
+   including the stop token, per second); ct2's weight sync (convert + load) timed on its own;
+2. parity on the same model: greedy outputs of both engines for the prompts; greedy again after
+   one optimizer step on the policy (the engine re-synced: proves the sync); the per-token
+   log-probs ct2 reports for its sampled tokens against the policy's re-scoring;
+3. whole optimizer steps: GRPO with hf, GRPO with ct2, LARFT with ct2, each a fresh process of
+   `--steps` steps at learning rate 0 (the optimizer does all its work; the policy stays put so
+   every step is alike), the first step reported apart; with a per-part breakdown.
+
+    .venv/bin/python benchmarks/rollout_speed.py [--repeats 3] [--steps 4]
+
+Writes benchmarks/results/rollout_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "rollout_speed.json"
+PROMPTS = [
+    "Describe a rainy afternoon in a small town in about 60 words.",
+    "Explain how bees make honey in at most 40 words.",
+    "Write at least 80 words about why people keep journals.",
+    "In about 30 words, say what makes a good neighbour.",
+]
+
+
+def _messages(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def _interval(values: list[float]) -> dict:
+    """Median and the min-max range (few repeats: a range, not a bootstrap)."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def generation_and_parity(repeats: int, max_new: int) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import ctranslate2
+
+    from larft.ct2_engine import CT2Engine
+    from larft.models import default_model_path
+
+    path = default_model_path()
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    stops = sorted({tok.eos_token_id, *([model.generation_config.eos_token_id]
+                                         if isinstance(model.generation_config.eos_token_id, int)
+                                         else model.generation_config.eos_token_id or [])})
+    prompt_ids = [list(tok.apply_chat_template(_messages(p), add_generation_prompt=True, tokenize=True,
+                                               return_dict=True)["input_ids"]) for p in PROMPTS]
+    batch = [ids for ids in prompt_ids for _ in range(4)]
+
+    def hf_generate(do_sample: bool, prompts: list[list[int]]) -> list[list[int]]:
+        width = max(map(len, prompts))
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+        mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
+        kw = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": None} if do_sample else \
+            {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, eos_token_id=stops,
+                                 pad_token_id=tok.pad_token_id, **kw)[:, width:].tolist()
+        cut = []
+        for row in out:
+            end = next((i for i, t in enumerate(row) if t in stops), None)
+            cut.append(row[: end + 1] if end is not None else row)
+        return cut
+
+    engine = CT2Engine(tok, threads=torch.get_num_threads())
+    sync_seconds = [engine.sync(model) for _ in range(2)]
+
+    hf_rates, ct2_rates = [], []
+    for rep in range(repeats):
+        for name in (("hf", "ct2") if rep % 2 == 0 else ("ct2", "hf")):
+            torch.manual_seed(rep)
+            start = time.perf_counter()
+            if name == "hf":
+                outs = hf_generate(True, batch)
+            else:
+                outs = [r.completion_ids for r in engine.generate(batch, max_new_tokens=max_new, stop_ids=stops,
+                                                                  temperature=0.7, top_p=0.8, seed=rep)]
+            seconds = time.perf_counter() - start
+            tokens = sum(map(len, outs))
+            (hf_rates if name == "hf" else ct2_rates).append(tokens / seconds)
+            print(f"[generation] {name} rep {rep}: {tokens} tokens in {seconds:.1f} s = {tokens / seconds:.0f} tok/s",
+                  flush=True)
+
+    def greedy_parity() -> dict:
+        ours = [r.completion_ids for r in engine.generate(prompt_ids, max_new_tokens=max_new, stop_ids=stops,
+                                                          do_sample=False)]
+        theirs = [hf_generate(False, [p])[0] for p in prompt_ids]  # one at a time: no padding in the reference
+        return {"identical": sum(a == b for a, b in zip(ours, theirs)), "prompts": len(prompt_ids),
+                "first_divergence": [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y),
+                                          None if len(a) == len(b) else min(len(a), len(b)))
+                                     for a, b in zip(ours, theirs)]}
+
+    before = greedy_parity()
+    # one optimizer step on the policy, then re-sync: the engine must follow the new weights
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    text = tok("The quick brown fox jumps over the lazy dog. " * 8, return_tensors="pt")
+    loss = model(**text, labels=text["input_ids"]).loss
+    loss.backward()
+    opt.step()
+    model.eval()
+    stale = [r.completion_ids for r in engine.generate(prompt_ids, max_new_tokens=max_new, stop_ids=stops,
+                                                       do_sample=False)]
+    engine.sync(model)
+    after = greedy_parity()
+    fresh = [r.completion_ids for r in engine.generate(prompt_ids, max_new_tokens=max_new, stop_ids=stops,
+                                                       do_sample=False)]
+    # log-probs of sampled tokens: ct2's report vs the policy's re-scoring (raw logits; no temperature)
+    sampled = engine.generate(batch[:8], max_new_tokens=64, stop_ids=stops, temperature=0.7, top_p=0.8, seed=7)
+    worst = 0.0
+    with torch.no_grad():
+        for p, r in zip(batch[:8], sampled):
+            full = torch.tensor([p + r.completion_ids])
+            logits = model(full).logits[0, len(p) - 1 : -1]
+            lp = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(r.completion_ids)[:, None])[:, 0]
+            worst = max(worst, (lp - torch.tensor(r.logprobs)).abs().max().item())
+    tolerance = 1e-3
+    parity = {
+        "greedy_before_step": before, "greedy_after_step": after,
+        "engine_followed_the_step": stale != fresh or before != after,
+        "logprob_max_abs_diff": worst, "logprob_tolerance": tolerance,
+    }
+    parity["ok"] = (before["identical"] == before["prompts"] and after["identical"] == after["prompts"]
+                    and worst <= tolerance)
+    return {"hf_tokens_per_s": _interval(hf_rates), "backend_tokens_per_s": _interval(ct2_rates),
+            "generation_speedup": statistics.median(ct2_rates) / statistics.median(hf_rates),
+            "weight_sync_seconds": _interval(sync_seconds), "parity": parity,
+            "backend": {"name": "ct2", "version": ctranslate2.__version__}}
+
+
+# -- whole steps, with a breakdown ---------------------------------------------------------------------
+def _timed(owner, name: str, bucket: str, times: dict, when=None) -> None:
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            key = bucket(args) if callable(bucket) else bucket
+            if when is None or when():
+                times[key] += time.perf_counter() - start
+
+    setattr(owner, name, wrapper)
+
+
+def step_worker(variant: str, steps: int, max_new: int, out: str) -> None:
+    """One fresh run: `variant` is grpo-hf, grpo-ct2, larft-hf or larft-ct2; prints its step times and breakdown."""
+    import torch
+
+    import larft.trainer as T
+    from larft.cli import TrainArguments
+    from larft.config import LARFTConfig
+    from larft.train import train
+
+    method, backend = variant.split("-")
+    times: dict[str, float] = defaultdict(float)
+    per_step: list[dict] = []
+    _timed(T.LARFTTrainer, "_generate", "generation (incl. weight sync)", times)
+    _timed(T.LARFTTrainer, "_calculate_rewards", "rewards", times)
+    _timed(T.LARFTTrainer, "_get_per_token_logps_and_entropies",
+           lambda a: "policy forward" if torch.is_grad_enabled() else "reference + old-policy forward", times)
+    _timed(T, "awareness_loss", "awareness forward", times)
+    _timed(T, "build_awareness_batch", "awareness batch building", times)
+    import accelerate
+
+    _timed(accelerate.Accelerator, "backward", "backward", times)
+
+    from transformers import TrainerCallback
+
+    class Snap(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            per_step.append(dict(times))
+            times.clear()
+
+    config = LARFTConfig(
+        output_dir=out, max_steps=steps, num_generations=4, per_device_train_batch_size=8,
+        gradient_accumulation_steps=2, max_completion_length=max_new, learning_rate=0.0, report_to="none",
+        save_strategy="no", seed=0, awareness_lambda_max=1.0 if method == "larft" else 0.0,
+        awareness_warmup_ratio=0.0, rollout_backend=backend, length_check_prompts=0,
+    )
+    train(TrainArguments(model="default", train_size=64, train_targets="32,64,96"), config, extra_callbacks=[Snap()])
+    records = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    print("RESULT " + json.dumps({
+        "first_step_seconds": records[0]["step_seconds"],
+        "later_step_seconds": [r["step_seconds"] for r in records[1:]],
+        "completion_words_mean": [r["completion_words_mean"] for r in records],
+        "truncated_rate": [r["truncated_rate"] for r in records],
+        "breakdown_later_steps": {k: statistics.mean(s.get(k, 0.0) for s in per_step[1:])
+                                  for k in sorted({k for s in per_step[1:] for k in s})},
+    }))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--max_new_tokens", type=int, default=128)
+    parser.add_argument("--variants", default="grpo-hf,grpo-ct2,larft-ct2,larft-hf")
+    parser.add_argument("--worker")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.worker:
+        step_worker(args.worker, args.steps, args.max_new_tokens, args.out)
+        return
+
+    import torch
+
+    result: dict = {"setup": {"rollouts": 16, "prompts": 4, "group": 4, "max_new_tokens": args.max_new_tokens,
+                              "temperature": 0.7, "top_p": 0.8, "dtype": "float32", "threads": torch.get_num_threads(),
+                              "repeats": args.repeats, "steps_per_run": args.steps}}
+    result.update(generation_and_parity(args.repeats, args.max_new_tokens))
+    steps: dict[str, dict] = {}
+    for variant in args.variants.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, __file__, "--worker", variant, "--out", tmp, "--steps", str(args.steps),
+                   "--max_new_tokens", str(args.max_new_tokens)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+                raise SystemExit(f"{variant} worker failed (exit {proc.returncode})")
+            line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+            steps[variant] = json.loads(line[len("RESULT "):])
+            print(variant, json.dumps(steps[variant]), flush=True)
+    med = {v: statistics.median(s["later_step_seconds"]) for v, s in steps.items()}
+    result["steps"] = steps
+    if "grpo-hf" in med:
+        result["grpo_step_seconds_hf"] = med["grpo-hf"]
+    if "grpo-ct2" in med:
+        result["grpo_step_seconds_backend"] = med["grpo-ct2"]
+        result["breakdown"] = {v: steps[v]["breakdown_later_steps"] for v in steps}
+    if {"grpo-hf", "grpo-ct2"} <= med.keys():
+        result["step_speedup"] = med["grpo-hf"] / med["grpo-ct2"]
+    if {"larft-ct2", "grpo-ct2"} <= med.keys():
+        result["larft_over_grpo_ratio"] = med["larft-ct2"] / med["grpo-ct2"]
+    if {"larft-hf", "larft-ct2"} <= med.keys():
+        result["larft_step_speedup"] = med["larft-hf"] / med["larft-ct2"]
+    result["goals"] = {"generation_speedup>=3": result["generation_speedup"] >= 3,
+                       "step_speedup>=1.8": result.get("step_speedup", 0) >= 1.8,
+                       "larft_over_grpo_ratio<=1.2": result.get("larft_over_grpo_ratio", 9) <= 1.2,
+                       "parity": result["parity"]["ok"]}
+    result["machine"] = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+                         "torch": torch.__version__}
+    result["command"] = "python benchmarks/rollout_speed.py " + " ".join(sys.argv[1:])
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result.get(k) for k in ("generation_speedup", "step_speedup", "larft_over_grpo_ratio",
+                                                  "goals")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""CTranslate2 as a CPU rollout engine: the policy's current weights, converted in memory every
+optimizer step, generate the rollouts (CTranslate2's CPU decoder is several times faster than
+`model.generate` here; see benchmarks/rollout_speed.py for the measured figures).
+
+On-policy by construction: fp32 weights (no quantization unless asked, and then it says so),
+the policy tokenizer's chat template and stop tokens, HF sampling semantics (temperature, then
+top-k, then top-p; top_k 0 = the whole vocabulary, where CTranslate2's own default of 1 would
+mean greedy)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+INSTALL_HINT = "pip install 'larft[ct2]'  (or: pip install ctranslate2)"
+
+
+def require_ctranslate2() -> Any:
+    """The ctranslate2 module, or a clear error naming the extra to install (checked before any model loads)."""
+    try:
+        import ctranslate2
+    except ImportError:
+        raise RuntimeError(f"rollout_backend 'ct2' needs CTranslate2, which is not installed: {INSTALL_HINT}") from None
+    return ctranslate2
+
+
+def check_convertible(config: Any) -> None:
+    """Fail early, naming the architecture, when CTranslate2 has no converter for this model."""
+    require_ctranslate2()
+    from ctranslate2.converters.transformers import _MODEL_LOADERS
+
+    name = type(config).__name__
+    if name not in _MODEL_LOADERS:
+        arch = ",".join(getattr(config, "architectures", None) or [name])
+        raise RuntimeError(f"rollout_backend 'ct2' cannot convert this model's architecture ({arch}: CTranslate2 "
+                           "has no converter for it); use rollout_backend: hf")
+
+
+def _module_skeleton(model: Any) -> Any:
+    """A copy of the module tree that shares every parameter and buffer: CTranslate2's loaders
+    delete submodules as they convert them (to save memory), which must not happen to the policy."""
+    import copy
+
+    memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
+    return copy.deepcopy(model, memo)
+
+
+class _without_per_layer_gc:
+    """CTranslate2's loaders call gc.collect() after every layer (to free a model loaded from
+    disk); here the weights stay alive in the policy, and 30 full collections of a training
+    process's heap cost seconds per sync."""
+
+    def __init__(self, module: Any):
+        self.module = module
+
+    def __enter__(self) -> None:
+        import types
+
+        self.saved = self.module.gc
+        self.module.gc = types.SimpleNamespace(collect=lambda *a, **k: 0)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.module.gc = self.saved
+
+
+@dataclass
+class Rollout:
+    """One generated completion: its token ids (ending with the stop token when it stopped, as
+    TRL's own generation returns them), the per-token log-probs of the sampling distribution,
+    and whether it ran into its budget."""
+
+    completion_ids: list[int]
+    logprobs: list[float]
+    truncated: bool
+
+
+class CT2Engine:
+    """A CTranslate2 generator that holds a copy of a transformers causal LM's weights.
+
+    `sync(model)` rebuilds it from the model's current weights (in memory: the converted files
+    are handed to CTranslate2 as bytes, nothing is written to disk); `generate` decodes token-id
+    prompts."""
+
+    def __init__(self, tokenizer: Any, *, compute_type: str = "float32", threads: int = 0):
+        self.ct2 = require_ctranslate2()
+        self.tokenizer = tokenizer
+        self.compute_type = compute_type
+        self.threads = threads
+        self.generator: Any = None
+        self.sync_seconds: list[float] = []
+        self._vocab: list[str] | None = None
+
+    @property
+    def quantized(self) -> bool:
+        """True when the engine does not run the policy's fp32 weights (its rollouts are off-policy)."""
+        return self.compute_type not in ("float32", "default")
+
+    def sync(self, model: Any) -> float:
+        """Convert `model`'s current weights and load them; returns the seconds it took.
+
+        The converted model goes through a RAM-backed folder (/dev/shm where there is one):
+        CTranslate2's spec serialises only to a folder, and loading from it is one copy less
+        than handing the same bytes over as Python objects."""
+        import os
+        import tempfile
+
+        import torch
+        from ctranslate2.converters import transformers as converters
+
+        start = time.perf_counter()
+        check_convertible(model.config)
+        loader = converters._MODEL_LOADERS[type(model.config).__name__]
+        with torch.no_grad(), _without_per_layer_gc(converters):
+            spec = loader(_module_skeleton(model), self.tokenizer)
+        spec.validate()
+        spec.optimize(quantization=None)
+        self.generator = None  # free the old copy before the new one is built
+        ram = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        with tempfile.TemporaryDirectory(prefix="larft-ct2-", dir=ram) as tmp:
+            spec.save(tmp)
+            self.generator = self.ct2.Generator(tmp, device="cpu", compute_type=self.compute_type,
+                                                intra_threads=self.threads)
+            if self._vocab is None:
+                import json
+
+                with open(os.path.join(tmp, "vocabulary.json"), encoding="utf-8") as fh:
+                    self._vocab = json.load(fh)
+        seconds = time.perf_counter() - start
+        self.sync_seconds.append(seconds)
+        return seconds
+
+    def generate(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int,
+        stop_ids: Sequence[int],
+        do_sample: bool = True,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int | None = None,
+    ) -> list[Rollout]:
+        """Complete each prompt (token ids, chat template already applied)."""
+        if self.generator is None:
+            raise RuntimeError("CT2Engine.generate called before sync(model)")
+        if seed is not None:
+            self.ct2.set_random_seed(int(seed))
+        vocab = self._vocab
+        tokens = [[vocab[i] for i in ids] for ids in prompt_ids]
+        sampling = ({"sampling_topk": int(top_k or 0), "sampling_topp": float(top_p or 1.0),
+                     "sampling_temperature": float(temperature)} if do_sample else
+                    {"sampling_topk": 1, "sampling_topp": 1.0, "sampling_temperature": 1.0})
+        stops = [int(i) for i in stop_ids]
+        return self._generate(tokens, max_new_tokens, stops, sampling)
+
+    def _generate(self, tokens: list[list[str]], max_new_tokens: int, stops: list[int], sampling: dict) -> list[Rollout]:
+        """Per-token log-probs come from the step callback (generate_batch returns only their sum)."""
+        logps: list[list[float]] = [[] for _ in tokens]
+
+        def on_step(step: Any) -> bool:
+            logps[step.batch_id].append(float(step.log_prob) if step.log_prob is not None else float("nan"))
+            return False
+
+        results = self.generator.generate_batch(
+            tokens, max_length=int(max_new_tokens), end_token=stops, return_end_token=True,
+            include_prompt_in_result=False, return_scores=True, callback=on_step, **sampling,
+        )
+        rollouts = []
+        for result, lp in zip(results, logps):
+            ids = list(result.sequences_ids[0])
+            stopped = bool(ids) and ids[-1] in stops
+            rollouts.append(Rollout(ids, lp[: len(ids)], truncated=not stopped))
+        return rollouts
+
+
+class CT2Rollouts:
+    """TRL's `rollout_func` for GRPOTrainer: rollouts from CTranslate2 on the policy's current
+    weights. TRL hands it the prompts of this process (each already repeated
+    `num_generations` times by TRL's sampler) and expects one completion per prompt.
+
+    Weights are re-synced whenever the optimizer has stepped since the last sync, so every
+    rollout comes from the policy being trained. The sampling seed is derived from the run's
+    seed and the step: a resumed run samples what the uninterrupted one would have."""
+
+    def __init__(self, compute_type: str = "float32"):
+        self.compute_type = compute_type
+        self.engine: CT2Engine | None = None
+        self.synced_step: int | None = None
+        self.generate_seconds: list[float] = []
+
+    def __call__(self, prompts: list, trainer: Any) -> dict[str, Any]:
+        import torch
+
+        args = trainer.args
+        if self.engine is None:
+            self.engine = CT2Engine(trainer.processing_class, compute_type=self.compute_type,
+                                    threads=torch.get_num_threads())
+        step = trainer.state.global_step
+        if self.synced_step != step:
+            self.engine.sync(trainer.accelerator.unwrap_model(trainer.model))
+            self.synced_step = step
+        prompt_ids = trainer._tokenize_prompts(prompts)[0]  # exactly TRL's own chat templating
+        start = time.perf_counter()
+        rollouts = self.engine.generate(
+            prompt_ids, max_new_tokens=trainer.max_completion_length, stop_ids=trainer.eos_token_ids,
+            do_sample=True, temperature=args.temperature, top_p=args.top_p if args.top_p is not None else 1.0,
+            top_k=args.top_k or 0, seed=args.seed * 1_000_003 + step * 1009 + trainer.accelerator.process_index,
+        )
+        self.generate_seconds.append(time.perf_counter() - start)
+        # log-probs are left out: CTranslate2's are pre-temperature, and TRL only uses them for vLLM's
+        # importance-sampling correction, which fp32 on-policy rollouts do not need
+        return {"prompt_ids": [list(p) for p in prompt_ids], "completion_ids": [r.completion_ids for r in rollouts],
+                "logprobs": None}
+
+
+def check_sampling_supported(args: Any) -> None:
+    """Sampling options CTranslate2 cannot reproduce with HF's semantics are refused, not ignored."""
+    unsupported = []
+    if getattr(args, "min_p", None):
+        unsupported.append(f"min_p={args.min_p}")
+    if getattr(args, "repetition_penalty", 1.0) not in (None, 1.0):
+        unsupported.append(f"repetition_penalty={args.repetition_penalty}")
+    if getattr(args, "generation_kwargs", None):
+        unsupported.append(f"generation_kwargs={args.generation_kwargs}")
+    if unsupported:
+        raise ValueError(f"rollout_backend 'ct2' does not reproduce {', '.join(unsupported)} with transformers' "
+                         "semantics; use rollout_backend: hf")
+
+
+def choose_backend(args: Any, model: Any, peft_config: Any = None) -> str:
+    """The rollout engine a run uses: `args.rollout_backend`, with `auto` resolved (a one-line
+    notice says which and why). Asking for ct2 where it cannot run is an error, raised before
+    any model is loaded, never a silent fall back to a slower engine."""
+    import torch
+
+    asked = args.rollout_backend
+    if asked in ("hf", "vllm"):
+        return asked
+    problem = None
+    try:
+        require_ctranslate2()
+        if peft_config is not None or hasattr(model, "peft_config"):
+            problem = "rollout_backend 'ct2' does not support LoRA/PEFT policies yet; use rollout_backend: hf"
+        elif torch.cuda.is_available() and not args.use_cpu:
+            problem = "rollout_backend 'ct2' is the CPU engine; on a GPU use rollout_backend: vllm or hf"
+        else:
+            check_sampling_supported(args)
+            check_convertible(_model_config(model))
+    except (RuntimeError, ValueError) as err:
+        problem = str(err)
+    if asked == "ct2":
+        if problem:
+            raise ValueError(problem)
+        if args.rollout_compute_type not in ("float32", "default"):
+            print(f"[larft] rollout_compute_type {args.rollout_compute_type}: rollouts come from a quantized copy "
+                  "of the policy (off-policy; no importance-sampling correction is applied)")
+        return "ct2"
+    if problem:
+        print(f"[larft] rollout_backend auto -> hf ({problem})")
+        return "hf"
+    print("[larft] rollout_backend auto -> ct2 (CTranslate2, fp32, weights synced every step)")
+    return "ct2"
+
+
+def _model_config(model: Any) -> Any:
+    if isinstance(model, str):
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(model)
+    return model.config
