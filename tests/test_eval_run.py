@@ -143,6 +143,19 @@ def test_each_prompt_gets_its_own_budget_and_greedy_lengths_do_not_depend_on_bat
     assert len(budgets) > 1  # the batch of 8 really mixed budgets
 
 
+def test_the_ct2_backend_gives_the_same_greedy_answers_and_budgets_as_hf(tiny_model_dir, tmp_path):
+    life = [(str(_lifebench_file(tmp_path)), "lifebench")]
+    hf = run_eval(str(tiny_model_dir), [], str(tmp_path / "hf"), _life_settings(batch_size=8), bench_files=life)
+    ct2 = run_eval(str(tiny_model_dir), [], str(tmp_path / "ct2"), _life_settings(batch_size=8, backend="ct2"),
+                   bench_files=life)
+    fields = ("length", "max_new_tokens", "new_tokens", "truncated")
+    want = {x["id"]: tuple(x.get(f) for f in fields) for x in hf["benchmarks"]["lifebench:life"]["samples"]}
+    got = {x["id"]: tuple(x.get(f) for f in fields) for x in ct2["benchmarks"]["lifebench:life"]["samples"]}
+    assert len(want) == 12 and got == want
+    texts = lambda run: sorted(json.loads(x)["output"] for x in (tmp_path / run / "generations.jsonl").open())  # noqa: E731
+    assert texts("ct2") == texts("hf")
+
+
 def test_a_changed_budget_or_decoding_setting_regenerates(tiny_model_dir, tmp_path, monkeypatch):
     import larft.generation as generation
 

@@ -404,8 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--chat-template-kwargs", help='JSON passed to the chat template, e.g. \'{"enable_thinking": false}\'')
     ev.add_argument("--reasoning-delimiters", default="<think>,</think>",
                     help="reasoning block 'start,end' pairs (';'-separated, or none): only the answer is counted")
-    ev.add_argument("--backend", default="hf", help="generation engine: hf (transformers) or vllm "
-                    "(pip install 'larft[vllm]', GPU; same per-prompt budgets and records)")
+    ev.add_argument("--backend", default="hf", help="generation engine: hf (transformers), ct2 (CTranslate2, "
+                    "CPU, fp32; pip install 'larft[ct2]') or vllm (pip install 'larft[vllm]', GPU); same per-prompt "
+                    "budgets and records")
     ev.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% bootstrap intervals")
     ev.add_argument("--lm-eval-tasks", help="also run lm-evaluation-harness tasks (comma-separated; needs lm-eval "
                     "and its datasets)")

@@ -24,7 +24,7 @@ from larft.eval.metrics import (
 from larft.eval.stats import bootstrap_cis
 from larft.length import count_words, final_text
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("hf", "vllm", "ct2")
 
 
 def load_vllm(model_path: str, dtype: str, seed: int, trust_remote_code: bool) -> Any:
@@ -59,7 +59,7 @@ class EvalSettings:
     chat_template_kwargs: dict | None = None
     reasoning_delimiters: str = "<think>,</think>"
     bootstrap: int = 1000  # resamples for the 95% intervals
-    backend: str = "hf"  # hf (transformers generate) or vllm (the larft[vllm] extra, GPU)
+    backend: str = "hf"  # hf (transformers generate), ct2 (CTranslate2 on CPU, fp32) or vllm (GPU)
 
     def budget(self, target: int, lang: str = "en", control: str = "equal") -> tuple[int, bool]:
         """(max_new_tokens for this prompt, whether the cap cut it). The budget is sized from the
@@ -140,6 +140,13 @@ class Evaluator:
             raise ValueError(f"--backend: unknown value {settings.backend!r}; expected one of {', '.join(BACKENDS)}")
         if settings.backend == "vllm":
             self._vllm = load_vllm(self.model_path, self.dtype, settings.seed, trust_remote_code)
+        self._ct2: Any = None
+        if settings.backend == "ct2":
+            from transformers import AutoConfig
+
+            from larft.ct2_engine import check_convertible
+
+            check_convertible(AutoConfig.from_pretrained(self.model_path, trust_remote_code=trust_remote_code))
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.settings = settings
@@ -154,6 +161,18 @@ class Evaluator:
             self._model = load_model(self.model_path, dtype=self.dtype, trust_remote_code=self.trust_remote_code,
                                      device=self.device)
         return self._model
+
+    @property
+    def ct2(self) -> Any:
+        """The CTranslate2 engine (backend ct2), built from the transformers model on first use."""
+        if self._ct2 is None:
+            import torch
+
+            from larft.ct2_engine import CT2Engine
+
+            self._ct2 = CT2Engine(self.tokenizer, threads=torch.get_num_threads())
+            self._ct2.sync(self.model)
+        return self._ct2
 
     # -- generation -----------------------------------------------------------------------
     @functools.cached_property
@@ -203,6 +222,15 @@ class Evaluator:
                         self._vllm, self.tokenizer, [j[1] for j in batch], max_new_tokens=[j[2] for j in batch],
                         do_sample=s.do_sample, temperature=s.temperature, top_p=s.top_p, seed=s.seed + number,
                         chat_template_kwargs=s.chat_template_kwargs,
+                    )
+                elif s.backend == "ct2":
+                    from larft.generation import generate_records_ct2, stop_token_ids
+
+                    records = generate_records_ct2(
+                        self.ct2, self.tokenizer, [j[1] for j in batch], max_new_tokens=[j[2] for j in batch],
+                        stop_ids=sorted(stop_token_ids(self.model, self.tokenizer)), do_sample=s.do_sample,
+                        temperature=s.temperature, top_p=s.top_p, seed=s.seed + number,
+                        chat_template_kwargs=s.chat_template_kwargs, reasoning=(),
                     )
                 else:
                     records = generate_records(
