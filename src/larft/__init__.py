@@ -32,12 +32,14 @@ _EXPORTS = {
     "measure": "larft.length",
     "final_text": "larft.length",
     "run_eval": "larft.eval.runner",
+    "best_of_n": "larft.best_of",
     "EvalSettings": "larft.eval.runner",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
+    from larft.best_of import best_of_n
     from larft.config import LARFTConfig
     from larft.eval.runner import EvalSettings, run_eval
     from larft.length import count_chars, count_tokens, count_words, final_text, measure

@@ -275,9 +275,26 @@ def run_generate(args: argparse.Namespace) -> int:
         wording = {"words": "words", "chars": "characters"}[unit]
         content = f"{args.prompt}\n\n{_SUFFIX[args.constraint].format(n=target, u=wording)}"
     max_new = args.max_new_tokens or (max(64, int(target * 2 + 32)) if target else 256)
+    if args.best_of < 1:
+        raise UsageError(f"--best-of must be >= 1, got {args.best_of}")
+    if args.best_of > 1 and not target:
+        raise UsageError("--best-of needs a length target to pick by: give --words N or --chars N")
     device, dtype = resolve_device(args.device, args.dtype)
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model, dtype=dtype, device=device)
+    if args.best_of > 1:
+        from larft.best_of import best_of_n
+
+        row = {"prompt": [{"role": "user", "content": content}], "target": target, "constraint": args.constraint,
+               "unit": unit}
+        groups = best_of_n(model, tokenizer, [row] * args.n, args.best_of, max_new_tokens=max_new,
+                           temperature=args.temperature, top_p=args.top_p)
+        for group in groups:
+            print(group.text)
+            print(f"\n[{measure(group.text, unit, tokenizer=tokenizer)} {unit}; asked {args.constraint} {target}; "
+                  f"best of {args.best_of}: sample {group.best_index + 1}, reward {group.reward:.2f} (all: "
+                  f"{', '.join(f'{r:.2f}' for r in group.rewards)}); {group.gen_tokens} tokens generated]")
+        return 0
     texts = generate(
         model, tokenizer, [[{"role": "user", "content": content}]] * args.n, max_new_tokens=max_new,
         do_sample=args.sample or args.n > 1, temperature=args.temperature, top_p=args.top_p,
@@ -317,7 +334,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
         filters=parse_filters(args.filter), counting_own=args.counting_own, device=args.device, dtype=args.dtype,
         chat_template_kwargs=_json_object(args.chat_template_kwargs, "--chat-template-kwargs"),
         reasoning_delimiters=args.reasoning_delimiters, bootstrap=args.bootstrap, tokens_per_unit=args.tokens_per_word,
-        backend=args.backend,
+        backend=args.backend, best_of=args.best_of,
     )
     from larft.eval.runner import BACKENDS
 
@@ -376,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max_new_tokens", type=int)
     gen.add_argument("--n", type=int, default=1, help="number of samples")
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    gen.add_argument("--best-of", type=int, default=1, metavar="N",
+                     help="sample N answers and print the one with the highest length reward (ties: the first); "
+                          "needs --words or --chars")
     gen.add_argument("--temperature", type=float, default=0.7)
     gen.add_argument("--top_p", type=float, default=0.8)
     gen.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -396,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--temperature", type=float, default=0.7)
     ev.add_argument("--top_p", type=float, default=0.8)
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--best-of", type=int, default=1, metavar="N",
+                    help="best-of-N: sample N answers per length prompt (--temperature, --top_p, --seed) and score "
+                         "the one with the highest length reward; results record N and gen_tokens_per_prompt")
     ev.add_argument("--trust-remote-code", action="store_true")
     ev.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     ev.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")

@@ -88,6 +88,10 @@ def markdown(results: dict) -> str:
         m = bench["metrics"]
         ci = m.get("ci95") or {}
         lines += [f"## {name}", "", f"Counter: `{bench['counter']}`; {bench.get('seconds', 0):.0f} s", ""]
+        if (m.get("best_of") or 1) > 1:
+            lines += [f"Best of {m['best_of']}: {m['best_of']} sampled answers per prompt, the one with the highest "
+                      f"length reward scored; {_fmt(m.get('gen_tokens_per_prompt'))} tokens generated per prompt "
+                      "(all samples).", ""]
         lines += _excluded_lines(bench)
         if "per_control" in m:
             lines += ["| control | LD (%) | LS [95% CI] | refusals |", "|---|---|---|---|"]

@@ -60,6 +60,7 @@ class EvalSettings:
     reasoning_delimiters: str = "<think>,</think>"
     bootstrap: int = 1000  # resamples for the 95% intervals
     backend: str = "hf"  # hf (transformers generate), ct2 (CTranslate2 on CPU, fp32) or vllm (GPU)
+    best_of: int = 1  # N > 1: sample N answers per length prompt, keep the highest length reward (larft.best_of)
 
     def budget(self, target: int, lang: str = "en", control: str = "equal") -> tuple[int, bool]:
         """(max_new_tokens for this prompt, whether the cap cut it). The budget is sized from the
@@ -73,14 +74,32 @@ class EvalSettings:
     def max_new_tokens(self, target: int, lang: str = "en", control: str = "equal") -> int:
         return self.budget(target, lang, control)[0]
 
-    def decoding_key(self) -> str:
-        """Everything besides the prompt and budget that changes an output: part of the cache key."""
-        mode = f"sample-t{self.temperature}-p{self.top_p}-s{self.seed}" if self.do_sample else "greedy"
+    def sampled(self, length_targets: bool = True) -> bool:
+        """Whether generation samples: --sample, or best-of-N (on prompts with a length target)."""
+        return self.do_sample or (length_targets and self.best_of > 1)
+
+    def decoding_key(self, length_targets: bool = True) -> str:
+        """Everything besides the prompt and budget that changes an output: part of the cache key.
+        Best-of-N applies to prompts with a length target (`length_targets`); the others (counting
+        answers) are decoded as without it."""
+        mode = f"sample-t{self.temperature}-p{self.top_p}-s{self.seed}" if self.sampled(length_targets) else "greedy"
+        if length_targets and self.best_of > 1:
+            mode += f"-best{self.best_of}"
         if self.backend != "hf":  # another engine's numerics: its own cache entries
             mode += f"-{self.backend}"
         if self.chat_template_kwargs:
             mode += "-tpl" + json.dumps(self.chat_template_kwargs, sort_keys=True)
         return mode
+
+
+def length_row(item: B.EvalItem, bench: str) -> dict[str, Any]:
+    """The length instruction of an eval prompt as larft's reward reads it (best-of-N picks by it):
+    its target and control, counted in words (larft's counter: a CJK character is a word)."""
+    level = item.meta.get("level", "word")
+    if level != "word":
+        raise ValueError(f"--best-of: {bench} prompt {item.id} asks for {item.target} {level}s; best-of-N picks by "
+                         "larft's length reward, which counts words, characters or tokens, not that unit")
+    return {"target": item.target, "constraint": item.control, "unit": "words"}
 
 
 def parse_filters(text: str | None) -> dict[str, str]:
@@ -183,22 +202,32 @@ class Evaluator:
         config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=self.trust_remote_code)
         return getattr(config, "max_position_embeddings", None)
 
-    def generate(self, bench: str, jobs: list[tuple[str, list[dict], int]]) -> dict[str, dict[str, Any]]:
+    def generate(self, bench: str, jobs: list[tuple[str, list[dict], int]],
+                 rows: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
         """jobs: (id, messages, max_new_tokens). Returns id -> {text, max_new_tokens, truncated,
-        new_tokens}, generating only what the cache lacks. Every prompt gets exactly its own
+        new_tokens, gen_tokens}, generating only what the cache lacks. Every prompt gets exactly its own
         budget (rows of a batch stop at their own limit), and the cache key holds the budget
         and the decoding settings: a changed setting regenerates, it never reuses. Batches
         group prompts of similar length under a padded-token cap; each batch is saved as soon
-        as it is done."""
+        as it is done.
+
+        `rows`: id -> the prompt's length instruction ({target, constraint, unit}). With them and
+        --best-of N, every prompt is sampled N times (each sample cached on its own) and the
+        answer with the highest length reward is returned (ties: the first); `gen_tokens` counts
+        all N samples, `new_tokens` the chosen one."""
         import torch
         from tqdm.auto import tqdm
 
         from larft.generation import generate_records, generate_records_vllm, prompt_length
 
         s = self.settings
-        mode = s.decoding_key()
+        n = s.best_of if rows is not None else 1
+        mode = s.decoding_key(length_targets=rows is not None)
+        sample = s.sampled(length_targets=rows is not None)
+        # (id, messages, budget, sample index): best-of-N samples are jobs of their own, id#k
+        jobs_n = [(f"{j[0]}#{k}" if n > 1 else j[0], j[1], j[2], k) for j in jobs for k in range(n)]
         key = lambda job: f"{bench}/{job[0]}/{mode}/max{job[2]}"  # noqa: E731
-        todo = [j for j in jobs if key(j) not in self.cache]
+        todo = [j for j in jobs_n if key(j) not in self.cache]
         sized = sorted(
             ((prompt_length(self.tokenizer, j[1], s.chat_template_kwargs) + j[2], j) for j in todo),
             key=lambda x: x[0],
@@ -215,12 +244,15 @@ class Evaluator:
         if batches:
             bar = tqdm(total=len(todo), desc=f"{bench}: generating", unit="prompt")
             for number, batch in enumerate(batches):
-                if s.do_sample:
+                if sample:
                     torch.manual_seed(s.seed + number)
                 if self._vllm is not None:
+                    # one seed per request: the N samples of a prompt must differ (same prompt + same seed
+                    # = same answer in vLLM); with N = 1 this is the batch's seed, as before
                     records = generate_records_vllm(
                         self._vllm, self.tokenizer, [j[1] for j in batch], max_new_tokens=[j[2] for j in batch],
-                        do_sample=s.do_sample, temperature=s.temperature, top_p=s.top_p, seed=s.seed + number,
+                        do_sample=sample, temperature=s.temperature, top_p=s.top_p, seed=s.seed + number,
+                        seeds=[(s.seed + number) * n + j[3] for j in batch],
                         chat_template_kwargs=s.chat_template_kwargs,
                     )
                 elif s.backend == "ct2":
@@ -228,14 +260,14 @@ class Evaluator:
 
                     records = generate_records_ct2(
                         self.ct2, self.tokenizer, [j[1] for j in batch], max_new_tokens=[j[2] for j in batch],
-                        stop_ids=sorted(stop_token_ids(self.model, self.tokenizer)), do_sample=s.do_sample,
+                        stop_ids=sorted(stop_token_ids(self.model, self.tokenizer)), do_sample=sample,
                         temperature=s.temperature, top_p=s.top_p, seed=s.seed + number,
                         chat_template_kwargs=s.chat_template_kwargs, reasoning=(),
                     )
                 else:
                     records = generate_records(
                         self.model, self.tokenizer, [j[1] for j in batch], max_new_tokens=[j[2] for j in batch],
-                        batch_size=len(batch), do_sample=s.do_sample, temperature=s.temperature, top_p=s.top_p,
+                        batch_size=len(batch), do_sample=sample, temperature=s.temperature, top_p=s.top_p,
                         chat_template_kwargs=s.chat_template_kwargs, reasoning=(),  # raw text cached, stripped on use
                     )
                 for job, record in zip(batch, records):
@@ -244,16 +276,28 @@ class Evaluator:
                 bar.update(len(batch))
             bar.close()
         out = {}
-        for job in jobs:
-            cached = self.cache.record(key(job))
-            out[job[0]] = {"text": final_text(cached["output"], self.reasoning), "max_new_tokens": cached["max_new_tokens"],
-                           "truncated": cached["truncated"], "new_tokens": cached["new_tokens"]}
+        for i, job in enumerate(jobs):
+            cached = [self.cache.record(key(j)) for j in jobs_n[i * n:(i + 1) * n]]
+            texts = [final_text(c["output"], self.reasoning) for c in cached]
+            chosen, rewards = 0, None
+            if n > 1:
+                from larft.best_of import pick_best, row_rewards
+
+                rewards = row_rewards(texts, rows[job[0]], tokenizer=self.tokenizer, reasoning=())  # already stripped
+                chosen = pick_best(rewards)
+            best = cached[chosen]
+            out[job[0]] = {"text": texts[chosen], "max_new_tokens": best["max_new_tokens"],
+                           "truncated": best["truncated"], "new_tokens": best["new_tokens"],
+                           "gen_tokens": sum(c["new_tokens"] for c in cached)}
+            if rewards is not None:
+                out[job[0]]["best_of_rewards"] = rewards
         return out
 
     def _generate_items(self, bench: str, items: list[B.EvalItem]) -> list[dict[str, Any]]:
         s = self.settings
         jobs = [(it.id, it.messages, s.max_new_tokens(it.target, it.lang, it.control)) for it in items]
-        outputs = self.generate(bench, jobs)
+        rows = {it.id: length_row(it, bench) for it in items} if s.best_of > 1 else None
+        outputs = self.generate(bench, jobs, rows=rows)
         return [outputs[it.id] for it in items]
 
     def reachable(self, items: list[B.EvalItem]) -> tuple[list[B.EvalItem], list[str]]:
@@ -281,9 +325,19 @@ class Evaluator:
 
     @staticmethod
     def _sample(it: B.EvalItem, output: dict[str, Any], length: int) -> dict[str, Any]:
-        return {"id": it.id, "lang": it.lang, "control": it.control, "target": it.target, "length": length,
-                "max_new_tokens": output["max_new_tokens"], "truncated": output["truncated"],
-                "new_tokens": output["new_tokens"]}
+        sample = {"id": it.id, "lang": it.lang, "control": it.control, "target": it.target, "length": length,
+                  "max_new_tokens": output["max_new_tokens"], "truncated": output["truncated"],
+                  "new_tokens": output["new_tokens"], "gen_tokens": output["gen_tokens"]}
+        if "best_of_rewards" in output:
+            sample["best_of_rewards"] = output["best_of_rewards"]
+        return sample
+
+    def _cost(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """The inference cost beside the scores: N of best-of-N and the mean tokens generated per
+        prompt, all N samples counted (what LARFT's one answer is compared with)."""
+        n = len(samples)
+        return {"best_of": self.settings.best_of,
+                "gen_tokens_per_prompt": sum(x["gen_tokens"] for x in samples) / n if n else None}
 
     def fitting(self, items: list[B.EvalItem]) -> tuple[list[B.EvalItem], list[str]]:
         """Items whose prompt + generation budget fit the model's context window, and the ids
@@ -328,6 +382,7 @@ class Evaluator:
             }
         result["n"] = len(samples)
         result["truncated"] = sum(x["truncated"] for x in samples)
+        result.update(self._cost(samples))
         return {"metrics": result, "samples": samples, "counter": "lifebench", **excluded}
 
     def longbench_write(self, bench: str, items: list[B.EvalItem]) -> dict:
@@ -344,7 +399,7 @@ class Evaluator:
         mean_sl = lambda xs: {"S_l": sum(x["S_l"] for x in xs) / len(xs)}  # noqa: E731
         metrics = {"S_l": mean_sl(samples)["S_l"], "n": len(samples), "ci95": self._cis(samples, mean_sl),
                    "per_length": {t: sum(v) / len(v) for t, v in sorted(per_length.items())},
-                   "truncated": sum(x["truncated"] for x in samples)}
+                   "truncated": sum(x["truncated"] for x in samples), **self._cost(samples)}
         return {"metrics": metrics, "samples": samples, "counter": "longbench-write", **excluded}
 
     def ruler_tlg(self, bench: str, items: list[B.EvalItem]) -> dict:
@@ -360,6 +415,7 @@ class Evaluator:
                              if k in ("PM", "FM")}
         if samples:
             metrics["ci95"] = self._cis(samples, pooled)
+        metrics.update(self._cost(samples))
         return {"metrics": metrics, "samples": samples, "counter": "ruler", **excluded}
 
     def lenctrl(self, bench: str, items: list[B.EvalItem]) -> dict:
@@ -376,6 +432,7 @@ class Evaluator:
             metrics["per_level"][level] = {"MAE": mean_absolute_error((x["length"], x["target"]) for x in sel),
                                            "n": len(sel)}
         metrics["note"] = "stand-in splitter (no public LenCtrl-Bench code): not guaranteed to match the paper"
+        metrics.update(self._cost(samples))
         return {"metrics": metrics, "samples": samples, "counter": "lenctrl", **excluded}
 
     def counting(self, bench: str) -> dict:
@@ -518,6 +575,12 @@ def run_eval(model: str, benches: list[str], out_dir: str, settings: EvalSetting
         plan.append((name, method, select(B.FORMATS[fmt](Path(path)), settings, name)))
     if not plan and not lm_eval_tasks:
         raise ValueError("nothing to evaluate: give --bench NAME and/or --bench-file PATH --format FMT")
+    if settings.best_of < 1:
+        raise ValueError(f"--best-of must be >= 1, got {settings.best_of}")
+    if settings.best_of > 1:  # every prompt best-of-N would score must have a unit it can count, before any model
+        for name, _, items in plan:
+            for it in items or []:
+                length_row(it, name)
 
     evaluator = Evaluator(model, out_dir, settings, trust_remote_code)
     results: dict[str, Any] = {
