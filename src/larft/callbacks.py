@@ -157,6 +157,10 @@ class LengthCheckCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if not state.is_world_process_zero or "before" in self.results:
             return
+        self.before(model)
+
+    def before(self, model: Any) -> None:
+        """The 'before' half (the baselines of `larft.baselines` call it themselves, without a Trainer)."""
         if self.path.exists():  # a resumed run: "before" is the base model's, measured when the run began
             saved = json.loads(self.path.read_text(encoding="utf-8"))
             if saved.get("before"):

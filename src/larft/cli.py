@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 from trl import ModelConfig, ScriptArguments  # light: trl imports its modules lazily
 
+from larft.baselines import BaselineConfig  # a dataclass only: torch / TRL trainers load when a baseline runs
+
 
 class UsageError(ValueError):
     """A problem with how larft was called (bad config key, missing file, ...)."""
@@ -48,9 +50,10 @@ def _comma_list(value: Any) -> list[str]:
 
 
 @dataclasses.dataclass
-class TrainArguments(ScriptArguments, ModelConfig):
+class TrainArguments(ScriptArguments, ModelConfig, BaselineConfig):
     """Options of `larft train` that are not LARFTConfig (training hyperparameter) fields: TRL's
-    ScriptArguments and ModelConfig, with larft's defaults where they differ, plus larft's own."""
+    ScriptArguments and ModelConfig, with larft's defaults where they differ, plus larft's own
+    (BaselineConfig: --method and the RFT / DPO baselines' settings)."""
 
     _argument_group_name = "model, data, rewards, LoRA / QLoRA (TRL's ScriptArguments and ModelConfig, plus larft's)"
 
@@ -138,6 +141,10 @@ class TrainArguments(ScriptArguments, ModelConfig):
             self.lora_r = 16  # TRL's default rank
         modules = _comma_list(self.lora_target_modules) or ["all-linear"]
         self.lora_target_modules = modules[0] if modules == ["all-linear"] else modules
+        try:
+            self.check_baseline()
+        except ValueError as e:
+            raise UsageError(str(e)) from None
 
 
 def _cli_text(value: Any) -> Any:

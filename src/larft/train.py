@@ -203,6 +203,12 @@ def reward_functions(paths: list[str] | None) -> list[Any]:
 
 
 def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = None) -> Path:
+    if getattr(train_args, "method", "larft") != "larft":  # --method rft / dpo: the baselines, same data and outputs
+        if extra_callbacks:
+            raise ValueError(f"--method {train_args.method} runs no Trainer callbacks of yours")
+        from larft.baselines import train_baseline
+
+        return train_baseline(train_args, config)
     from datasets import Dataset
 
     from larft.malloc import tune_malloc
