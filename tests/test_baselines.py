@@ -139,3 +139,12 @@ def test_baseline_options_are_checked_before_anything_runs(tmp_path):
                           (["--baseline_rounds", "0"], "--baseline_rounds must be >= 1")):
         with pytest.raises(UsageError, match=message):
             parse_train_args([*argv, "--output_dir", str(tmp_path)])
+
+
+def test_train_help_lists_the_method_and_the_baseline_options(capsys):
+    from larft.cli import main
+
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--method", "--baseline_rounds", "--rft_threshold", "--rft_epochs", "--dpo_beta", "--dpo_epochs"):
+        assert option in out

@@ -47,7 +47,7 @@ class BaselineConfig:
     )
     rft_threshold: float = field(
         default=0.8, metadata={"help": "rft: keep the answers whose length reward is >= this (1 = inside the "
-                                       "allowed region; 0.8 = within 20% of the target)."},
+                                       "allowed region; 0.8 = within 20%% of the target)."},
     )
     rft_epochs: float = field(default=1.0, metadata={"help": "rft: SFT epochs over each round's kept answers."})
     dpo_beta: float = field(default=0.1, metadata={"help": "dpo: DPO's beta (TRL's default 0.1)."})
