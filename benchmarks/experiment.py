@@ -1,11 +1,17 @@
-"""Does it work? base vs GRPO-only vs LARFT (x seeds), side by side, from one command.
+"""Does it work? base vs GRPO-only vs LARFT (x seeds), and what a user would pick instead
+(best-of-N at inference, rejection-sampling SFT, length DPO), side by side, from one command.
 
     .venv/bin/python benchmarks/experiment.py --config configs/experiment-cpu.yaml
     .venv/bin/python benchmarks/experiment.py --config configs/experiment-cpu.yaml --only base,larft-0
+    .venv/bin/python benchmarks/experiment.py --config configs/experiment-cpu.yaml --only best_of_8,rft-0,dpo-0
 
 1. generates the training prompts (`larft data generate`; topics disjoint from the eval ones);
-2. trains every run of `runs:` for every seed of `seeds:` with the same prompts and step budget;
-3. evaluates the base model and every trained model (`larft eval`, groups of `eval:`);
+2. trains every run of `runs:` for every seed of `seeds:` (a run's `n_seeds: k`: the first k
+   seeds only) with the same prompts and budget (a run's `method:` rft / dpo: the baselines of
+   `larft train --method`, sampling as many completions as the GRPO runs);
+3. evaluates the base model, the base model decoded another way (`inference:` stages, e.g.
+   best-of-8: `larft eval --best-of 8`, no training) and every trained model (`larft eval`,
+   groups of `eval:`);
 4. writes benchmarks/results/experiment.json and docs/results.md (+ plots in docs/img/).
 
 Every stage (one training run, one eval group) is cached in `work_dir` (default
@@ -68,8 +74,36 @@ def train_settings(cfg: dict) -> dict:
     return {k: v for k, v in train.items() if k not in NOT_TRAINING}
 
 
+#: keys of a `runs:` entry that the experiment reads itself (not `larft train` options)
+EXPERIMENT_KEYS = {"n_seeds"}
+
+
 def run_settings(cfg: dict, name: str) -> dict:
-    return {**train_settings(cfg), **(cfg["runs"][name] or {})}
+    return {**train_settings(cfg), **{k: v for k, v in (cfg["runs"][name] or {}).items() if k not in EXPERIMENT_KEYS}}
+
+
+def run_seeds(cfg: dict, name: str) -> list[int]:
+    """The seeds a run is trained with: all of `seeds:`, or the first `n_seeds` of them."""
+    seeds = [int(s) for s in cfg.get("seeds", [0])]
+    n = (cfg["runs"][name] or {}).get("n_seeds")
+    return seeds if n is None else seeds[: int(n)]
+
+
+def inference_args(cfg: dict, name: str) -> list[str]:
+    """`larft eval` options of an inference stage (`inference:` entry): best-of-N samples with the
+    recipe's temperature / top_p (the GRPO rollouts' sampling) unless the entry sets its own,
+    seeded with the first seed."""
+    spec = cfg["inference"][name] or {}
+    unknown = set(spec) - {"best_of", "temperature", "top_p"}
+    if unknown:
+        raise SystemExit(f"inference stage {name}: unknown key(s) {sorted(unknown)} (best_of, temperature, top_p)")
+    train = train_settings(cfg)
+    args = ["--best-of", str(int(spec.get("best_of", 1))), "--seed", str(int(cfg.get("seeds", [0])[0]))]
+    for key, option in (("temperature", "--temperature"), ("top_p", "--top_p")):
+        value = spec.get(key, train.get(key))
+        if value is not None:
+            args += [option, str(value)]
+    return args
 
 
 def train_run(name: str, seed: int, cfg: dict, work: Path, train_file: Path) -> dict:
@@ -96,7 +130,7 @@ def train_run(name: str, seed: int, cfg: dict, work: Path, train_file: Path) -> 
     return info
 
 
-def eval_model(tag: str, model: str, cfg: dict, work: Path) -> dict:
+def eval_model(tag: str, model: str, cfg: dict, work: Path, extra: list[str] | None = None) -> dict:
     ev = cfg["eval"]
     merged: dict = {"benchmarks": {}}
     for group, spec in ev.items():
@@ -111,6 +145,7 @@ def eval_model(tag: str, model: str, cfg: dict, work: Path) -> dict:
             for key, option in (("filter", "--filter"), ("limit", "--limit"), ("counting_own", "--counting-own")):
                 if spec.get(key):
                     args += [option, str(spec[key])]
+            args += extra or []
             larft(*args, log=work / "logs" / f"eval-{tag}-{group}.log")
         merged["benchmarks"].update(json.loads((out / "results.json").read_text())["benchmarks"])
     return merged
@@ -137,6 +172,8 @@ def headline(merged: dict) -> dict:
         "lifebench_ld": life["LD"],
         "lifebench_ls_per_control": {c: v["LS"] for c, v in life["per_control"].items()},
         "lifebench_ls_per_control_ci": {c: life["ci95"].get(f"LS {c}") for c in life["per_control"]},
+        "gen_tokens_per_prompt": gen_tokens_per_prompt(b["lifebench"]),
+        "best_of": life.get("best_of", 1),
         "lifebench_n": life["n"],
         "lifebench_budget_limited": len(b["lifebench"].get("budget_limited", [])),
         "lifebench_skipped_too_long": len(b["lifebench"].get("skipped_too_long", [])),
@@ -147,8 +184,17 @@ def headline(merged: dict) -> dict:
     return out
 
 
+def gen_tokens_per_prompt(bench: dict) -> float | None:
+    """Mean tokens generated per LIFEBench prompt, every best-of-N sample counted (results written
+    before `larft eval` recorded it: the mean of the samples' new_tokens, one answer each)."""
+    value = bench["metrics"].get("gen_tokens_per_prompt")
+    if value is None and bench.get("samples"):
+        value = statistics.fmean(x["new_tokens"] for x in bench["samples"])
+    return value
+
+
 SCALARS = ("lifebench_ls", "lifebench_ls_equal", "counting_within10", "counting_mae_parsed", "refusal_rate",
-           "perplexity", "train_minutes")
+           "perplexity", "train_minutes", "gen_tokens_per_prompt")
 
 
 def seed_mean(per_seed: dict[int, dict]) -> dict:
@@ -187,8 +233,7 @@ def main() -> None:
     cfg = yaml.safe_load(Path(args.config).read_text())
     work = work_dir(cfg)
     work.mkdir(parents=True, exist_ok=True)
-    seeds = [int(s) for s in cfg.get("seeds", [0])]
-    stages = ["base"] + [f"{name}-{seed}" for name in cfg["runs"] for seed in seeds]
+    stages = all_stages(cfg)
     wanted = set(args.only.split(",")) if args.only else set(stages)
     unknown = wanted - set(stages)
     if unknown:
@@ -209,11 +254,21 @@ def main() -> None:
         if stage == "base":
             eval_model("base", cfg["model"], cfg, work)
             continue
+        if stage in (cfg.get("inference") or {}):
+            eval_model(stage, cfg["model"], cfg, work, extra=inference_args(cfg, stage))
+            write_outputs(cfg, work, stages, args.config)
+            continue
         name, seed = stage.rsplit("-", 1)
         train_run(name, int(seed), cfg, work, train_file)
         eval_model(stage, str(work / "train" / stage), cfg, work)
         write_outputs(cfg, work, stages, args.config)  # partial results after every finished run
     write_outputs(cfg, work, stages, args.config)
+
+
+def all_stages(cfg: dict) -> list[str]:
+    """base, the inference stages (best_of_8), then <run>-<seed> for every run and its seeds."""
+    return (["base"] + list(cfg.get("inference") or {})
+            + [f"{name}-{seed}" for name in cfg["runs"] for seed in run_seeds(cfg, name)])
 
 
 def finished(work: Path, cfg: dict, tag: str) -> bool:
@@ -227,9 +282,13 @@ def write_outputs(cfg: dict, work: Path, stages: list[str], config_path: str) ->
     if "base" not in pending:
         runs["base"] = {"model": cfg["model"], **headline(eval_model("base", cfg["model"], cfg, work)),
                         "train_minutes": 0.0}
+    for name in cfg.get("inference") or {}:
+        if name not in pending:
+            runs[name] = {"model": cfg["model"], **headline(eval_model(name, cfg["model"], cfg, work)),
+                          "train_minutes": 0.0, "eval_options": inference_args(cfg, name)}
     for name in cfg["runs"]:
         per_seed = {}
-        for seed in cfg.get("seeds", [0]):
+        for seed in run_seeds(cfg, name):
             tag = f"{name}-{seed}"
             timing = work / "train" / f"{tag}.timing.json"
             if tag in pending or not timing.exists():
@@ -271,7 +330,9 @@ def plots(cfg: dict, work: Path, done: list[str]) -> list[str]:
     if done:
         compare([str(work / "eval" / t / "lifebench") for t in done], img / "lifebench", names=done)
         written += ["img/lifebench/asked_vs_delivered.png", "img/lifebench/ls_by_length.png"]
-    trained = [t for t in done if t != "base" and (work / "train" / t / "metrics.jsonl").exists()]
+    # training curves of the GRPO runs (steps); the rft / dpo baselines log rounds, not steps
+    trained = [t for t in done if (work / "train" / t / "metrics.jsonl").exists()
+               and (cfg["runs"].get(t.rsplit("-", 1)[0]) or {}).get("method", "larft") == "larft"]
     if trained:
         curves = {t: [json.loads(x) for x in (work / "train" / t / "metrics.jsonl").read_text().splitlines()]
                   for t in trained}
@@ -316,22 +377,48 @@ def _ci(interval) -> str:
     return f" [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else ""
 
 
+def best_of_answer(runs: dict, name: str = "best_of_8") -> str:
+    """One line, from the numbers: does LARFT (mean over seeds) beat best-of-N on the base model,
+    and at what share of its inference cost (tokens generated per prompt)?"""
+    question = "Does LARFT beat best-of-8 on the base model, with 1/8 of the inference cost?"
+    if "larft" not in runs or name not in runs:
+        missing = [r for r in ("larft", name) if r not in runs]
+        return f"{question} **pending** (no {' and no '.join(missing)} results yet)."
+    larft, best = runs["larft"], runs[name]
+    diff = larft["lifebench_ls"] - best["lifebench_ls"]
+    interval = best.get("lifebench_ls_ci")
+    inside = bool(interval) and interval[0] <= larft["lifebench_ls"] <= interval[1]
+    verdict = "no" if diff <= 0 else "not clearly" if inside else "yes"
+    line = (f"{question} **{verdict}**: LIFEBench LS {larft['lifebench_ls']:.1f} (LARFT, mean of seeds) vs "
+            f"{best['lifebench_ls']:.1f}{_ci(interval)} (best-of-{best.get('best_of', 8)}), {diff:+.1f}"
+            + (" (inside best-of-8's 95% interval)" if inside and diff > 0 else ""))
+    ours, theirs = larft.get("gen_tokens_per_prompt"), best.get("gen_tokens_per_prompt")
+    if ours and theirs:
+        line += (f"; LARFT generates {ours:.0f} tokens per prompt, best-of-{best.get('best_of', 8)} {theirs:.0f}: "
+                 f"{ours / theirs:.2f} of its inference cost (1/{theirs / ours:.1f})")
+    return line + "."
+
+
 def markdown(result: dict, images: list[str]) -> str:
     runs = result["runs"]
     lines = [
-        "# Does LARFT work? base vs GRPO-only vs LARFT on the bundled model", "",
+        "# Does LARFT work? base vs GRPO-only vs LARFT vs what a user would pick instead, on the bundled model", "",
         f"Produced by `{result['command']}` at commit `{result['commit'][:10]}` "
         "(figures: `benchmarks/results/experiment.json`). Intervals: 95% bootstrap over prompts; "
-        "trained runs are means over seeds, with each seed's value listed.", "",
+        "trained runs are means over seeds, with each seed's value listed. best_of_8: the base model, 8 sampled "
+        "answers per prompt, the one with the highest length reward scored (no training); rft / dpo: "
+        "rejection-sampling SFT and length DPO on the model's own samples, as many sampled completions as a GRPO "
+        "run (`larft train --method`). gen tok/prompt: tokens generated per LIFEBench prompt, all samples counted "
+        "(the inference cost).", "",
     ]
     if result["pending"]:
         lines += [f"**Pending stages** (not run yet): {', '.join(result['pending'])}.", ""]
     lines += ["| run | LS mean [95% CI] | LS equal | LS at_most | LS at_least | refusals % | count within 10% | "
-              "count MAE (parsed) | count format % | perplexity | train min |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "count MAE (parsed) | count format % | perplexity | gen tok/prompt | train min |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         pc = r.get("lifebench_ls_per_control", {})
-        ls = f"**{r['lifebench_ls']:.1f}**" + (_ci(r.get("lifebench_ls_ci")) if name == "base" else "")
+        ls = f"**{r['lifebench_ls']:.1f}**" + (_ci(r.get("lifebench_ls_ci")) if "seeds" not in r else "")
         if "seeds" in r:
             ls += " (" + ", ".join(f"s{s}: {v['lifebench_ls']:.1f}{_ci(v['lifebench_ls_ci'])}"
                                    for s, v in r["seeds"].items()) + ")"
@@ -339,15 +426,17 @@ def markdown(result: dict, images: list[str]) -> str:
         if fmt is None and "seeds" in r:
             fmt = statistics.fmean(v["counting_format_rate"] for v in r["seeds"].values())
         mae = r.get("counting_mae_parsed")
+        tokens = r.get("gen_tokens_per_prompt")
         lines.append(
             f"| {name} | {ls} | {pc.get('equal', float('nan')):.1f} | {pc.get('at_most', float('nan')):.1f} | "
             f"{pc.get('at_least', float('nan')):.1f} | {100 * r['refusal_rate']:.1f} | "
             f"{100 * r['counting_within10']:.0f} | {'-' if mae is None else f'{mae:.1f}'} | {100 * fmt:.0f} | "
-            f"{r['perplexity']:.2f} | {r.get('train_minutes', 0):.1f} |")
+            f"{r['perplexity']:.2f} | {'-' if tokens is None else f'{tokens:.0f}'} | {r.get('train_minutes', 0):.1f} |")
     if "larft" in runs and "ls_minus_grpo" in runs["larft"]:
         per = runs["larft"]["ls_minus_grpo_per_seed"]
         lines += ["", f"LARFT minus GRPO-only, LS: **{runs['larft']['ls_minus_grpo']:+.1f}** (per seed: "
                   + ", ".join(f"s{s}: {d:+.1f}" for s, d in per.items()) + ")"]
+    lines += ["", best_of_answer(runs)]
     cfg = result["config"]
     lines += ["", f"Settings: `{cfg.get('recipe', 'configs/experiment-cpu.yaml')}`; evaluation groups: "
               + "; ".join(f"{g}: {spec['bench']} {spec.get('filter', '')}" for g, spec in cfg["eval"].items()
