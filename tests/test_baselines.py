@@ -148,3 +148,26 @@ def test_train_help_lists_the_method_and_the_baseline_options(capsys):
     out = capsys.readouterr().out
     for option in ("--method", "--baseline_rounds", "--rft_threshold", "--rft_epochs", "--dpo_beta", "--dpo_epochs"):
         assert option in out
+
+
+def test_the_ct2_rollout_backend_samples_each_round_from_the_current_weights(tiny_model_dir, tmp_path, monkeypatch):
+    pytest.importorskip("ctranslate2")
+    from larft.ct2_engine import CT2Engine
+    from larft.train import train
+
+    synced = []
+    real = CT2Engine.sync
+
+    def sync(self, model):
+        synced.append(sum(p.detach().double().sum().item() for p in model.parameters()))
+        return real(self, model)
+
+    monkeypatch.setattr(CT2Engine, "sync", sync)
+    out = tmp_path / "rft-ct2"
+    argv = _args(tiny_model_dir, out, "rft", "--train_targets", "6", "--train_constraints", "equal",
+                 "--rft_threshold", "0", "--rollout_backend", "ct2")
+    argv[argv.index("--max_steps") + 1], argv[argv.index("--baseline_rounds") + 1] = "4", "2"  # 2 rounds of 2 prompts
+    train(*parse_train_args(argv))
+    rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["rollout_backend"] for r in rounds] == ["ct2", "ct2"] and all(r["samples"] == 8 for r in rounds)
+    assert len(synced) == 2 and synced[0] != synced[1]  # round 2 sampled from the weights round 1 trained

@@ -136,3 +136,20 @@ def test_eval_best_of_scores_the_best_sample_and_records_its_cost(tiny_model_dir
         sum(x["new_tokens"] for x in plain["benchmarks"]["lifebench:life"]["samples"]) / 3)
     with pytest.raises(ValueError, match="--best-of must be >= 1"):
         run_eval(str(tiny_model_dir), [], out, settings(best_of=0), bench_files=_lifebench_file(tmp_path))
+
+
+@pytest.mark.parametrize("backend", ["hf", "ct2"])
+def test_the_n_samples_of_a_prompt_differ_on_every_backend(tiny_model_dir, tmp_path, backend):
+    """Sampled copies of one prompt share a batch (and on ct2 a seed): they must still be N draws."""
+    if backend == "ct2":
+        pytest.importorskip("ctranslate2")
+    from larft.eval.runner import EvalSettings, run_eval
+
+    settings = EvalSettings(max_new_tokens_cap=40, tokens_per_unit=0.25, limit=2, bootstrap=20, best_of=4, seed=3,
+                            filters={"lang": "en", "max_length": "16"}, backend=backend)
+    results = run_eval(str(tiny_model_dir), [], str(tmp_path / backend), settings, bench_files=_lifebench_file(tmp_path))
+    cache = [json.loads(line) for line in (tmp_path / backend / "generations.jsonl").read_text().splitlines()]
+    assert len(cache) == 8
+    for x in results["benchmarks"]["lifebench:life"]["samples"]:
+        outputs = [c["output"] for c in cache if c["key"].startswith(f"lifebench:life/{x['id']}#")]
+        assert len(outputs) == 4 and len(set(outputs)) > 1

@@ -10,7 +10,8 @@ max_completion_length), scores them with the same length reward, then
 Equal budget: a GRPO run of these settings samples max_steps x per_device_train_batch_size x
 gradient_accumulation_steps (/ num_iterations) completions, G per prompt; the baselines sample
 exactly as many, split over `baseline_rounds` rounds, from the same training rows (a seeded
-shuffle, like GRPO's sampler). Optimizer settings (learning rate, scheduler, batch size,
+shuffle, like GRPO's sampler), with the run's rollout engine (`rollout_backend` hf, or ct2
+re-synced to the weights each round). Optimizer settings (learning rate, scheduler, batch size,
 accumulation, seed, precision) are the run's own; GRPO-only fields (beta, entropy_coef,
 awareness_*, scale_rewards, ...) are not used. Outputs match `larft train`'s: the model and
 tokenizer in output_dir, larft_run.json, metrics.jsonl (one line per round, with the tokens
@@ -231,6 +232,37 @@ def _round_record(groups: Sequence[Any], tokenizer: Any) -> tuple[dict[str, Any]
     return record, lines
 
 
+def rollout_sampler(config: Any, model: Any, tokenizer: Any) -> tuple[str, Any]:
+    """(engine name, generate function for `sample_groups`) from the run's `rollout_backend`, as the
+    GRPO run would choose it: hf (transformers generate, the default) or ct2 (CTranslate2 on CPU,
+    re-synced to the model's weights before each round's sampling: `sampler.sync(model)`). vLLM
+    is the GRPO trainer's own path: refused here, not silently replaced."""
+    from larft.ct2_engine import choose_backend
+
+    backend = choose_backend(config, model)
+    if backend == "vllm":
+        raise ValueError("--method rft/dpo samples with rollout_backend hf or ct2; vllm is the GRPO trainer's path")
+    if backend == "hf":
+        return "hf", None
+    import torch
+
+    from larft.ct2_engine import CT2Engine
+    from larft.generation import generate_records_ct2, stop_token_ids
+
+    engine = CT2Engine(tokenizer, compute_type=config.rollout_compute_type, threads=torch.get_num_threads())
+    stops = sorted(stop_token_ids(model, tokenizer))
+
+    def generate(model: Any, tokenizer: Any, prompts: list, *, max_new_tokens: Any, do_sample: bool, temperature: float,
+                 top_p: float, top_k: int, chat_template_kwargs: dict | None, reasoning: tuple, **_: Any) -> list:
+        return generate_records_ct2(engine, tokenizer, prompts, max_new_tokens=max_new_tokens, stop_ids=stops,
+                                    do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
+                                    seed=int(torch.initial_seed()) % 2**31, chat_template_kwargs=chat_template_kwargs,
+                                    reasoning=reasoning)
+
+    generate.sync = engine.sync  # type: ignore[attr-defined]
+    return "ct2", generate
+
+
 def _append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     with open(path, "a", encoding="utf-8") as f:  # whole lines, appended
         f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -290,6 +322,7 @@ def train_baseline(train_args: Any, config: Any) -> Path:
     ref_model = None
     if method == "dpo":  # the base model, fixed: the reference GRPO's KL term uses
         ref_model = AutoModelForCausalLM.from_pretrained(model_path, **load_kwargs).to(config.device).eval()
+    backend, sampler = rollout_sampler(config, model, tokenizer)
     reasoning = parse_delimiters(config.reasoning_delimiters)
     check = LengthCheckCallback(check_rows, tokenizer, config.max_completion_length, str(output_dir),
                                 config.chat_template_kwargs, reasoning) if check_rows else None
@@ -300,11 +333,14 @@ def train_baseline(train_args: Any, config: Any) -> Path:
     for number, round_rows in enumerate(plan, start=1):
         t0 = time.perf_counter()
         torch.manual_seed(config.seed + number)
+        if sampler is not None:
+            sampler.sync(model)  # the engine samples from this round's weights
         groups = sample_groups(
             model, tokenizer, round_rows, G, max_new_tokens=config.max_completion_length,
             temperature=config.temperature, top_p=config.top_p, top_k=config.top_k or 0,
             batch_size=config.generation_batch_size, chat_template_kwargs=config.chat_template_kwargs,
             reasoning=reasoning, degenerate_guard=config.degenerate_guard, refusal_floor=config.refusal_floor,
+            generate=sampler,
         )
         gen_seconds = time.perf_counter() - t0
         record, rollouts = _round_record(groups, tokenizer)
@@ -325,7 +361,7 @@ def train_baseline(train_args: Any, config: Any) -> Path:
             print(f"[larft] round {number}: nothing to train on "
                   f"({'no answer reached rft_threshold' if method == 'rft' else 'no prompt with unequal rewards'})")
         seconds = time.perf_counter() - t0
-        line = {"step": number, "round": number, "method": method, **record, "gen_tokens_total": total_tokens,
+        line = {"step": number, "round": number, "method": method, "rollout_backend": backend, **record, "gen_tokens_total": total_tokens,
                 **trained, "gen_seconds": gen_seconds, "train_seconds": seconds - gen_seconds, "step_seconds": seconds}
         _append_jsonl(output_dir / "metrics.jsonl", [line])
         if config.log_rollouts:
