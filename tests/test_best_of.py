@@ -76,6 +76,21 @@ def test_generate_best_of_on_a_tiny_model(tiny_model_dir, capsys):
     assert "best of 3: sample" in out and "tokens generated]" in out
     assert main(["generate", "--model", str(tiny_model_dir), "--prompt", "x", "--best-of", "3"]) == 2
     assert "--best-of needs a length target" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tiny_model_dir), "--prompt", "Describe tea.", "--words", "6",
+                 "--best-of", "3", "--max_new_tokens", "12", "--backend", "ct2"]) == 0
+    assert "best of 3: sample" in capsys.readouterr().out
+
+
+def test_generate_with_ct2_prints_the_same_greedy_answer_as_hf(tiny_model_dir, capsys):
+    from larft.cli import main
+
+    answers = {}
+    for backend in ("hf", "ct2"):
+        assert main(["generate", "--model", str(tiny_model_dir), "--prompt", "Describe tea.", "--words", "6",
+                     "--max_new_tokens", "16", "--backend", backend]) == 0
+        answers[backend] = capsys.readouterr().out
+    assert answers["ct2"] == answers["hf"] and "asked equal 6" in answers["hf"]
+    assert main(["generate", "--model", str(tiny_model_dir), "--prompt", "x", "--backend", "llamacpp"]) == 2
 
 
 def _lifebench_file(tmp_path):

@@ -244,23 +244,9 @@ def rollout_sampler(config: Any, model: Any, tokenizer: Any) -> tuple[str, Any]:
         raise ValueError("--method rft/dpo samples with rollout_backend hf or ct2; vllm is the GRPO trainer's path")
     if backend == "hf":
         return "hf", None
-    import torch
+    from larft.ct2_engine import records_generator
 
-    from larft.ct2_engine import CT2Engine
-    from larft.generation import generate_records_ct2, stop_token_ids
-
-    engine = CT2Engine(tokenizer, compute_type=config.rollout_compute_type, threads=torch.get_num_threads())
-    stops = sorted(stop_token_ids(model, tokenizer))
-
-    def generate(model: Any, tokenizer: Any, prompts: list, *, max_new_tokens: Any, do_sample: bool, temperature: float,
-                 top_p: float, top_k: int, chat_template_kwargs: dict | None, reasoning: tuple, **_: Any) -> list:
-        return generate_records_ct2(engine, tokenizer, prompts, max_new_tokens=max_new_tokens, stop_ids=stops,
-                                    do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
-                                    seed=int(torch.initial_seed()) % 2**31, chat_template_kwargs=chat_template_kwargs,
-                                    reasoning=reasoning)
-
-    generate.sync = engine.sync  # type: ignore[attr-defined]
-    return "ct2", generate
+    return "ct2", records_generator(model, tokenizer, compute_type=config.rollout_compute_type, sync=False)
 
 
 def _append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:

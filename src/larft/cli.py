@@ -272,7 +272,8 @@ _SUFFIX = {"equal": "Answer in about {n} {u}.", "at_most": "Answer in at most {n
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from larft.generation import generate
+    from larft.generation import generate_records
+    from larft.length import DEFAULT_REASONING
     from larft.length import measure
     from larft.models import load_model, load_tokenizer, resolve_device
 
@@ -287,25 +288,41 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.best_of > 1 and not target:
         raise UsageError("--best-of needs a length target to pick by: give --words N or --chars N")
     device, dtype = resolve_device(args.device, args.dtype)
+    if args.backend not in ("hf", "ct2"):
+        raise UsageError(f"--backend: unknown value {args.backend!r}; expected hf or ct2")
+    if args.backend == "ct2":
+        from larft.ct2_engine import require_ctranslate2
+
+        try:
+            require_ctranslate2()
+        except RuntimeError as err:
+            raise UsageError(str(err)) from None
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model, dtype=dtype, device=device)
+    engine_generate = None
+    if args.backend == "ct2":
+        from larft.ct2_engine import check_convertible, records_generator
+
+        check_convertible(model.config)
+        engine_generate = records_generator(model, tokenizer)
     if args.best_of > 1:
         from larft.best_of import best_of_n
 
         row = {"prompt": [{"role": "user", "content": content}], "target": target, "constraint": args.constraint,
                "unit": unit}
         groups = best_of_n(model, tokenizer, [row] * args.n, args.best_of, max_new_tokens=max_new,
-                           temperature=args.temperature, top_p=args.top_p)
+                           temperature=args.temperature, top_p=args.top_p, generate=engine_generate)
         for group in groups:
             print(group.text)
             print(f"\n[{measure(group.text, unit, tokenizer=tokenizer)} {unit}; asked {args.constraint} {target}; "
                   f"best of {args.best_of}: sample {group.best_index + 1}, reward {group.reward:.2f} (all: "
                   f"{', '.join(f'{r:.2f}' for r in group.rewards)}); {group.gen_tokens} tokens generated]")
         return 0
-    texts = generate(
+    texts = [r.text for r in (engine_generate or generate_records)(
         model, tokenizer, [[{"role": "user", "content": content}]] * args.n, max_new_tokens=max_new,
         do_sample=args.sample or args.n > 1, temperature=args.temperature, top_p=args.top_p,
-    )
+        reasoning=DEFAULT_REASONING,
+    )]
     for text in texts:
         print(text)
         print(f"\n[{measure(text, unit, tokenizer=tokenizer)} {unit}" + (f"; asked {args.constraint} {target}]" if target else "]"))
@@ -407,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top_p", type=float, default=0.8)
     gen.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     gen.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
+    gen.add_argument("--backend", default="hf", help="generation engine: hf (transformers) or ct2 (CTranslate2, "
+                     "CPU, fp32; pip install 'larft[ct2]')")
     ev = sub.add_parser("eval", help="length-following benchmarks, counting probe, retention check")
     ev.add_argument("--model", default="default", help="'default', an HF id, a local path or a checkpoint")
     ev.add_argument("--bench", action="append", help="lifebench, lifebench-label, lifebench-refactor, "

@@ -270,3 +270,29 @@ def _model_config(model: Any) -> Any:
 
         return AutoConfig.from_pretrained(model)
     return model.config
+
+
+def records_generator(model: Any, tokenizer: Any, *, compute_type: str = "float32", sync: bool = True) -> Any:
+    """A stand-in for `larft.generation.generate_records` (same signature, same records) that
+    decodes with CTranslate2: what best-of-N sampling, `larft generate --backend ct2` and the
+    baselines use. `generate.sync(model)` re-loads the weights (done once here unless sync=False)."""
+    import torch
+
+    from larft.generation import generate_records_ct2, stop_token_ids
+
+    engine = CT2Engine(tokenizer, compute_type=compute_type, threads=torch.get_num_threads())
+    stops = sorted(stop_token_ids(model, tokenizer))
+    if sync:
+        engine.sync(model)
+
+    def generate(model: Any, tokenizer: Any, prompts: list, *, max_new_tokens: Any, do_sample: bool = False,
+                 temperature: float = 0.7, top_p: float = 0.8, top_k: int = 0, chat_template_kwargs: dict | None = None,
+                 reasoning: tuple = (), **_: Any) -> list:
+        return generate_records_ct2(engine, tokenizer, prompts, max_new_tokens=max_new_tokens, stop_ids=stops,
+                                    do_sample=do_sample, temperature=temperature, top_p=top_p, top_k=top_k,
+                                    seed=int(torch.initial_seed()) % 2**31, chat_template_kwargs=chat_template_kwargs,
+                                    reasoning=reasoning)
+
+    generate.sync = engine.sync  # type: ignore[attr-defined]
+    generate.engine = engine  # type: ignore[attr-defined]
+    return generate
