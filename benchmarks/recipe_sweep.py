@@ -43,6 +43,9 @@ def run_variant(name: str, cfg: dict, work: Path) -> None:
     if check.exists() and "after" in json.loads(check.read_text()):
         return
     settings = {**cfg["base"], **(cfg["variants"][name] or {}), "output_dir": str(out), "save_steps": 10**6}
+    only = settings.pop("train_only_constraints", None)
+    if only:
+        settings = restricted_prompt_file(settings, only, work / f"{name}.prompts.jsonl")
     path = work / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
@@ -59,6 +62,41 @@ def run_variant(name: str, cfg: dict, work: Path) -> None:
     (work / f"{name}.wall.json").write_text(json.dumps({"wall_minutes": (time.perf_counter() - t0) / 60}))
 
 
+def restricted_prompt_file(settings: dict, only: str, path: Path) -> dict:
+    """Train on some constraints only, validate on the same held-out prompts as every other
+    variant: the base's generated prompt set, its training part filtered to `only`, its last
+    `length_check_prompts` rows (the held-out ones) kept whole; written to a JSONL file that
+    the run reads as --train_file."""
+    from larft.data import generate_rows
+
+    rows = generate_rows(settings["train_size"], targets=[int(t) for t in str(settings["train_targets"]).split(",")],
+                         constraints=str(settings["train_constraints"]).split(","), seed=0,
+                         styles=str(settings.get("train_styles", "plain")).split(","))
+    n = settings["length_check_prompts"]
+    keep = set(only.split(","))
+    chosen = [r for r in rows[:-n] if r["constraint"] in keep] + rows[-n:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in chosen), encoding="utf-8")
+    settings = {k: v for k, v in settings.items() if k not in ("train_size", "train_targets", "train_constraints",
+                                                                "train_styles")}
+    return {**settings, "train_file": str(path)}
+
+
+def _held_out_prompts(settings: dict, work: Path) -> list[str] | None:
+    """The user text of a run's held-out prompts, from its prompt file or its generated set."""
+    from larft.data import generate_rows, normalize_record
+
+    if settings.get("train_file"):
+        rows = [json.loads(x) for x in Path(settings["train_file"]).read_text(encoding="utf-8").splitlines()]
+    else:
+        rows = generate_rows(settings["train_size"],
+                             targets=[int(t) for t in str(settings["train_targets"]).split(",")],
+                             constraints=str(settings["train_constraints"]).split(","), seed=0,
+                             styles=str(settings.get("train_styles", "plain")).split(","))
+    held = rows[-settings["length_check_prompts"]:]
+    return [normalize_record(r, "-", i)[0]["prompt"][-1]["content"] for i, r in enumerate(held, 1)]
+
+
 #: settings that decide the held-out prompts and the base model's greedy answers to them
 _BEFORE_KEYS = ("model", "train_size", "train_targets", "train_constraints", "train_styles", "length_check_prompts",
                 "max_completion_length", "train_file")
@@ -70,12 +108,16 @@ def reuse_before(settings: dict, cfg: dict, work: Path, out: Path) -> None:
     Copy it from a finished variant instead of generating it again (the length check loads a
     saved "before", as it does on --resume)."""
     key = {k: settings.get(k) for k in _BEFORE_KEYS}
+    mine = _held_out_prompts(settings, work) if settings.get("train_file") else None
     for other in cfg["variants"]:
         done = work / other / "length_check.json"
         if not done.exists():
             continue
         other_settings = {**cfg["base"], **(cfg["variants"][other] or {})}
-        if {k: other_settings.get(k) for k in _BEFORE_KEYS} == key:
+        same_prompts = mine is not None and not other_settings.get("train_only_constraints") and \
+            [b["prompt"] for b in json.loads(done.read_text())["before"]] == mine and \
+            other_settings.get("max_completion_length") == settings.get("max_completion_length")
+        if same_prompts or {k: other_settings.get(k) for k in _BEFORE_KEYS} == key:
             out.mkdir(parents=True, exist_ok=True)
             before = json.loads(done.read_text())["before"]
             (out / "length_check.json").write_text(json.dumps({"before": before}, indent=2))
