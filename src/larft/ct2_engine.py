@@ -238,6 +238,10 @@ def choose_backend(args: Any, model: Any, peft_config: Any = None) -> str:
     asked = args.rollout_backend
     if asked in ("hf", "vllm"):
         return asked
+    if getattr(args, "use_vllm", False):
+        if asked == "ct2":
+            raise ValueError("rollout_backend 'ct2' and use_vllm both choose the rollout engine: set one")
+        return "vllm"
     problem = None
     try:
         require_ctranslate2()
