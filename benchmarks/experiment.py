@@ -94,15 +94,18 @@ def inference_args(cfg: dict, name: str) -> list[str]:
     recipe's temperature / top_p (the GRPO rollouts' sampling) unless the entry sets its own,
     seeded with the first seed."""
     spec = cfg["inference"][name] or {}
-    unknown = set(spec) - {"best_of", "temperature", "top_p"}
+    unknown = set(spec) - {"best_of", "temperature", "top_p", "backend"}
     if unknown:
-        raise SystemExit(f"inference stage {name}: unknown key(s) {sorted(unknown)} (best_of, temperature, top_p)")
+        raise SystemExit(f"inference stage {name}: unknown key(s) {sorted(unknown)} "
+                         "(best_of, temperature, top_p, backend)")
     train = train_settings(cfg)
     args = ["--best-of", str(int(spec.get("best_of", 1))), "--seed", str(int(cfg.get("seeds", [0])[0]))]
     for key, option in (("temperature", "--temperature"), ("top_p", "--top_p")):
         value = spec.get(key, train.get(key))
         if value is not None:
             args += [option, str(value)]
+    if spec.get("backend"):  # e.g. ct2: same sampling distribution (parity-tested), 1.8x faster generation
+        args += ["--backend", str(spec["backend"])]
     return args
 
 

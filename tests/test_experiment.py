@@ -31,7 +31,8 @@ def test_stages_include_best_of_8_and_one_seed_of_each_baseline(experiment, cfg)
     assert {"grpo-0", "grpo-1", "larft-0", "larft-1", "rft-0", "dpo-0"} <= set(stages)
     assert "rft-1" not in stages and "dpo-1" not in stages  # the first seed only
     assert experiment.inference_args(cfg, "best_of_8") == ["--best-of", "8", "--seed", str(cfg["seeds"][0]),
-                                                           "--temperature", "0.7", "--top_p", "0.8"]
+                                                           "--temperature", "0.7", "--top_p", "0.8",
+                                                           "--backend", "ct2"]
 
 
 def test_every_run_is_valid_larft_train_options(experiment, cfg, tmp_path):
