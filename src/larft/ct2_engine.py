@@ -78,9 +78,8 @@ class Rollout:
 class CT2Engine:
     """A CTranslate2 generator that holds a copy of a transformers causal LM's weights.
 
-    `sync(model)` rebuilds it from the model's current weights (in memory: the converted files
-    are handed to CTranslate2 as bytes, nothing is written to disk); `generate` decodes token-id
-    prompts."""
+    `sync(model)` rebuilds it from the model's current weights (converted in memory, passed
+    through a RAM-backed folder); `generate` decodes token-id prompts."""
 
     def __init__(self, tokenizer: Any, *, compute_type: str = "float32", threads: int = 0):
         self.ct2 = require_ctranslate2()
@@ -90,11 +89,6 @@ class CT2Engine:
         self.generator: Any = None
         self.sync_seconds: list[float] = []
         self._vocab: list[str] | None = None
-
-    @property
-    def quantized(self) -> bool:
-        """True when the engine does not run the policy's fp32 weights (its rollouts are off-policy)."""
-        return self.compute_type not in ("float32", "default")
 
     def sync(self, model: Any) -> float:
         """Convert `model`'s current weights and load them; returns the seconds it took.
