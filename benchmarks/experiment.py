@@ -14,11 +14,14 @@
    groups of `eval:`);
 4. writes benchmarks/results/experiment.json and docs/results.md (+ plots in docs/img/).
 
-Every stage (one training run, one eval group) is cached in `work_dir` (default
-$LARFT_HOME/experiment, outside the checkout so a later session finds it) and skipped when done;
-a killed training run resumes from its last checkpoint. `--only` runs a subset of stages, so an
-experiment larger than one session is done in parts; the results file is rewritten from whatever
-is finished after every stage, with the missing stages listed as `pending`.
+Work in progress (models, checkpoints, eval caches) lives in `work_dir` (default
+$LARFT_HOME/experiment/<name>, outside the checkout); a killed training run resumes from its last
+checkpoint. Every *finished* stage is recorded in the checkout, in
+benchmarks/results/experiment/<name>/<stage>/ (headline figures, the eval results without answer
+texts, the training curves and a text-free rollout trace: small files, meant to be committed), and
+a recorded stage is never run again: an experiment larger than one session is done in parts
+(`--only`), on any machine, with the results file rewritten from the records after every stage and
+the missing stages listed as `pending`. Delete a stage's record folder to run it again.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "experiment.json"
+RECORDS = ROOT / "benchmarks" / "results" / "experiment"
 DOCS = ROOT / "docs"
 
 
@@ -59,6 +63,59 @@ def work_dir(cfg: dict) -> Path:
         return Path(os.path.expandvars(os.path.expanduser(cfg["work_dir"])))
     home = Path(os.environ.get("LARFT_HOME", Path.home() / ".cache" / "larft"))
     return home / "experiment" / Path(cfg.get("name", "default"))
+
+
+def records_dir(cfg: dict) -> Path:
+    """Where the finished stages of this experiment are recorded (in the checkout, committed)."""
+    return RECORDS / str(cfg.get("name", "default"))
+
+
+def eval_groups(cfg: dict) -> list[str]:
+    return [g for g, spec in cfg["eval"].items() if isinstance(spec, dict)]
+
+
+#: fields of a rollout trace line kept in the record (the prompt and answer texts stay in work_dir)
+TRACE_FIELDS = ("step", "target", "constraint", "unit", "length", "truncated")
+
+
+def record_stage(cfg: dict, work: Path, tag: str, model: str, timing: dict | None = None) -> dict:
+    """Copy a finished stage into the checkout: each eval group's results.json (no answer texts in
+    it), the training curves and a text-free rollout trace; headline.json last, because its
+    presence marks the stage as done."""
+    rec = records_dir(cfg) / tag
+    for group in eval_groups(cfg):
+        (rec / group).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / "eval" / tag / group / "results.json", rec / group / "results.json")
+    figures = {"model": model, **headline(load_eval(rec, cfg)), "train_minutes": 0.0, "commit": git_commit(),
+               "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if timing is not None:
+        figures.update(timing)
+        run_dir = work / "train" / tag
+        shutil.copyfile(run_dir / "metrics.jsonl", rec / "train_metrics.jsonl")
+        trace = run_dir / "rollouts.jsonl"
+        if trace.exists():
+            lines = []
+            for line in trace.read_text(encoding="utf-8").splitlines():
+                r = json.loads(line)
+                lines.append(json.dumps({**{k: r[k] for k in TRACE_FIELDS if k in r},
+                                         **{k: v for k, v in r.items() if k.startswith("reward/")}}))
+            (rec / "rollouts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (rec / "headline.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def load_eval(rec: Path, cfg: dict) -> dict:
+    """The merged eval results of a recorded (or a work_dir) stage folder: {"benchmarks": ...}."""
+    merged: dict = {"benchmarks": {}}
+    for group in eval_groups(cfg):
+        merged["benchmarks"].update(json.loads((rec / group / "results.json").read_text())["benchmarks"])
+    return merged
+
+
+def recorded(cfg: dict, tag: str) -> dict | None:
+    """The headline figures of a recorded stage, or None if it has not finished yet."""
+    path = records_dir(cfg) / tag / "headline.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 #: keys of a recipe file that choose data or outputs, not training settings: the experiment sets them
@@ -253,19 +310,21 @@ def main() -> None:
     for stage in stages:
         if stage not in wanted:
             continue
+        if recorded(cfg, stage) is not None:
+            print(f"[experiment] stage {stage}: recorded in {records_dir(cfg) / stage}, not run again", flush=True)
+            continue
         print(f"[experiment] stage {stage}", flush=True)
-        if stage == "base":
-            eval_model("base", cfg["model"], cfg, work)
-            continue
-        if stage in (cfg.get("inference") or {}):
-            eval_model(stage, cfg["model"], cfg, work, extra=inference_args(cfg, stage))
-            write_outputs(cfg, work, stages, args.config)
-            continue
-        name, seed = stage.rsplit("-", 1)
-        train_run(name, int(seed), cfg, work, train_file)
-        eval_model(stage, str(work / "train" / stage), cfg, work)
-        write_outputs(cfg, work, stages, args.config)  # partial results after every finished run
-    write_outputs(cfg, work, stages, args.config)
+        if stage == "base" or stage in (cfg.get("inference") or {}):
+            extra = inference_args(cfg, stage) if stage != "base" else None
+            eval_model(stage, cfg["model"], cfg, work, extra=extra)
+            record_stage(cfg, work, stage, cfg["model"])
+        else:
+            name, seed = stage.rsplit("-", 1)
+            timing = train_run(name, int(seed), cfg, work, train_file)
+            eval_model(stage, str(work / "train" / stage), cfg, work)
+            record_stage(cfg, work, stage, str(work / "train" / stage), timing)
+        write_outputs(cfg, stages, args.config)  # partial results after every finished stage
+    write_outputs(cfg, stages, args.config)
 
 
 def all_stages(cfg: dict) -> list[str]:
@@ -274,30 +333,21 @@ def all_stages(cfg: dict) -> list[str]:
             + [f"{name}-{seed}" for name in cfg["runs"] for seed in run_seeds(cfg, name)])
 
 
-def finished(work: Path, cfg: dict, tag: str) -> bool:
-    groups = [g for g, spec in cfg["eval"].items() if isinstance(spec, dict)]
-    return all((work / "eval" / tag / g / "results.json").exists() for g in groups)
-
-
-def write_outputs(cfg: dict, work: Path, stages: list[str], config_path: str) -> None:
+def write_outputs(cfg: dict, stages: list[str], config_path: str) -> None:
+    """experiment.json and docs/results.md, from the recorded stages only."""
     runs: dict[str, dict] = {}
-    pending = [s for s in stages if not finished(work, cfg, s)]
+    pending = [s for s in stages if recorded(cfg, s) is None]
     if "base" not in pending:
-        runs["base"] = {"model": cfg["model"], **headline(eval_model("base", cfg["model"], cfg, work)),
-                        "train_minutes": 0.0}
+        runs["base"] = recorded(cfg, "base")
     for name in cfg.get("inference") or {}:
         if name not in pending:
-            runs[name] = {"model": cfg["model"], **headline(eval_model(name, cfg["model"], cfg, work)),
-                          "train_minutes": 0.0, "eval_options": inference_args(cfg, name)}
+            runs[name] = {**recorded(cfg, name), "eval_options": inference_args(cfg, name)}
     for name in cfg["runs"]:
         per_seed = {}
         for seed in run_seeds(cfg, name):
-            tag = f"{name}-{seed}"
-            timing = work / "train" / f"{tag}.timing.json"
-            if tag in pending or not timing.exists():
-                continue
-            per_seed[seed] = {**headline(eval_model(tag, str(work / "train" / tag), cfg, work)),
-                              **json.loads(timing.read_text())}
+            figures = recorded(cfg, f"{name}-{seed}")
+            if figures is not None:
+                per_seed[seed] = {k: v for k, v in figures.items() if k != "model"}
         if per_seed:
             runs[name] = {**seed_mean(per_seed), "seeds": per_seed, "settings": run_settings(cfg, name)}
     if "grpo" in runs and "larft" in runs:
@@ -315,11 +365,11 @@ def write_outputs(cfg: dict, work: Path, stages: list[str], config_path: str) ->
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    images = plots(cfg, work, [s for s in stages if s not in pending])
+    images = plots(cfg, [s for s in stages if s not in pending])
     (DOCS / "results.md").write_text(markdown(result, images))
 
 
-def plots(cfg: dict, work: Path, done: list[str]) -> list[str]:
+def plots(cfg: dict, done: list[str]) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -330,14 +380,16 @@ def plots(cfg: dict, work: Path, done: list[str]) -> list[str]:
     img = DOCS / "img"
     img.mkdir(parents=True, exist_ok=True)
     written = []
-    if done:
-        compare([str(work / "eval" / t / "lifebench") for t in done], img / "lifebench", names=done)
+    records = records_dir(cfg)
+    with_samples = [t for t in done if (records / t / "lifebench" / "results.json").exists()]
+    if with_samples:
+        compare([str(records / t / "lifebench") for t in with_samples], img / "lifebench", names=with_samples)
         written += ["img/lifebench/asked_vs_delivered.png", "img/lifebench/ls_by_length.png"]
     # training curves of the GRPO runs (steps); the rft / dpo baselines log rounds, not steps
-    trained = [t for t in done if (work / "train" / t / "metrics.jsonl").exists()
+    trained = [t for t in done if (records / t / "train_metrics.jsonl").exists()
                and (cfg["runs"].get(t.rsplit("-", 1)[0]) or {}).get("method", "larft") == "larft"]
     if trained:
-        curves = {t: [json.loads(x) for x in (work / "train" / t / "metrics.jsonl").read_text().splitlines()]
+        curves = {t: [json.loads(x) for x in (records / t / "train_metrics.jsonl").read_text().splitlines()]
                   for t in trained}
         keys = ["reward_mean", "length_error_mean", "completion_words_mean", "awareness_loss",
                 "awareness_count_error", "kl"]
@@ -355,7 +407,7 @@ def plots(cfg: dict, work: Path, done: list[str]) -> list[str]:
         fig, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=True)
         for ax, constraint in zip(axes, ["equal", "at_most", "at_least"]):
             for t in trained:
-                path = work / "train" / t / "rollouts.jsonl"
+                path = records / t / "rollouts.jsonl"
                 if not path.exists():
                     continue
                 by_step: dict[int, list[float]] = {}

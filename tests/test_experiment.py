@@ -66,3 +66,67 @@ def test_gen_tokens_per_prompt_is_read_or_recomputed_for_older_results(experimen
     assert experiment.gen_tokens_per_prompt({"metrics": {"gen_tokens_per_prompt": 12.5}}) == 12.5
     older = {"metrics": {}, "samples": [{"new_tokens": 10}, {"new_tokens": 30}]}
     assert experiment.gen_tokens_per_prompt(older) == 20
+
+
+def _results(ls: float) -> dict:
+    """An eval results.json as `larft eval` writes it, reduced to what the headline reads."""
+    life = {"LS": ls, "LD": 0.5, "n": 3, "ci95": {"LS": [ls - 3, ls + 3], "LS equal": [ls - 5, ls + 5]},
+            "per_control": {c: {"LS": ls, "per_length": {"16": {"LS": ls}, "32": {"LS": ls}}} for c in ("equal", "at_most", "at_least")},
+            "refusals": {"rate": 0.0, "per_control": {"equal": {"rate": 0.0}}}, "gen_tokens_per_prompt": 40.0}
+    samples = [{"id": f"q{t}", "control": "equal", "target": t, "length": t + 3, "new_tokens": 40, "gen_tokens": 40}
+               for t in (16, 32, 64)]
+    return {"model": "default", "benchmarks": {
+        "lifebench": {"metrics": life, "samples": samples},
+        "counting": {"metrics": {"within10_rate": 0.25, "mae_parsed": 12.0, "format_rate": 1.0, "ci95": {}},
+                     "samples": []},
+        "retention": {"metrics": {"perplexity": 20.0}, "samples": []}}}
+
+
+def _finished_stage(work, tag: str, ls: float, trained: bool) -> None:
+    import json
+
+    for group, benches in (("lifebench", ["lifebench"]), ("probe", ["counting", "retention"])):
+        out = work / "eval" / tag / group
+        out.mkdir(parents=True)
+        full = _results(ls)
+        (out / "results.json").write_text(json.dumps({"model": full["model"],
+                                                      "benchmarks": {b: full["benchmarks"][b] for b in benches}}))
+    if trained:
+        run = work / "train" / tag
+        run.mkdir(parents=True)
+        (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "reward_mean": 0.5}) + "\n")
+        row = {"step": 1, "prompt": "Describe tides in about 16 words.", "text": "Tides rise.", "target": 16,
+               "constraint": "equal", "unit": "words", "length": 2, "truncated": False, "reward/length": 0.125}
+        (run / "rollouts.jsonl").write_text(json.dumps(row) + "\n")
+
+
+def test_finished_stages_are_recorded_in_the_checkout_and_never_run_again(experiment, cfg, tmp_path, monkeypatch):
+    """A fresh machine has no work_dir: what finished must come back from the committed records."""
+    import json
+
+    monkeypatch.setattr(experiment, "RECORDS", tmp_path / "records")
+    monkeypatch.setattr(experiment, "RESULTS", tmp_path / "experiment.json")
+    monkeypatch.setattr(experiment, "DOCS", tmp_path / "docs")
+    work = tmp_path / "work"
+    _finished_stage(work, "base", 50.0, trained=False)
+    _finished_stage(work, "larft-0", 60.0, trained=True)
+    assert experiment.recorded(cfg, "base") is None
+    experiment.record_stage(cfg, work, "base", "default")
+    experiment.record_stage(cfg, work, "larft-0", "/models/larft-0", {"train_minutes": 40.0, "steps": 40})
+
+    import shutil
+    shutil.rmtree(work)  # the machine is gone; the records are what a later session has
+    rec = tmp_path / "records" / cfg["name"]
+    assert experiment.recorded(cfg, "base")["lifebench_ls"] == 50.0
+    assert experiment.recorded(cfg, "larft-0")["train_minutes"] == 40.0
+    trace = json.loads((rec / "larft-0" / "rollouts.jsonl").read_text())
+    assert trace == {"step": 1, "target": 16, "constraint": "equal", "unit": "words", "length": 2,
+                     "truncated": False, "reward/length": 0.125}  # no prompt or answer texts
+
+    experiment.write_outputs(cfg, experiment.all_stages(cfg), "configs/experiment-cpu.yaml")
+    result = json.loads((tmp_path / "experiment.json").read_text())
+    assert set(result["runs"]) == {"base", "larft"}
+    assert result["runs"]["larft"]["seeds"]["0"]["lifebench_ls"] == 60.0
+    assert "base" not in result["pending"] and "larft-0" not in result["pending"] and "grpo-0" in result["pending"]
+    assert (tmp_path / "docs" / "img" / "lifebench" / "ls_by_length.png").exists()  # plots from the records
+    assert "**60.0**" in (tmp_path / "docs" / "results.md").read_text()
