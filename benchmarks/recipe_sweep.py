@@ -9,6 +9,12 @@ and generating for them greedily before and after. From each run:
   before -> after, and the share of answers of <= 1 word;
 - training: reward per (constraint, target) over thirds of the run, from `rollouts.jsonl`
   (recounted here from the logged text, independently of the trainer's own metrics), KL, s/step.
+With `lifebench_validation:` in the config, each trained variant (and the base model, once) is
+also scored on LIFEBench's own *auxiliary* tasks (`larft eval --bench lifebench-label` and/or
+`lifebench-refactor`): LIFEBench-shaped prompts (long source texts, varied tasks) that share no task
+with the evaluation set (`lifebench`, the lite file), so a recipe is chosen on prompts like the
+eval's without looking at the eval. Our own held-out prompts alone chose a recipe (equal-only) that
+did not carry over to LIFEBench (docs/results.md).
 Writes benchmarks/results/recipe_sweep.json and docs/img/sweep_*.png. Variants already finished
 (in $LARFT_HOME/sweep/<name>) are read, not rerun.
 """
@@ -60,6 +66,41 @@ def run_variant(name: str, cfg: dict, work: Path) -> None:
     if proc.returncode != 0:
         raise SystemExit(f"variant {name} failed (exit {proc.returncode}); see {log}")
     (work / f"{name}.wall.json").write_text(json.dumps({"wall_minutes": (time.perf_counter() - t0) / 60}))
+
+
+def lifebench_validation(model: str, cfg: dict, out: Path) -> dict | None:
+    """LS on LIFEBench's auxiliary tasks (the config's `lifebench_validation:` benches, filter and
+    limit; greedy), cached in `out`; None when the config has no such section."""
+    spec = cfg.get("lifebench_validation")
+    if not spec:
+        return None
+    results = out / "results.json"
+    if not results.exists():
+        args = ["eval", "--model", model, "--out", str(out), "--device", "cpu",
+                "--batch-size", str(spec.get("batch_size", 16)), "--max-new-tokens-cap", str(spec.get("max_new_tokens_cap", 512))]
+        for bench in spec["bench"]:
+            args += ["--bench", bench]
+        if spec.get("filter"):
+            args += ["--filter", str(spec["filter"])]
+        if spec.get("limit"):
+            args += ["--limit", str(spec["limit"])]
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out.parent / f"{out.name}.log", "w", encoding="utf-8") as f:
+            proc = subprocess.run([sys.executable, "-m", "larft", *args], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+        if proc.returncode != 0:
+            raise SystemExit(f"larft eval of {model} failed (exit {proc.returncode}); see {out.parent / out.name}.log")
+    benches = json.loads(results.read_text())["benchmarks"]
+    return lifebench_shaped_ls(benches)
+
+
+def lifebench_shaped_ls(benches: dict) -> dict:
+    """Per bench: LS with its interval and per control, and the number of prompts."""
+    out = {}
+    for name, b in benches.items():
+        m = b["metrics"]
+        out[name] = {"ls": m.get("LS"), "ls_ci": (m.get("ci95") or {}).get("LS"), "n": m.get("n"),
+                     "ls_per_control": {c: v["LS"] for c, v in (m.get("per_control") or {}).items()}}
+    return out
 
 
 def restricted_prompt_file(settings: dict, only: str, path: Path) -> dict:
@@ -204,6 +245,7 @@ def summarize(name: str, cfg: dict, work: Path) -> dict | None:
         "overrides": cfg["variants"][name] or {},
         "validation_before": validation(lc["before"]),
         "validation_after": validation(lc["after"]),
+        "lifebench_shaped_validation": lifebench_validation(str(out), cfg, out / "lifebench_validation"),
         "train": training_trace(out),
         "kl_last": metrics[-1].get("kl"),
         "step_seconds_median": statistics.median(m["step_seconds"] for m in metrics if m.get("step_seconds")),
@@ -248,11 +290,15 @@ def main() -> None:
             print(f"[sweep] {name}", flush=True)
             run_variant(name, cfg, work)
     summary = {n: s for n in cfg["variants"] if (s := summarize(n, cfg, work)) is not None}
-    previous = json.loads(RESULTS.read_text())["variants"] if RESULTS.exists() else {}
+    previous_file = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    previous = previous_file.get("variants", {})
     previous.update(summary)
+    base = previous_file.get("lifebench_shaped_validation_base")
+    if cfg.get("lifebench_validation") and not base:  # the base model's score on the same prompts, once
+        base = lifebench_validation(cfg["base"]["model"], cfg, work / "base-lifebench_validation")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"config": cfg, "command": f"benchmarks/recipe_sweep.py --config {args.config}",
-                                   "variants": previous}, indent=2) + "\n")
+                                   "lifebench_shaped_validation_base": base, "variants": previous}, indent=2) + "\n")
     if previous:
         plot(previous, ROOT / "docs" / "img" / "sweep_reward.png")
     for name, s in previous.items():
@@ -262,6 +308,9 @@ def main() -> None:
               f"({per}), rank corr. target~length {b['target_length_spearman']:.2f} -> "
               f"{a['target_length_spearman']:.2f}, words {b['words_mean']:.0f} -> {a['words_mean']:.0f}, "
               f"refusals {a['refusals']:.2f}, {s['steps']} steps, {s['step_seconds_median']:.0f} s/step")
+        for bench, v in (s.get("lifebench_shaped_validation") or {}).items():
+            before = ((base or {}).get(bench) or {}).get("ls")
+            print(f"{'':>16}  {bench}: LS {'-' if before is None else f'{before:.1f}'} -> {v['ls']:.1f} (n={v['n']})")
 
 
 if __name__ == "__main__":

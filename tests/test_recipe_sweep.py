@@ -1,0 +1,60 @@
+"""benchmarks/recipe_sweep.py: the LIFEBench-shaped validation it chooses recipes on."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from larft.eval import benchmarks as B
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    spec = importlib.util.spec_from_file_location("recipe_sweep", ROOT / "benchmarks" / "recipe_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["recipe_sweep"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_validation_tasks_share_no_task_with_the_evaluation_set():
+    """The sweep validates on LIFEBench's label and refactor files; the experiment evaluates on
+    the lite file: choosing on the former must not look at the latter."""
+    try:
+        data = B.benchmark_data_dir() / "lifebench"
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    lite = {item.messages[-1]["content"] for item in B.lifebench_items(data / "data_lite.jsonl")}
+    label = {item.messages[-1]["content"] for item in B.lifebench_items(data / "data_label.jsonl")}
+    refactor = {item.messages[-1]["content"] for item in B.lifebench_refactor_items(data / "data_refactor.jsonl")}
+    assert len(label) == 1800 and len(refactor) > 150  # (a few refactor prompts repeat upstream)
+    assert not (lite & label) and not (lite & refactor)
+    raw = lambda name: {json.loads(x)["raw_data"] for x in (data / name).read_text().splitlines() if x.strip()}  # noqa: E731
+    assert not (raw("data_lite.jsonl") & (raw("data_label.jsonl") | raw("data_refactor.jsonl")))  # no shared source text
+
+
+def test_lifebench_validation_scores_a_model_and_caches_it(sweep, tiny_model_dir, tmp_path, monkeypatch):
+    data = tmp_path / "bench" / "lifebench"
+    data.mkdir(parents=True)
+    tasks = ["Write a label for this review: great tea.", "Write a label for this tweet: rain again."]
+    data.joinpath("data_label.jsonl").write_text("\n".join(json.dumps({
+        "id": i, "category": "label", "type": "test", "lang": "en", "raw_data": t,
+        "task": f"{t} The answer must be {{word_count_type}} {{word_count}} words long."})
+        for i, t in enumerate(tasks, 1)) + "\n")
+    monkeypatch.setenv("LARFT_BENCHMARKS", str(tmp_path / "bench"))
+    cfg = {"lifebench_validation": {"bench": ["lifebench-label"], "filter": "lang=en,max_length=16",
+                                    "max_new_tokens_cap": 64, "batch_size": 6}}
+    out = tmp_path / "val"
+    scores = sweep.lifebench_validation(str(tiny_model_dir), cfg, out)
+    label = scores["lifebench-label"]
+    assert label["n"] == 4  # 2 tasks x (equal, at_most) at 16 words; at_least's budget is over the cap of 64
+    assert set(label["ls_per_control"]) <= {"equal", "at_most", "at_least"}
+    assert (out / "results.json").exists()
+    (out / "results.json").write_text(json.dumps({"benchmarks": {"lifebench-label": {"metrics": {
+        "LS": 12.5, "n": 4, "per_control": {}}}}}))
+    assert sweep.lifebench_validation(str(tiny_model_dir), cfg, out)["lifebench-label"]["ls"] == 12.5  # cached, not rerun
+    assert sweep.lifebench_validation(str(tiny_model_dir), {}, out) is None  # no section, no validation
