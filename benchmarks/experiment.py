@@ -17,11 +17,14 @@
 Work in progress (models, checkpoints, eval caches) lives in `work_dir` (default
 $LARFT_HOME/experiment/<name>, outside the checkout); a killed training run resumes from its last
 checkpoint. Every *finished* stage is recorded in the checkout, in
-benchmarks/results/experiment/<name>/<stage>/ (headline figures, the eval results without answer
-texts, the training curves and a text-free rollout trace: small files, meant to be committed), and
-a recorded stage is never run again: an experiment larger than one session is done in parts
+benchmarks/results/experiment/<name>/<stage>/ (headline figures, the settings that produced them,
+the eval results (lengths and scores; no long answers, only the counting probe's short replies),
+the training curves and a text-free rollout trace: small files, meant to be committed), and a
+recorded stage is never run again: an experiment larger than one session is done in parts
 (`--only`), on any machine, with the results file rewritten from the records after every stage and
-the missing stages listed as `pending`. Delete a stage's record folder to run it again.
+the missing stages listed as `pending`. A record made with other settings than the config's stops
+the run (change `name:` for a new experiment). To run a stage again, delete its record folder and
+its folders under work_dir (train/<stage>*, eval/<stage>).
 """
 
 from __future__ import annotations
@@ -78,6 +81,32 @@ def eval_groups(cfg: dict) -> list[str]:
 TRACE_FIELDS = ("step", "target", "constraint", "unit", "length", "truncated")
 
 
+def stage_settings(cfg: dict, tag: str) -> dict:
+    """What decides a stage's figures: its training options (trained runs) or eval options
+    (inference stages), the model and the eval groups. Recorded with the stage and compared on
+    every later run, so a changed config cannot mix old and new figures under one name."""
+    settings: dict = {"model": cfg["model"], "eval": cfg["eval"]}
+    if tag in (cfg.get("inference") or {}):
+        settings["eval_options"] = inference_args(cfg, tag)
+    elif tag != "base":
+        name, _ = tag.rsplit("-", 1)
+        settings["train"] = run_settings(cfg, name)
+        settings["train_data"] = cfg["train_data"]
+    return json.loads(json.dumps(settings))  # as it reads back from JSON
+
+
+def check_record(cfg: dict, tag: str, figures: dict) -> None:
+    """Stop when a recorded stage was made with other settings than the config's (records from
+    before settings were recorded carry a `recorded_from` note instead and are taken as they are)."""
+    recorded_with = figures.get("settings")
+    if recorded_with is not None and recorded_with != stage_settings(cfg, tag):
+        changed = sorted(k for k in set(recorded_with) | set(stage_settings(cfg, tag))
+                         if recorded_with.get(k) != stage_settings(cfg, tag).get(k))
+        raise SystemExit(f"{records_dir(cfg) / tag / 'headline.json'}: stage {tag} was recorded with other "
+                         f"settings ({', '.join(changed)} differ from the config): give the experiment a new "
+                         "`name:`, or delete that record to run the stage again")
+
+
 def record_stage(cfg: dict, work: Path, tag: str, model: str, timing: dict | None = None) -> dict:
     """Copy a finished stage into the checkout: each eval group's results.json (no answer texts in
     it), the training curves and a text-free rollout trace; headline.json last, because its
@@ -87,7 +116,7 @@ def record_stage(cfg: dict, work: Path, tag: str, model: str, timing: dict | Non
         (rec / group).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work / "eval" / tag / group / "results.json", rec / group / "results.json")
     figures = {"model": model, **headline(load_eval(rec, cfg)), "train_minutes": 0.0, "commit": git_commit(),
-               "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+               "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "settings": stage_settings(cfg, tag)}
     if timing is not None:
         figures.update(timing)
         run_dir = work / "train" / tag
@@ -100,7 +129,9 @@ def record_stage(cfg: dict, work: Path, tag: str, model: str, timing: dict | Non
                 lines.append(json.dumps({**{k: r[k] for k in TRACE_FIELDS if k in r},
                                          **{k: v for k, v in r.items() if k.startswith("reward/")}}))
             (rec / "rollouts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (rec / "headline.json").write_text(json.dumps(figures, indent=2) + "\n")
+    partial = rec / "headline.json.partial"  # whole or absent: a kill mid-write leaves no broken record
+    partial.write_text(json.dumps(figures, indent=2) + "\n")
+    os.replace(partial, rec / "headline.json")
     return figures
 
 
@@ -310,7 +341,8 @@ def main() -> None:
     for stage in stages:
         if stage not in wanted:
             continue
-        if recorded(cfg, stage) is not None:
+        if (figures := recorded(cfg, stage)) is not None:
+            check_record(cfg, stage, figures)
             print(f"[experiment] stage {stage}: recorded in {records_dir(cfg) / stage}, not run again", flush=True)
             continue
         print(f"[experiment] stage {stage}", flush=True)

@@ -68,14 +68,20 @@ def run_variant(name: str, cfg: dict, work: Path) -> None:
     (work / f"{name}.wall.json").write_text(json.dumps({"wall_minutes": (time.perf_counter() - t0) / 60}))
 
 
-def lifebench_validation(model: str, cfg: dict, out: Path) -> dict | None:
+def lifebench_validation(model: str, cfg: dict, out: Path, run: bool = True) -> dict | None:
     """LS on LIFEBench's auxiliary tasks (the config's `lifebench_validation:` benches, filter and
-    limit; greedy), cached in `out`; None when the config has no such section."""
+    limit; greedy), cached in `out` together with the spec that produced it (a changed spec is
+    evaluated again); None when the config has no such section, or nothing is cached and `run` is
+    False (--report-only)."""
     spec = cfg.get("lifebench_validation")
     if not spec:
         return None
-    results = out / "results.json"
+    results, spec_file = out / "results.json", out / "lifebench_validation.json"
+    if results.exists() and (not spec_file.exists() or json.loads(spec_file.read_text()) != spec):
+        shutil.rmtree(out)  # made with another spec
     if not results.exists():
+        if not run:
+            return None
         args = ["eval", "--model", model, "--out", str(out), "--device", "cpu",
                 "--batch-size", str(spec.get("batch_size", 16)), "--max-new-tokens-cap", str(spec.get("max_new_tokens_cap", 512))]
         for bench in spec["bench"]:
@@ -89,6 +95,7 @@ def lifebench_validation(model: str, cfg: dict, out: Path) -> dict | None:
             proc = subprocess.run([sys.executable, "-m", "larft", *args], stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
         if proc.returncode != 0:
             raise SystemExit(f"larft eval of {model} failed (exit {proc.returncode}); see {out.parent / out.name}.log")
+        spec_file.write_text(json.dumps(spec))
     benches = json.loads(results.read_text())["benchmarks"]
     return lifebench_shaped_ls(benches)
 
@@ -233,7 +240,7 @@ def training_trace(out: Path) -> dict:
             "reward_by_step": {s: statistics.fmean(v) for s, v in sorted(by_step.items())}}
 
 
-def summarize(name: str, cfg: dict, work: Path) -> dict | None:
+def summarize(name: str, cfg: dict, work: Path, run: bool = True) -> dict | None:
     out = work / name
     check = out / "length_check.json"
     if not check.exists() or "after" not in json.loads(check.read_text()):
@@ -245,7 +252,7 @@ def summarize(name: str, cfg: dict, work: Path) -> dict | None:
         "overrides": cfg["variants"][name] or {},
         "validation_before": validation(lc["before"]),
         "validation_after": validation(lc["after"]),
-        "lifebench_shaped_validation": lifebench_validation(str(out), cfg, out / "lifebench_validation"),
+        "lifebench_shaped_validation": lifebench_validation(str(out), cfg, out / "lifebench_validation", run),
         "train": training_trace(out),
         "kl_last": metrics[-1].get("kl"),
         "step_seconds_median": statistics.median(m["step_seconds"] for m in metrics if m.get("step_seconds")),
@@ -289,13 +296,16 @@ def main() -> None:
         if not args.report_only:
             print(f"[sweep] {name}", flush=True)
             run_variant(name, cfg, work)
-    summary = {n: s for n in cfg["variants"] if (s := summarize(n, cfg, work)) is not None}
+    run = not args.report_only
+    summary = {n: s for n in names if (s := summarize(n, cfg, work, run)) is not None}
     previous_file = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     previous = previous_file.get("variants", {})
     previous.update(summary)
     base = previous_file.get("lifebench_shaped_validation_base")
-    if cfg.get("lifebench_validation") and not base:  # the base model's score on the same prompts, once
-        base = lifebench_validation(cfg["base"]["model"], cfg, work / "base-lifebench_validation")
+    if cfg.get("lifebench_validation") and (not base or base.get("spec") != cfg["lifebench_validation"]
+                                            or base.get("model") != cfg["base"]["model"]):
+        scores = lifebench_validation(cfg["base"]["model"], cfg, work / "base-lifebench_validation", run)
+        base = {"model": cfg["base"]["model"], "spec": cfg["lifebench_validation"], "scores": scores} if scores else None
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"config": cfg, "command": f"benchmarks/recipe_sweep.py --config {args.config}",
                                    "lifebench_shaped_validation_base": base, "variants": previous}, indent=2) + "\n")
@@ -309,8 +319,9 @@ def main() -> None:
               f"{a['target_length_spearman']:.2f}, words {b['words_mean']:.0f} -> {a['words_mean']:.0f}, "
               f"refusals {a['refusals']:.2f}, {s['steps']} steps, {s['step_seconds_median']:.0f} s/step")
         for bench, v in (s.get("lifebench_shaped_validation") or {}).items():
-            before = ((base or {}).get(bench) or {}).get("ls")
-            print(f"{'':>16}  {bench}: LS {'-' if before is None else f'{before:.1f}'} -> {v['ls']:.1f} (n={v['n']})")
+            before = ((base or {}).get("scores", {}).get(bench) or {}).get("ls")
+            fmt = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
+            print(f"{'':>16}  {bench}: LS {fmt(before)} -> {fmt(v['ls'])} (n={v['n']})")
 
 
 if __name__ == "__main__":

@@ -130,3 +130,8 @@ def test_finished_stages_are_recorded_in_the_checkout_and_never_run_again(experi
     assert "base" not in result["pending"] and "larft-0" not in result["pending"] and "grpo-0" in result["pending"]
     assert (tmp_path / "docs" / "img" / "lifebench" / "ls_by_length.png").exists()  # plots from the records
     assert "**60.0**" in (tmp_path / "docs" / "results.md").read_text()
+
+    experiment.check_record(cfg, "larft-0", experiment.recorded(cfg, "larft-0"))  # same settings: fine
+    changed = {**cfg, "runs": {**cfg["runs"], "larft": {"awareness_lambda_max": 1.0}}}
+    with pytest.raises(SystemExit, match="larft-0 was recorded with other settings \\(train differ"):
+        experiment.check_record(changed, "larft-0", experiment.recorded(cfg, "larft-0"))

@@ -58,3 +58,6 @@ def test_lifebench_validation_scores_a_model_and_caches_it(sweep, tiny_model_dir
         "LS": 12.5, "n": 4, "per_control": {}}}}}))
     assert sweep.lifebench_validation(str(tiny_model_dir), cfg, out)["lifebench-label"]["ls"] == 12.5  # cached, not rerun
     assert sweep.lifebench_validation(str(tiny_model_dir), {}, out) is None  # no section, no validation
+    assert sweep.lifebench_validation(str(tiny_model_dir), cfg, tmp_path / "none", run=False) is None  # --report-only
+    other = {"lifebench_validation": {**cfg["lifebench_validation"], "filter": "lang=en,max_length=32"}}
+    assert sweep.lifebench_validation(str(tiny_model_dir), other, out, run=False) is None  # another spec: not reused
