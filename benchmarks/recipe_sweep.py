@@ -15,7 +15,7 @@ also scored on LIFEBench's own *auxiliary* tasks (`larft eval --bench lifebench-
 with the evaluation set (`lifebench`, the lite file), so a recipe is chosen on prompts like the
 eval's without looking at the eval. Our own held-out prompts alone chose a recipe (equal-only) that
 did not carry over to LIFEBench (docs/results.md).
-Writes benchmarks/results/recipe_sweep.json and docs/img/sweep_*.png. Variants already finished
+Writes benchmarks/results/<results:>.json (default recipe_sweep.json) and a reward plot in docs/img/. Variants already finished
 (in $LARFT_HOME/sweep/<name>) are read, not rerun.
 """
 
@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "recipe_sweep.json"
+RESULTS = ROOT / "benchmarks" / "results"  # <results:>.json (default recipe_sweep.json): one file per sweep
 
 
 def sweep_dir(cfg: dict) -> Path:
@@ -298,7 +298,9 @@ def main() -> None:
             run_variant(name, cfg, work)
     run = not args.report_only
     summary = {n: s for n in names if (s := summarize(n, cfg, work, run)) is not None}
-    previous_file = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    name = cfg.get("results", "recipe_sweep")
+    results = RESULTS / f"{name}.json"
+    previous_file = json.loads(results.read_text()) if results.exists() else {}
     previous = previous_file.get("variants", {})
     previous.update(summary)
     base = previous_file.get("lifebench_shaped_validation_base")
@@ -306,11 +308,11 @@ def main() -> None:
                                             or base.get("model") != cfg["base"]["model"]):
         scores = lifebench_validation(cfg["base"]["model"], cfg, work / "base-lifebench_validation", run)
         base = {"model": cfg["base"]["model"], "spec": cfg["lifebench_validation"], "scores": scores} if scores else None
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"config": cfg, "command": f"benchmarks/recipe_sweep.py --config {args.config}",
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({"config": cfg, "command": f"benchmarks/recipe_sweep.py --config {args.config}",
                                    "lifebench_shaped_validation_base": base, "variants": previous}, indent=2) + "\n")
     if previous:
-        plot(previous, ROOT / "docs" / "img" / "sweep_reward.png")
+        plot(previous, ROOT / "docs" / "img" / ("sweep_reward.png" if name == "recipe_sweep" else f"{name}_reward.png"))
     for name, s in previous.items():
         b, a = s["validation_before"], s["validation_after"]
         per = ", ".join(f"{c} {b['ls_per_constraint'].get(c, 0):.0f}->{v:.0f}" for c, v in a["ls_per_constraint"].items())

@@ -61,3 +61,19 @@ def test_lifebench_validation_scores_a_model_and_caches_it(sweep, tiny_model_dir
     assert sweep.lifebench_validation(str(tiny_model_dir), cfg, tmp_path / "none", run=False) is None  # --report-only
     other = {"lifebench_validation": {**cfg["lifebench_validation"], "filter": "lang=en,max_length=32"}}
     assert sweep.lifebench_validation(str(tiny_model_dir), other, out, run=False) is None  # another spec: not reused
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("sweep-*.yaml")), ids=lambda p: p.name)
+def test_every_sweep_variant_is_valid_larft_train_options(config, tmp_path):
+    import yaml
+
+    from larft.cli import parse_train_args
+
+    cfg = yaml.safe_load(config.read_text())
+    for name, overrides in cfg["variants"].items():
+        settings = {**cfg["base"], **(overrides or {}), "output_dir": str(tmp_path / name)}
+        settings.pop("train_only_constraints", None)  # the sweep's own key (it writes a prompt file)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(settings))
+        _, args = parse_train_args(["--config", str(path)])
+        assert args.max_steps == cfg["base"]["max_steps"]
