@@ -254,6 +254,7 @@ def summarize(name: str, cfg: dict, work: Path, run: bool = True) -> dict | None
         "validation_after": validation(lc["after"]),
         "lifebench_shaped_validation": lifebench_validation(str(out), cfg, out / "lifebench_validation", run),
         "train": training_trace(out),
+        "own_count_error": own_count_error(metrics),
         "kl_last": metrics[-1].get("kl"),
         "step_seconds_median": statistics.median(m["step_seconds"] for m in metrics if m.get("step_seconds")),
         "steps": len(metrics),
@@ -279,6 +280,16 @@ def plot(summary: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def own_count_error(metrics: list[dict], k: int = 5) -> dict | None:
+    """Does the model count its own rollouts? The trainer's `awareness_count_error` (teacher-forced
+    |counted - true| / true, 1 for an answer out of format), mean of the first and last k steps;
+    None for a GRPO-only run (no counting examples). Fresh rollouts each step, so not in-sample."""
+    values = [m["awareness_count_error"] for m in metrics if m.get("awareness_count_error") is not None]
+    if not values:
+        return None
+    return {"first": statistics.fmean(values[:k]), "last": statistics.fmean(values[-k:]), "steps": len(values)}
 
 
 def main() -> None:
@@ -320,6 +331,9 @@ def main() -> None:
               f"({per}), rank corr. target~length {b['target_length_spearman']:.2f} -> "
               f"{a['target_length_spearman']:.2f}, words {b['words_mean']:.0f} -> {a['words_mean']:.0f}, "
               f"refusals {a['refusals']:.2f}, {s['steps']} steps, {s['step_seconds_median']:.0f} s/step")
+        if s.get("own_count_error"):
+            print(f"{'':>16}  own-rollout count error {s['own_count_error']['first']:.2f} -> "
+                  f"{s['own_count_error']['last']:.2f} (first / last 5 steps)")
         for bench, v in (s.get("lifebench_shaped_validation") or {}).items():
             before = ((base or {}).get("scores", {}).get(bench) or {}).get("ls")
             fmt = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731

@@ -185,3 +185,40 @@ def test_predictions_are_each_rows_argmax_at_its_label_positions(tiny_model_dir)
         logits = model(input_ids=ids).logits[0, :-1]
         want = logits.argmax(-1)[lab[1:] != IGNORE_INDEX].tolist()
         assert predicted[i] == want
+
+
+def test_number_only_loss_marks_exactly_the_count_tokens(tiny_model_dir):
+    """awareness_loss_on="number": the same examples, a mask on the tokens that spell N."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = ["the history of tea is long", " ".join(["w"] * 128), "a b c"]
+    units = ["words", "words", "chars"]
+    label = build_awareness_batch(texts, units, tok)
+    number = build_awareness_batch(texts, units, tok, loss_on="number")
+    assert "loss_mask" not in label  # the method's loss: every label token
+    for key in label:
+        assert torch.equal(label[key], number[key])  # same tokens, same labels
+    for i, want in enumerate([6, 128, 3]):
+        marked = number["input_ids"][i][number["loss_mask"][i]]
+        assert tok.decode(marked) == str(want)
+        assert (number["labels"][i][number["loss_mask"][i]] != IGNORE_INDEX).all()  # only inside the label
+
+
+def test_number_only_loss_is_cross_entropy_on_the_count_tokens(tiny_model_dir):
+    from tiny import tiny_model
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = tiny_model(tok)
+    texts = ["one two three four five six seven", "a", "tea is long and warm", "b c", "x y z w v", "q"]
+    batch = build_awareness_batch(texts, ["words"] * len(texts), tok, loss_on="number")
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    only_number = batch["labels"].masked_fill(~batch["loss_mask"], IGNORE_INDEX)
+    ref = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)), only_number[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+    every = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+    for chunks in (1, 3):  # with and without the shared-prefix path's grouping
+        predicted: dict[int, list[int]] = {}
+        loss = awareness_loss(model, **batch, chunks=chunks, predictions=predicted)
+        assert torch.allclose(loss, ref, atol=1e-5) and not torch.allclose(loss, every, atol=1e-3)
+        # the logged counts still read the whole label (tags included)
+        assert all(len(predicted[i]) == int((batch["labels"][i] != IGNORE_INDEX).sum()) for i in range(len(texts)))

@@ -77,3 +77,10 @@ def test_every_sweep_variant_is_valid_larft_train_options(config, tmp_path):
         path.write_text(yaml.safe_dump(settings))
         _, args = parse_train_args(["--config", str(path)])
         assert args.max_steps == cfg["base"]["max_steps"]
+
+
+def test_own_count_error_reads_first_and_last_steps_and_is_none_without_counting(sweep):
+    metrics = [{"step": i, "awareness_count_error": e} for i, e in enumerate([1.0, 1.0, 0.8, 0.6, 0.5, 0.4, 0.3], 1)]
+    got = sweep.own_count_error(metrics, k=2)
+    assert got == {"first": 1.0, "last": pytest.approx(0.35), "steps": 7}
+    assert sweep.own_count_error([{"step": 1, "awareness_count_error": None}, {"step": 2}]) is None  # GRPO only

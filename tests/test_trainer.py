@@ -125,3 +125,26 @@ def test_truncated_rollouts_are_counted_and_labelled_by_what_they_wrote(tiny_mod
         assert r["reward/length_reward"] == pytest.approx(
             length_reward(r["text"], r["target"], constraint=r["constraint"], degenerate_guard=True, refusal_floor=0.1))
     assert trainer._metrics["train"]["truncated_rate"][-1] == pytest.approx(len(cut) / 4)
+
+
+def test_number_only_awareness_loss_is_the_count_tokens_share(tiny_model_dir, tmp_path):
+    """awareness_loss_on="number" adds lambda x CE over the count's tokens, and the option is checked."""
+    trainer = _trainer(tiny_model_dir, tmp_path, awareness_loss_on="number")
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(_rows(2)).repeat(2)))
+    mask = inputs["awareness_loss_mask"]
+    assert mask.shape == inputs["awareness_labels"].shape and 0 < mask.sum() < (inputs["awareness_labels"] != -100).sum()
+    with_awareness, _ = _grads(trainer, inputs)
+    trainer.args.awareness_lambda_max = 0.0
+    grpo_only, _ = _grads(trainer, inputs)
+    trainer.model.zero_grad()
+    awareness_loss(trainer.model, *(inputs[k] for k in AWARENESS_KEYS), loss_mask=mask).backward()
+    expected = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+    assert torch.allclose(with_awareness - grpo_only, expected, atol=1e-5)
+    trainer.args.awareness_lambda_max = 1.0
+    trainer.train()  # through TRL's batch splitting and shuffling, the mask travels with its rows
+    logged = [h["awareness_loss"] for h in trainer.state.log_history if "awareness_loss" in h]
+    assert logged and all(math.isfinite(x) and x > 0 for x in logged)
+    with pytest.raises(ValueError, match="awareness_loss_on"):
+        LARFTConfig(output_dir=str(tmp_path), awareness_loss_on="digits", report_to="none")

@@ -4,6 +4,11 @@ Every rollout the policy just wrote becomes a supervised example "count the word
 text" whose label is its true count, `<word_count>N</word_count>` + eos. Only the label
 tokens carry loss. Prompts go through the model's chat template when it has one (an
 instruct model is asked the way it is used); the official release feeds raw text.
+
+`loss_on="number"` (an option, not the method) puts the loss on the count's own tokens only:
+of the 13 label tokens of `<word_count>38</word_count><|im_end|>` on SmolLM2, 2 are the number,
+so once a small model has learned the format the mean over the label says little about
+whether it counts (measured: the probe answered 12-15 for every text after 40 LARFT steps).
 """
 
 from __future__ import annotations
@@ -82,9 +87,11 @@ def build_awareness_batch(
     tokenizer: Any,
     max_text_tokens: int | None = None,
     chat_template_kwargs: dict | None = None,
+    loss_on: str = "label",
 ) -> dict[str, torch.Tensor]:
     """Counting examples for `texts`, left-padded: input_ids, attention_mask, labels, and
-    prefix_length (tokens of the shared prompt part before the text, per row).
+    prefix_length (tokens of the shared prompt part before the text, per row); with
+    `loss_on="number"` also loss_mask, True at the label tokens that spell the count.
 
     Left padding puts every label at the end of its row, so the loss needs logits for the
     last few positions only. A text longer than `max_text_tokens` is cut and the cut text is
@@ -92,6 +99,8 @@ def build_awareness_batch(
     """
     if len(texts) != len(units):
         raise ValueError(f"{len(texts)} texts but {len(units)} units")
+    if loss_on not in LOSS_ON:
+        raise ValueError(f"loss_on must be one of {LOSS_ON}, got {loss_on!r}")
     end_ids = tokenizer(turn_end(tokenizer, chat_template_kwargs), add_special_tokens=False)["input_ids"]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     parts = {u: prompt_parts(tokenizer, u, chat_template_kwargs) for u in set(units)}
@@ -104,21 +113,52 @@ def build_awareness_batch(
                 text = tokenizer.decode(ids[:max_text_tokens], skip_special_tokens=True)
         count = measure(text, unit, tokenizer=tokenizer, extract=False)
         prompt_ids = prefix_ids[unit] + tokenizer(text + parts[unit][1], add_special_tokens=False)["input_ids"]
-        label_ids = tokenizer(counting_answer(count, unit), add_special_tokens=False)["input_ids"]
+        if loss_on == "number":
+            label_ids, number = _label_tokens(tokenizer, count, unit)
+        else:
+            label_ids = tokenizer(counting_answer(count, unit), add_special_tokens=False)["input_ids"]
+            number = [False] * len(label_ids)
         label_ids = label_ids + end_ids
-        rows.append((prompt_ids, label_ids, len(prefix_ids[unit])))
-    width = max(len(p) + len(a) for p, a, _ in rows)
+        number = number + [False] * len(end_ids)
+        rows.append((prompt_ids, label_ids, len(prefix_ids[unit]), number))
+    width = max(len(p) + len(a) for p, a, _, _ in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    prefix_length = torch.tensor([n for _, _, n in rows], dtype=torch.long)
-    for i, (prompt_ids, label_ids, _) in enumerate(rows):
+    prefix_length = torch.tensor([n for _, _, n, _ in rows], dtype=torch.long)
+    loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (prompt_ids, label_ids, _, number) in enumerate(rows):
         seq = prompt_ids + label_ids
         start = width - len(seq)
         input_ids[i, start:] = torch.tensor(seq)
         attention_mask[i, start:] = 1
         labels[i, width - len(label_ids) :] = torch.tensor(label_ids)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "prefix_length": prefix_length}
+        loss_mask[i, width - len(label_ids) :] = torch.tensor(number)
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "prefix_length": prefix_length}
+    if loss_on == "number":
+        batch["loss_mask"] = loss_mask
+    return batch
+
+
+#: which label tokens carry the awareness loss: all of them (the method) or only the count's
+LOSS_ON = ("label", "number")
+
+
+def _label_tokens(tokenizer: Any, count: int, unit: str) -> tuple[list[int], list[bool]]:
+    """The label's token ids and, per token, whether it spells the count (from the fast
+    tokenizer's character offsets; a slow tokenizer: the count's tokens are found by
+    tokenizing the tag and the number apart, which may split the label differently)."""
+    answer = counting_answer(count, unit)
+    start = answer.index(">") + 1
+    end = start + len(str(count))
+    try:
+        enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+    except (NotImplementedError, KeyError):
+        opening, digits, closing = (tokenizer(part, add_special_tokens=False)["input_ids"]
+                                    for part in (answer[:start], answer[start:end], answer[end:]))
+        return opening + digits + closing, [False] * len(opening) + [True] * len(digits) + [False] * len(closing)
+    return enc["input_ids"], [a < end and b > start for a, b in offsets]
 
 
 def awareness_loss(
@@ -129,8 +169,10 @@ def awareness_loss(
     prefix_length: torch.Tensor | None = None,
     chunks: int | None = None,
     predictions: dict[int, list[int]] | None = None,
+    loss_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean next-token cross-entropy over the label tokens only.
+    """Mean next-token cross-entropy over the label tokens only (with `loss_mask`: over the
+    label tokens it marks, e.g. the count's own; predictions still cover the whole label).
 
     With a `predictions` dict, it also receives, per row, the argmax token at every label
     position (teacher-forced: what the model would answer given the right tokens before): a
@@ -144,7 +186,8 @@ def awareness_loss(
       computed once and its keys/values shared by the group (gradients flow through it).
     A batch without any label token gives 0, not NaN. Default chunks: one per 4 rows, at most 4.
     """
-    has_label = labels != IGNORE_INDEX
+    loss_labels = labels if loss_mask is None else labels.masked_fill(~loss_mask.bool(), IGNORE_INDEX)
+    has_label = loss_labels != IGNORE_INDEX
     if not has_label.any():
         return torch.zeros((), device=input_ids.device, requires_grad=True)
     rows = input_ids.size(0)
@@ -152,15 +195,15 @@ def awareness_loss(
     order = torch.argsort(attention_mask.sum(dim=1))
     total = torch.zeros((), device=input_ids.device)
     for part in torch.tensor_split(order, chunks):
-        ids, mask, lab = input_ids[part], attention_mask[part], labels[part]
+        ids, mask, lab, loss_lab = input_ids[part], attention_mask[part], labels[part], loss_labels[part]
         keep = int(mask.sum(dim=1).max())  # this group's longest row; the rest is left padding
-        ids, mask, lab = ids[:, -keep:], mask[:, -keep:], lab[:, -keep:]
+        ids, mask, lab, loss_lab = ids[:, -keep:], mask[:, -keep:], lab[:, -keep:], loss_lab[:, -keep:]
         if not (lab != IGNORE_INDEX).any():
             continue
         prefix = _shared_prefix(ids, mask, prefix_length[part] if prefix_length is not None else None)
         sink = _RowSink(part.tolist(), predictions) if predictions is not None else None
-        loss = _cached_prefix_loss(model, ids, mask, lab, prefix, sink) if prefix is not None else None
-        total = total + (loss if loss is not None else _plain_loss(model, ids, mask, lab, sink))
+        loss = _cached_prefix_loss(model, ids, mask, lab, prefix, sink, loss_lab) if prefix is not None else None
+        total = total + (loss if loss is not None else _plain_loss(model, ids, mask, lab, sink, loss_lab))
     return total / has_label.sum()
 
 
@@ -184,20 +227,22 @@ def _label_span(lab: torch.Tensor) -> int:
     return lab.size(1) - first
 
 
-def _sum_ce(logits: torch.Tensor, targets: torch.Tensor, sink: _RowSink | None = None) -> torch.Tensor:
+def _sum_ce(logits: torch.Tensor, targets: torch.Tensor, sink: _RowSink | None = None,
+            loss_targets: torch.Tensor | None = None) -> torch.Tensor:
     logits = logits[:, :-1, :].float()  # position t predicts token t + 1
     if sink is not None:
         sink.add(logits, targets)
+    loss_targets = targets if loss_targets is None else loss_targets
     return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        logits.reshape(-1, logits.size(-1)), loss_targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
 
 
 def _plain_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, lab: torch.Tensor,
-                sink: _RowSink | None = None) -> torch.Tensor:
+                sink: _RowSink | None = None, loss_lab: torch.Tensor | None = None) -> torch.Tensor:
     span = _label_span(lab)
     outputs = model(input_ids=ids, attention_mask=mask, logits_to_keep=span + 1, use_cache=False)
-    return _sum_ce(outputs.logits, lab[:, -span:], sink)
+    return _sum_ce(outputs.logits, lab[:, -span:], sink, None if loss_lab is None else loss_lab[:, -span:])
 
 
 def _shared_prefix(ids: torch.Tensor, mask: torch.Tensor, prefix_length: torch.Tensor | None) -> torch.Tensor | None:
@@ -215,7 +260,8 @@ def _shared_prefix(ids: torch.Tensor, mask: torch.Tensor, prefix_length: torch.T
 
 
 def _cached_prefix_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, lab: torch.Tensor,
-                        prefix: torch.Tensor, sink: _RowSink | None = None) -> torch.Tensor | None:
+                        prefix: torch.Tensor, sink: _RowSink | None = None,
+                        loss_lab: torch.Tensor | None = None) -> torch.Tensor | None:
     """Run the shared prefix once, then every row's own tokens on top of its keys/values.
 
     Rows become [prefix][left padding][own tokens]; the padding is masked out and the own
@@ -237,4 +283,5 @@ def _cached_prefix_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, lab: 
     full_mask = torch.cat([torch.ones(rows, p, dtype=own_mask.dtype, device=ids.device), own_mask], dim=1)
     outputs = model(input_ids=own_ids, attention_mask=full_mask, position_ids=positions, cache=cache,
                     use_cache=True, logits_to_keep=span + 1)
-    return _sum_ce(outputs.logits, own_lab[:, -span:], sink)
+    own_loss = None if loss_lab is None else loss_lab[:, -width:][:, -span:]
+    return _sum_ce(outputs.logits, own_lab[:, -span:], sink, own_loss)

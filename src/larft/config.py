@@ -27,6 +27,14 @@ class LARFTConfig(GRPOConfig):
         default=None,
         metadata={"help": "Cut rollouts longer than this before building counting examples (None = keep whole)."},
     )
+    awareness_loss_on: str = field(
+        default="label",
+        metadata={
+            "help": "Which label tokens carry the awareness loss: 'label' (all of <word_count>N</word_count><eos>, "
+            "the method) or 'number' (only the tokens of N: the tags are learned in a few steps and then dilute "
+            "the count's share of the loss; an option for small models, not the paper's)."
+        },
+    )
     degenerate_guard: bool = field(
         default=True,
         metadata={"help": "Reward 0 for looping responses (share of repeated word trigrams > 0.5)."},
@@ -108,6 +116,8 @@ class LARFTConfig(GRPOConfig):
         super().__post_init__()
         if self.awareness_lambda_max < 0:
             raise ValueError(f"awareness_lambda_max must be >= 0, got {self.awareness_lambda_max}")
+        if self.awareness_loss_on not in ("label", "number"):
+            raise ValueError(f"awareness_loss_on must be 'label' or 'number', got {self.awareness_loss_on!r}")
         if not 0.0 <= self.refusal_floor < 1.0:
             raise ValueError(f"refusal_floor must be in [0, 1), got {self.refusal_floor}")
         from larft.length import parse_delimiters

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from peft import PeftModel
 
 AWARENESS_KEYS = ("awareness_input_ids", "awareness_attention_mask", "awareness_labels", "awareness_prefix_length")
+AWARENESS_LOSS_MASK = "awareness_loss_mask"  # only with awareness_loss_on="number"
 
 
 class LARFTTrainer(GRPOTrainer):
@@ -194,10 +195,12 @@ class LARFTTrainer(GRPOTrainer):
             self._write_rollouts(inputs, texts, lengths, truncated)
         if mode == "train" and self.args.awareness_lambda_max > 0:
             batch = build_awareness_batch(texts, units, self._tokenizer, self.args.awareness_max_text_tokens,
-                                          self.args.chat_template_kwargs)
+                                          self.args.chat_template_kwargs, loss_on=self.args.awareness_loss_on)
             device = output["completion_ids"].device
             for key, name in zip(AWARENESS_KEYS, ("input_ids", "attention_mask", "labels", "prefix_length")):
                 output[key] = batch[name].to(device)
+            if "loss_mask" in batch:
+                output[AWARENESS_LOSS_MASK] = batch["loss_mask"].to(device)
         return output
 
     def _completion_texts(self, completion_ids: torch.Tensor) -> tuple[list[str], list[bool]]:
@@ -304,13 +307,14 @@ class LARFTTrainer(GRPOTrainer):
             return loss
         lam = self.current_awareness_lambda()
         batch = [inputs[k] for k in AWARENESS_KEYS]
+        loss_mask = inputs.get(AWARENESS_LOSS_MASK)
         predicted: dict[int, list[int]] = {}
         if lam > 0:
-            counting = awareness_loss(model, *batch, predictions=predicted)
+            counting = awareness_loss(model, *batch, predictions=predicted, loss_mask=loss_mask)
             loss = loss + lam * counting / accumulation
         else:  # warm-up starts at exactly 0: measure the loss, spend no backward on it
             with torch.no_grad():
-                counting = awareness_loss(model, *batch, predictions=predicted)
+                counting = awareness_loss(model, *batch, predictions=predicted, loss_mask=loss_mask)
         self._log_count_error(mode, batch[2], predicted)
         if not torch.isfinite(counting):
             raise FloatingPointError(f"the awareness loss is {counting.item()} at step {self.state.global_step + 1}")
