@@ -304,6 +304,32 @@ def seed_mean(per_seed: dict[int, dict]) -> dict:
     return out
 
 
+def paired_ls_difference(cfg: dict, a: str, b: str) -> dict | None:
+    """LIFEBench LS of stage `a` minus stage `b` with a 95% bootstrap interval over the prompts both
+    answered, resampled in pairs (same prompt, both answers; strata = control x length, as the
+    eval's own intervals): tighter than comparing two unpaired intervals, because the prompts'
+    difficulty cancels. None when either record keeps no per-prompt samples (older records)."""
+    from larft.eval.metrics import lifebench_aggregate
+    from larft.eval.stats import bootstrap_cis
+
+    samples = []
+    for tag in (a, b):
+        path = records_dir(cfg) / tag / "lifebench" / "results.json"
+        if not path.exists():
+            return None
+        bench = json.loads(path.read_text())["benchmarks"]["lifebench"]
+        samples.append({x["id"]: (x["control"], x["target"], x["length"]) for x in bench["samples"]})
+    common = sorted(set(samples[0]) & set(samples[1]))
+    pairs = [(samples[0][i], samples[1][i]) for i in common]
+
+    def difference(items: list) -> dict:
+        ls_a, ls_b = (lifebench_aggregate(x[k] for x in items).get("LS") for k in (0, 1))
+        return {"diff": None if ls_a is None or ls_b is None else ls_a - ls_b}
+
+    return {"diff": difference(pairs)["diff"], "ci": bootstrap_cis(pairs, difference, strata=lambda x: x[0][:2])["diff"],
+            "n": len(pairs)}
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -388,6 +414,8 @@ def write_outputs(cfg: dict, stages: list[str], config_path: str) -> None:
         if diffs:
             runs["larft"]["ls_minus_grpo"] = statistics.fmean(diffs)
             runs["larft"]["ls_minus_grpo_per_seed"] = dict(zip(common, diffs))
+            paired = {s: paired_ls_difference(cfg, f"larft-{s}", f"grpo-{s}") for s in common}
+            runs["larft"]["ls_minus_grpo_paired"] = {s: p for s, p in paired.items() if p is not None}
     result = {
         "command": ".venv/bin/python benchmarks/experiment.py --config " + (
             str(Path(config_path).resolve().relative_to(ROOT)) if Path(config_path).resolve().is_relative_to(ROOT)
@@ -521,8 +549,10 @@ def markdown(result: dict, images: list[str]) -> str:
             f"{r['perplexity']:.2f} | {'-' if tokens is None else f'{tokens:.0f}'} | {r.get('train_minutes', 0):.1f} |")
     if "larft" in runs and "ls_minus_grpo" in runs["larft"]:
         per = runs["larft"]["ls_minus_grpo_per_seed"]
+        paired = runs["larft"].get("ls_minus_grpo_paired") or {}
         lines += ["", f"LARFT minus GRPO-only, LS: **{runs['larft']['ls_minus_grpo']:+.1f}** (per seed: "
-                  + ", ".join(f"s{s}: {d:+.1f}" for s, d in per.items()) + ")"]
+                  + ", ".join(f"s{s}: {d:+.1f}" + (f"{_ci(paired[s]['ci'])} paired over {paired[s]['n']} prompts"
+                                                   if s in paired else "") for s, d in per.items()) + ")"]
     lines += ["", best_of_answer(runs)]
     cfg = result["config"]
     lines += ["", f"Settings: `{cfg.get('recipe', 'configs/experiment-cpu.yaml')}`; evaluation groups: "

@@ -135,3 +135,29 @@ def test_finished_stages_are_recorded_in_the_checkout_and_never_run_again(experi
     changed = {**cfg, "runs": {**cfg["runs"], "larft": {"awareness_lambda_max": 1.0}}}
     with pytest.raises(SystemExit, match="larft-0 was recorded with other settings \\(train differ"):
         experiment.check_record(changed, "larft-0", experiment.recorded(cfg, "larft-0"))
+
+
+def test_larft_minus_grpo_is_paired_over_the_prompts_both_answered(experiment, cfg, tmp_path, monkeypatch):
+    """Same prompts, two models: the difference's interval resamples prompts in pairs."""
+    import json
+
+    from larft.eval.metrics import lifebench_aggregate
+
+    monkeypatch.setattr(experiment, "RECORDS", tmp_path / "records")
+    rng = __import__("random").Random(0)
+    prompts = [(f"p{i}-{c}-{t}", c, t) for i in range(6) for c in ("equal", "at_most", "at_least") for t in (16, 64)]
+    for tag, stretch in (("larft-1", 1.0), ("grpo-1", 1.6)):  # grpo's answers 60% longer: worse on equal / at_most
+        rec = tmp_path / "records" / cfg["name"] / tag / "lifebench"
+        rec.mkdir(parents=True)
+        samples = [{"id": i, "control": c, "target": t, "length": max(2, round(t * stretch * rng.uniform(0.8, 1.2)))}
+                   for i, c, t in prompts]
+        (rec / "results.json").write_text(json.dumps({"benchmarks": {"lifebench": {"samples": samples}}}))
+    got = experiment.paired_ls_difference(cfg, "larft-1", "grpo-1")
+    ls = {tag: lifebench_aggregate(
+        (x["control"], x["target"], x["length"]) for x in json.loads(
+            (tmp_path / "records" / cfg["name"] / tag / "lifebench" / "results.json").read_text())
+        ["benchmarks"]["lifebench"]["samples"])["LS"] for tag in ("larft-1", "grpo-1")}
+    assert got["n"] == len(prompts)
+    assert got["diff"] == pytest.approx(ls["larft-1"] - ls["grpo-1"]) and got["diff"] > 0
+    assert got["ci"][0] < got["diff"] < got["ci"][1]
+    assert experiment.paired_ls_difference(cfg, "larft-0", "grpo-1") is None  # no per-prompt samples recorded
