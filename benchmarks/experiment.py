@@ -318,8 +318,10 @@ def paired_ls_difference(cfg: dict, a: str, b: str) -> dict | None:
         if not path.exists():
             return None
         bench = json.loads(path.read_text())["benchmarks"]["lifebench"]
+        if not bench.get("samples"):
+            return None
         samples.append({x["id"]: (x["control"], x["target"], x["length"]) for x in bench["samples"]})
-    common = sorted(set(samples[0]) & set(samples[1]))
+    common = sorted(i for i in set(samples[0]) & set(samples[1]) if samples[0][i][:2] == samples[1][i][:2])
     pairs = [(samples[0][i], samples[1][i]) for i in common]
 
     def difference(items: list) -> dict:

@@ -39,7 +39,8 @@ TRL_BIBTEX = """@software{vonwerra2020trl,
 }"""
 
 #: LARFTConfig fields that are LARFT's own
-LARFT_FIELDS = ("awareness_lambda_max", "awareness_warmup_ratio", "awareness_max_text_tokens", "degenerate_guard",
+LARFT_FIELDS = ("awareness_lambda_max", "awareness_warmup_ratio", "awareness_max_text_tokens", "awareness_loss_on",
+                "degenerate_guard",
                 "refusal_floor", "reasoning_delimiters", "length_check_prompts")
 #: the TRL / transformers fields that shape a GRPO run
 TRL_FIELDS = ("learning_rate", "lr_scheduler_type", "num_train_epochs", "max_steps", "per_device_train_batch_size",
