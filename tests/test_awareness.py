@@ -222,3 +222,26 @@ def test_number_only_loss_is_cross_entropy_on_the_count_tokens(tiny_model_dir):
         assert torch.allclose(loss, ref, atol=1e-5) and not torch.allclose(loss, every, atol=1e-3)
         # the logged counts still read the whole label (tags included)
         assert all(len(predicted[i]) == int((batch["labels"][i] != IGNORE_INDEX).sum()) for i in range(len(texts)))
+
+
+def test_number_mask_without_offsets_comes_from_decoding_the_same_label(tiny_model_dir):
+    """A slow tokenizer has no offsets: the mask is found on the same label ids, by decoding."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    class NoOffsets:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, *args, **kwargs):
+            if kwargs.get("return_offsets_mapping"):
+                raise NotImplementedError("return_offset_mapping is not available when using Python tokenizers")
+            return self.inner(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    texts = ["the history of tea is long", " ".join(["w"] * 128)]
+    fast = build_awareness_batch(texts, ["words"] * 2, tok, loss_on="number")
+    slow = build_awareness_batch(texts, ["words"] * 2, NoOffsets(tok), loss_on="number")
+    for key in fast:
+        assert torch.equal(fast[key], slow[key])

@@ -143,7 +143,7 @@ def test_number_only_awareness_loss_is_the_count_tokens_share(tiny_model_dir, tm
     expected = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
     assert torch.allclose(with_awareness - grpo_only, expected, atol=1e-5)
     trainer.args.awareness_lambda_max = 1.0
-    trainer.train()  # through TRL's batch splitting and shuffling, the mask travels with its rows
+    trainer.train()  # a whole run: the mask goes through TRL's buffering and shuffling (one micro-batch here)
     logged = [h["awareness_loss"] for h in trainer.state.log_history if "awareness_loss" in h]
     assert logged and all(math.isfinite(x) and x > 0 for x in logged)
     with pytest.raises(ValueError, match="awareness_loss_on"):

@@ -113,11 +113,9 @@ def build_awareness_batch(
                 text = tokenizer.decode(ids[:max_text_tokens], skip_special_tokens=True)
         count = measure(text, unit, tokenizer=tokenizer, extract=False)
         prompt_ids = prefix_ids[unit] + tokenizer(text + parts[unit][1], add_special_tokens=False)["input_ids"]
-        if loss_on == "number":
-            label_ids, number = _label_tokens(tokenizer, count, unit)
-        else:
-            label_ids = tokenizer(counting_answer(count, unit), add_special_tokens=False)["input_ids"]
-            number = [False] * len(label_ids)
+        answer = counting_answer(count, unit)
+        label_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        number = _spells_count(tokenizer, answer, label_ids) if loss_on == "number" else [False] * len(label_ids)
         label_ids = label_ids + end_ids
         number = number + [False] * len(end_ids)
         rows.append((prompt_ids, label_ids, len(prefix_ids[unit]), number))
@@ -144,21 +142,18 @@ def build_awareness_batch(
 LOSS_ON = ("label", "number")
 
 
-def _label_tokens(tokenizer: Any, count: int, unit: str) -> tuple[list[int], list[bool]]:
-    """The label's token ids and, per token, whether it spells the count (from the fast
-    tokenizer's character offsets; a slow tokenizer: the count's tokens are found by
-    tokenizing the tag and the number apart, which may split the label differently)."""
-    answer = counting_answer(count, unit)
+def _spells_count(tokenizer: Any, answer: str, ids: list[int]) -> list[bool]:
+    """Per token of `ids` (the tokenized `answer`), whether it covers the count between the tags.
+    Character spans from the fast tokenizer's offsets; a slow tokenizer: from decoding growing
+    prefixes of the same ids (so the label is the same in both modes, whatever the tokenizer)."""
     start = answer.index(">") + 1
-    end = start + len(str(count))
+    end = answer.index("<", start)
     try:
-        enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
-        offsets = enc["offset_mapping"]
+        spans = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     except (NotImplementedError, KeyError):
-        opening, digits, closing = (tokenizer(part, add_special_tokens=False)["input_ids"]
-                                    for part in (answer[:start], answer[start:end], answer[end:]))
-        return opening + digits + closing, [False] * len(opening) + [True] * len(digits) + [False] * len(closing)
-    return enc["input_ids"], [a < end and b > start for a, b in offsets]
+        edges = [0] + [len(tokenizer.decode(ids[: k + 1])) for k in range(len(ids))]
+        spans = list(zip(edges[:-1], edges[1:]))
+    return [a < end and b > start for a, b in spans]
 
 
 def awareness_loss(
@@ -283,5 +278,4 @@ def _cached_prefix_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, lab: 
     full_mask = torch.cat([torch.ones(rows, p, dtype=own_mask.dtype, device=ids.device), own_mask], dim=1)
     outputs = model(input_ids=own_ids, attention_mask=full_mask, position_ids=positions, cache=cache,
                     use_cache=True, logits_to_keep=span + 1)
-    own_loss = None if loss_lab is None else loss_lab[:, -width:][:, -span:]
-    return _sum_ce(outputs.logits, own_lab[:, -span:], sink, own_loss)
+    return _sum_ce(outputs.logits, own_lab[:, -span:], sink, None if loss_lab is None else loss_lab[:, -span:])

@@ -116,8 +116,10 @@ class LARFTConfig(GRPOConfig):
         super().__post_init__()
         if self.awareness_lambda_max < 0:
             raise ValueError(f"awareness_lambda_max must be >= 0, got {self.awareness_lambda_max}")
-        if self.awareness_loss_on not in ("label", "number"):
-            raise ValueError(f"awareness_loss_on must be 'label' or 'number', got {self.awareness_loss_on!r}")
+        from larft.awareness import LOSS_ON
+
+        if self.awareness_loss_on not in LOSS_ON:
+            raise ValueError(f"awareness_loss_on must be one of {', '.join(LOSS_ON)}, got {self.awareness_loss_on!r}")
         if not 0.0 <= self.refusal_floor < 1.0:
             raise ValueError(f"refusal_floor must be in [0, 1), got {self.refusal_floor}")
         from larft.length import parse_delimiters
