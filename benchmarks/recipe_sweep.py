@@ -284,8 +284,10 @@ def plot(summary: dict, path: Path) -> None:
 
 def own_count_error(metrics: list[dict], k: int = 5) -> dict | None:
     """Does the model count its own rollouts? The trainer's `awareness_count_error` (teacher-forced
-    |counted - true| / true, 1 for an answer out of format), mean of the first and last k steps;
-    None for a GRPO-only run (no counting examples). Fresh rollouts each step, so not in-sample."""
+    |counted - true| / true, read at the count's positions of the label, 1 for a non-number; runs
+    before `awareness.read_count` (2026-11-25) parsed the whole label: 1 while the tags were wrong),
+    mean of the first and last k steps; None for a GRPO-only run (no counting examples). Fresh
+    rollouts each step, so not in-sample."""
     values = [m["awareness_count_error"] for m in metrics if m.get("awareness_count_error") is not None]
     if not values:
         return None

@@ -245,3 +245,26 @@ def test_number_mask_without_offsets_comes_from_decoding_the_same_label(tiny_mod
     slow = build_awareness_batch(texts, ["words"] * 2, NoOffsets(tok), loss_on="number")
     for key in fast:
         assert torch.equal(fast[key], slow[key])
+
+
+def test_the_logged_count_is_read_at_the_count_positions_only(tiny_model_dir):
+    """awareness_count_error reads the model's count where the label spells it: wrong tags do not
+    hide a right count (number-only training never teaches the tags), a wrong digit is read as such."""
+    from larft.awareness import read_count
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = ["one two three four five six seven eight nine ten eleven twelve", "a b c"]
+    batch = build_awareness_batch(texts, ["words", "chars"], tok, loss_on="number")
+    for i, truth in enumerate([12, 3]):
+        label = batch["labels"][i][batch["labels"][i] != IGNORE_INDEX].tolist()
+        is_count = batch["loss_mask"][i][batch["labels"][i] != IGNORE_INDEX].tolist()
+        filler = tok("x", add_special_tokens=False)["input_ids"][0]
+        wrong_tags = [t if c else filler for t, c in zip(label, is_count)]
+        assert read_count(tok, label, wrong_tags) == (truth, truth)
+        wrong = int(str(truth)[:-1] + str((truth + 5) % 10))  # the last digit off by 5
+        other = tok(str(wrong), add_special_tokens=False)["input_ids"]
+        assert len(other) == sum(is_count)  # digits are single tokens here: the same positions
+        it = iter(other)
+        assert read_count(tok, label, [next(it) if c else t for t, c in zip(label, is_count)]) == (truth, wrong)
+        assert read_count(tok, label, [filler] * len(label)) == (truth, None)  # no number: an error of 1
+    assert read_count(tok, tok("no count here", add_special_tokens=False)["input_ids"], [0, 0, 0]) is None

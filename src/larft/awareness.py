@@ -202,6 +202,26 @@ def awareness_loss(
     return total / has_label.sum()
 
 
+def read_count(tokenizer: Any, label: list[int], predicted: list[int]) -> tuple[int, int | None] | None:
+    """(true count, the model's count) of one counting example, from its label ids and the argmax
+    at each label position (teacher-forced, `awareness_loss(predictions=)`); None for a label
+    without a count. The model's count is read at the count's own positions only, set into the
+    true label: a tag it would spell wrong does not hide whether it counts (with
+    `loss_on="number"` it is never taught the tags), so both loss modes are measured alike."""
+    text = tokenizer.decode(label)
+    unit = next((u for u in TAGS if f"<{TAGS[u]}>" in text), "words")
+    truth = parse_count(text, unit)
+    if truth is None:
+        return None
+    answer = counting_answer(truth, unit)
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    if ids != label[: len(ids)] or len(predicted) != len(label):
+        raise ValueError(f"label {label} is not the tokenized {answer!r} + the turn's end, or predictions "
+                         f"({len(predicted)}) do not cover it ({len(label)})")
+    spliced = [p if is_count else t for t, p, is_count in zip(ids, predicted, _spells_count(tokenizer, answer, ids))]
+    return truth, parse_count(tokenizer.decode(spliced), unit)
+
+
 class _RowSink:
     """Collects argmax predictions at label positions for the original rows of a group."""
 

@@ -21,7 +21,6 @@ from transformers import PreTrainedModel, TrainerCallback
 from trl import GRPOTrainer
 from trl.trainer.grpo_trainer import RewardFunc
 
-from larft.awareness import TAGS as _TAG
 from larft.awareness import awareness_loss, build_awareness_batch
 from larft.card import LARFT_BIBTEX, PAPER_ID, PAPER_TITLE, TAGS, CardInfo, model_card, read_length_check
 from larft.config import LARFTConfig
@@ -273,19 +272,17 @@ class LARFTTrainer(GRPOTrainer):
 
     def _log_count_error(self, mode: str, labels: torch.Tensor, predicted: dict[int, list[int]]) -> None:
         """`awareness_count_error`: mean |counted - true| / true of the model's own counts of its
-        rollouts, read from the awareness pass's argmax at the label positions (teacher-forced,
-        no extra forward). An answer that does not parse counts as an error of 1. It shows whether
-        perception improves before, with or without control (compare `length_error_mean`)."""
-        from larft.awareness import IGNORE_INDEX, parse_count
+        rollouts, read from the awareness pass's argmax at the count's positions of the label
+        (teacher-forced, no extra forward; `awareness.read_count`). A count that is not a number
+        counts as an error of 1. It shows whether perception improves before, with or without
+        control (compare `length_error_mean`)."""
+        from larft.awareness import IGNORE_INDEX, read_count
 
         errors = []
         for row, ids in predicted.items():
-            label = labels[row][labels[row] != IGNORE_INDEX].tolist()
-            text = self._tokenizer.decode(label)
-            unit = next((u for u in ("words", "chars", "tokens") if f"<{_TAG[u]}>" in text), "words")
-            truth = parse_count(text, unit)
-            guess = parse_count(self._tokenizer.decode(ids), unit)
-            if truth is not None:
+            read = read_count(self._tokenizer, labels[row][labels[row] != IGNORE_INDEX].tolist(), ids)
+            if read is not None:
+                truth, guess = read
                 errors.append(1.0 if guess is None else min(abs(guess - truth) / max(truth, 1), 1.0))
         local = torch.tensor([sum(errors), len(errors)], dtype=torch.float32, device=self.accelerator.device)
         total = self.accelerator.gather(local.reshape(1, 2)).sum(dim=0)
