@@ -1,0 +1,33 @@
+"""benchmarks/count_read.py: a model's teacher-forced count of fixed texts."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # count_read imports recipe_sweep beside it
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_count_read_reads_every_text_and_its_true_count(tiny_model_dir, tmp_path):
+    from tiny import tiny_model
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tiny_model(tok).save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    texts = ["one two three", "a b c d e f g h i j k l", " ".join(["w"] * 40)]
+    check = tmp_path / "length_check.json"
+    check.write_text(json.dumps({"before": [{"text": t} for t in texts]}))
+    count_read = _module("count_read")
+    got = count_read.count_read(str(tmp_path / "m"), count_read.texts_from(check), batch_size=2)
+    assert got["n"] == 3 and [t for t, _ in got["counts"]] == [3, 12, 40]  # the truth, in order, over batches
+    assert 0.0 <= got["error_mean"] <= 1.0 and 0.0 <= got["numbers_rate"] <= 1.0
