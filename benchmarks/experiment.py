@@ -393,6 +393,19 @@ def all_stages(cfg: dict) -> list[str]:
             + [f"{name}-{seed}" for name in cfg["runs"] for seed in run_seeds(cfg, name)])
 
 
+def awareness_runs(cfg: dict, runs: dict) -> list[str]:
+    """The trained runs with the awareness loss (method larft, lambda_max not 0), when GRPO-only
+    (`grpo`) is there to compare with: `larft` and any variant of it (e.g. another loss shape)."""
+    if "grpo" not in runs:
+        return []
+    return [n for n, o in cfg["runs"].items() if n in runs and n != "grpo"
+            and (o or {}).get("method", "larft") == "larft" and (o or {}).get("awareness_lambda_max") != 0.0]
+
+
+def _overrides(cfg: dict, name: str) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in (cfg["runs"][name] or {}).items() if k != "n_seeds") or "the recipe"
+
+
 def write_outputs(cfg: dict, stages: list[str], config_path: str) -> None:
     """experiment.json and docs/results.md, from the recorded stages only."""
     runs: dict[str, dict] = {}
@@ -410,14 +423,14 @@ def write_outputs(cfg: dict, stages: list[str], config_path: str) -> None:
                 per_seed[seed] = {k: v for k, v in figures.items() if k != "model"}
         if per_seed:
             runs[name] = {**seed_mean(per_seed), "seeds": per_seed, "settings": run_settings(cfg, name)}
-    if "grpo" in runs and "larft" in runs:
-        common = sorted(set(runs["grpo"]["seeds"]) & set(runs["larft"]["seeds"]))
-        diffs = [runs["larft"]["seeds"][s]["lifebench_ls"] - runs["grpo"]["seeds"][s]["lifebench_ls"] for s in common]
+    for name in awareness_runs(cfg, runs):  # each LARFT variant against GRPO-only, seed by seed
+        common = sorted(set(runs["grpo"]["seeds"]) & set(runs[name]["seeds"]))
+        diffs = [runs[name]["seeds"][s]["lifebench_ls"] - runs["grpo"]["seeds"][s]["lifebench_ls"] for s in common]
         if diffs:
-            runs["larft"]["ls_minus_grpo"] = statistics.fmean(diffs)
-            runs["larft"]["ls_minus_grpo_per_seed"] = dict(zip(common, diffs))
-            paired = {s: paired_ls_difference(cfg, f"larft-{s}", f"grpo-{s}") for s in common}
-            runs["larft"]["ls_minus_grpo_paired"] = {s: p for s, p in paired.items() if p is not None}
+            runs[name]["ls_minus_grpo"] = statistics.fmean(diffs)
+            runs[name]["ls_minus_grpo_per_seed"] = dict(zip(common, diffs))
+            paired = {s: paired_ls_difference(cfg, f"{name}-{s}", f"grpo-{s}") for s in common}
+            runs[name]["ls_minus_grpo_paired"] = {s: p for s, p in paired.items() if p is not None}
     result = {
         "command": ".venv/bin/python benchmarks/experiment.py --config " + (
             str(Path(config_path).resolve().relative_to(ROOT)) if Path(config_path).resolve().is_relative_to(ROOT)
@@ -549,10 +562,13 @@ def markdown(result: dict, images: list[str]) -> str:
             f"{pc.get('at_least', float('nan')):.1f} | {100 * r['refusal_rate']:.1f} | "
             f"{100 * r['counting_within10']:.0f} | {'-' if mae is None else f'{mae:.1f}'} | {100 * fmt:.0f} | "
             f"{r['perplexity']:.2f} | {'-' if tokens is None else f'{tokens:.0f}'} | {r.get('train_minutes', 0):.1f} |")
-    if "larft" in runs and "ls_minus_grpo" in runs["larft"]:
-        per = runs["larft"]["ls_minus_grpo_per_seed"]
-        paired = runs["larft"].get("ls_minus_grpo_paired") or {}
-        lines += ["", f"LARFT minus GRPO-only, LS: **{runs['larft']['ls_minus_grpo']:+.1f}** (per seed: "
+    for name in runs:
+        if "ls_minus_grpo" not in runs[name]:
+            continue
+        per = runs[name]["ls_minus_grpo_per_seed"]
+        paired = runs[name].get("ls_minus_grpo_paired") or {}
+        label = "LARFT" if name == "larft" else f"{name} (LARFT, {_overrides(result['config'], name)})"
+        lines += ["", f"{label} minus GRPO-only, LS: **{runs[name]['ls_minus_grpo']:+.1f}** (per seed: "
                   + ", ".join(f"s{s}: {d:+.1f}" + (f"{_ci(paired[s]['ci'])} paired over {paired[s]['n']} prompts"
                                                    if s in paired else "") for s, d in per.items()) + ")"]
     lines += ["", best_of_answer(runs)]

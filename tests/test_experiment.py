@@ -161,3 +161,14 @@ def test_larft_minus_grpo_is_paired_over_the_prompts_both_answered(experiment, c
     assert got["diff"] == pytest.approx(ls["larft-1"] - ls["grpo-1"]) and got["diff"] > 0
     assert got["ci"][0] < got["diff"] < got["ci"][1]
     assert experiment.paired_ls_difference(cfg, "larft-0", "grpo-1") is None  # no per-prompt samples recorded
+
+
+def test_every_awareness_variant_is_compared_with_grpo_only(experiment):
+    """`larft` and any variant with the awareness loss get `ls_minus_grpo`; GRPO-only, the baselines
+    (method rft / dpo) and a lambda-0 run do not, and nothing does without GRPO-only's figures."""
+    cfg = {"runs": {"grpo": {"awareness_lambda_max": 0.0}, "larft": {}, "larft_number": {"awareness_loss_on": "number"},
+                    "rft": {"method": "rft"}, "also_grpo": {"awareness_lambda_max": 0.0}}}
+    runs = {name: {} for name in cfg["runs"]}
+    assert experiment.awareness_runs(cfg, runs) == ["larft", "larft_number"]
+    assert experiment.awareness_runs(cfg, {"larft": {}, "larft_number": {}}) == []
+    assert experiment._overrides(cfg, "larft_number") == "awareness_loss_on: number"
