@@ -217,6 +217,28 @@ def validation(results: list[dict]) -> dict:
     }
 
 
+def paired_validation_difference(work: Path, a: str, b: str) -> dict | None:
+    """Held-out validation LS of variant `a` minus variant `b`, with a 95% bootstrap interval over the
+    prompts both answered, resampled in pairs (strata: constraint x target): 48 prompts judge a
+    variant loosely, and the pairing takes the prompts' own difficulty out. None until both ran."""
+    from larft.eval.stats import bootstrap_cis
+
+    rows = []
+    for variant in (a, b):
+        check = work / variant / "length_check.json"
+        if not check.exists() or "after" not in (lc := json.loads(check.read_text())):
+            return None
+        rows.append({r["prompt"]: r for r in lc["after"]})
+    pairs = [(rows[0][p], rows[1][p]) for p in sorted(set(rows[0]) & set(rows[1]))]
+
+    def difference(items: list) -> dict:
+        ls_a, ls_b = (validation([x[k] for x in items])["ls"] for k in (0, 1))
+        return {"diff": None if ls_a is None or ls_b is None else ls_a - ls_b}
+
+    ci = bootstrap_cis(pairs, difference, strata=lambda x: (x[0]["constraint"], x[0]["target"]))["diff"]
+    return {"against": b, "diff": difference(pairs)["diff"], "ci": ci, "n": len(pairs)}
+
+
 def training_trace(out: Path) -> dict:
     from larft.length import count_words
     from larft.rewards import length_reward
@@ -316,6 +338,10 @@ def main() -> None:
     previous_file = json.loads(results.read_text()) if results.exists() else {}
     previous = previous_file.get("variants", {})
     previous.update(summary)
+    reference = cfg.get("reference")  # e.g. lam-0 (GRPO only): every other variant, paired against it
+    for other, s in previous.items():
+        if reference and other != reference:
+            s["validation_ls_minus_reference"] = paired_validation_difference(work, other, reference)
     base = previous_file.get("lifebench_shaped_validation_base")
     if cfg.get("lifebench_validation") and (not base or base.get("spec") != cfg["lifebench_validation"]
                                             or base.get("model") != cfg["base"]["model"]):
@@ -333,6 +359,10 @@ def main() -> None:
               f"({per}), rank corr. target~length {b['target_length_spearman']:.2f} -> "
               f"{a['target_length_spearman']:.2f}, words {b['words_mean']:.0f} -> {a['words_mean']:.0f}, "
               f"refusals {a['refusals']:.2f}, {s['steps']} steps, {s['step_seconds_median']:.0f} s/step")
+        if s.get("validation_ls_minus_reference"):
+            d = s["validation_ls_minus_reference"]
+            ci = "" if not d["ci"] else f" [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
+            print(f"{'':>16}  val LS minus {d['against']}: {d['diff']:+.1f}{ci} (paired, n={d['n']})")
         if s.get("own_count_error"):
             print(f"{'':>16}  own-rollout count error {s['own_count_error']['first']:.2f} -> "
                   f"{s['own_count_error']['last']:.2f} (first / last 5 steps)")

@@ -84,3 +84,22 @@ def test_own_count_error_reads_first_and_last_steps_and_is_none_without_counting
     got = sweep.own_count_error(metrics, k=2)
     assert got == {"first": 1.0, "last": pytest.approx(0.35), "steps": 7}
     assert sweep.own_count_error([{"step": 1, "awareness_count_error": None}, {"step": 2}]) is None  # GRPO only
+
+
+def test_paired_validation_difference_pairs_prompts_and_waits_for_both(sweep, tmp_path):
+    def write(name, delivered):
+        rows = [{"prompt": f"p{i}", "constraint": "equal", "target": 32, "delivered": d, "deviation": abs(d - 32) / 32}
+                for i, d in enumerate(delivered)]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "length_check.json").write_text(json.dumps({"before": rows, "after": rows}))
+
+    write("a", [32, 32, 16, 40])
+    assert sweep.paired_validation_difference(tmp_path, "a", "b") is None  # b has not run
+    write("b", [16, 32, 16, 40])  # a is better on p0 only
+    d = sweep.paired_validation_difference(tmp_path, "a", "b")
+    assert d["n"] == 4 and d["against"] == "b"
+    from larft.eval.metrics import lifebench_ls
+
+    gap = lifebench_ls(32, 32, "equal") - lifebench_ls(16, 32, "equal")  # on p0; equal elsewhere
+    assert gap > 0 and abs(d["diff"] - gap / 4) < 1e-9
+    assert d["ci"][0] >= 0.0 and d["ci"][1] <= gap
