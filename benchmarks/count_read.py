@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from larft.awareness import IGNORE_INDEX, awareness_loss, build_awareness_batch, read_count
+from larft.awareness import IGNORE_INDEX, awareness_loss, build_awareness_batch, count_error, read_count
 from larft.models import load_model, load_tokenizer, resolve_model
 from recipe_sweep import spearman  # benchmarks/, beside this file: one rank correlation
 
@@ -51,7 +51,7 @@ def count_read(model_name: str, texts: list[str], batch_size: int = 8) -> dict:
         for row, ids in sorted(predicted.items()):
             label = batch["labels"][row][batch["labels"][row] != IGNORE_INDEX].tolist()
             pairs.append(read_count(tokenizer, label, ids))
-    errors = [1.0 if g is None else min(abs(g - t) / max(t, 1), 1.0) for t, g in pairs]
+    errors = [count_error(t, g) for t, g in pairs]
     numbers = [(t, g) for t, g in pairs if g is not None]
     return {
         "model": model_name,

@@ -222,6 +222,11 @@ def read_count(tokenizer: Any, label: list[int], predicted: list[int]) -> tuple[
     return truth, parse_count(tokenizer.decode(spliced), unit)
 
 
+def count_error(truth: int, guess: int | None) -> float:
+    """|guess - truth| / truth, capped at 1; a count that is not a number is an error of 1."""
+    return 1.0 if guess is None else min(abs(guess - truth) / max(truth, 1), 1.0)
+
+
 class _RowSink:
     """Collects argmax predictions at label positions for the original rows of a group."""
 

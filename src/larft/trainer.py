@@ -276,14 +276,13 @@ class LARFTTrainer(GRPOTrainer):
         (teacher-forced, no extra forward; `awareness.read_count`). A count that is not a number
         counts as an error of 1. It shows whether perception improves before, with or without
         control (compare `length_error_mean`)."""
-        from larft.awareness import IGNORE_INDEX, read_count
+        from larft.awareness import IGNORE_INDEX, count_error, read_count
 
         errors = []
         for row, ids in predicted.items():
             read = read_count(self._tokenizer, labels[row][labels[row] != IGNORE_INDEX].tolist(), ids)
             if read is not None:
-                truth, guess = read
-                errors.append(1.0 if guess is None else min(abs(guess - truth) / max(truth, 1), 1.0))
+                errors.append(count_error(*read))
         local = torch.tensor([sum(errors), len(errors)], dtype=torch.float32, device=self.accelerator.device)
         total = self.accelerator.gather(local.reshape(1, 2)).sum(dim=0)
         if total[1] > 0:
