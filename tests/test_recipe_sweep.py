@@ -103,3 +103,36 @@ def test_paired_validation_difference_pairs_prompts_and_waits_for_both(sweep, tm
     gap = lifebench_ls(32, 32, "equal") - lifebench_ls(16, 32, "equal")  # on p0; equal elsewhere
     assert gap > 0 and abs(d["diff"] - gap / 4) < 1e-9
     assert d["ci"][0] >= 0.0 and d["ci"][1] <= gap
+
+
+def test_held_out_only_summarizes_a_finished_variant_and_starts_no_validation(sweep, tmp_path, monkeypatch):
+    """--held-out-only: the held-out check counts, the ~35-min LIFEBench-shaped validation is left
+    for later (nothing is run for a finished variant, nor for the base model)."""
+    work = tmp_path / "work"
+    rows = [{"prompt": f"p{i}", "constraint": "equal", "target": t, "delivered": d, "deviation": abs(d - t) / t}
+            for i, (t, d) in enumerate([(16, 20), (32, 30), (64, 40)])]
+    (work / "lam-0").mkdir(parents=True)
+    (work / "lam-0" / "length_check.json").write_text(json.dumps({"before": rows, "after": rows[::-1]}))
+    (work / "lam-0" / "metrics.jsonl").write_text(json.dumps({"step": 1, "kl": 0.01, "step_seconds": 60.0}) + "\n")
+    (work / "lam-0" / "rollouts.jsonl").write_text(json.dumps({
+        "step": 1, "text": "one two three", "length": 3, "target": 32, "constraint": "equal",
+        "reward/length_reward": 0.09}) + "\n")
+    config = tmp_path / "sweep.yaml"
+    config.write_text(json.dumps({"results": "held", "work_dir": str(work), "base": {"model": "default"},
+                                  "lifebench_validation": {"bench": ["lifebench-label"]},
+                                  "variants": {"lam-0": {"awareness_lambda_max": 0.0}}}))
+    (tmp_path / "docs" / "img").mkdir(parents=True)
+    monkeypatch.setattr(sweep, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(sweep, "ROOT", tmp_path)
+
+    def no_subprocess(*a, **k):
+        raise AssertionError(f"nothing should run: {a}")
+
+    monkeypatch.setattr(sweep.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(sys, "argv", ["recipe_sweep.py", "--config", str(config), "--held-out-only"])
+    sweep.main()
+    out = json.loads((tmp_path / "results" / "held.json").read_text())
+    variant = out["variants"]["lam-0"]
+    assert variant["lifebench_shaped_validation"] is None and out["lifebench_shaped_validation_base"] is None
+    assert variant["steps"] == 1 and variant["validation_after"]["words_mean"] == 30
+    assert (tmp_path / "docs" / "img" / "held_reward.png").exists()
