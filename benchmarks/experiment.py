@@ -492,15 +492,58 @@ def plots(cfg: dict, done: list[str]) -> list[str]:
                         by_step.setdefault(r["step"], []).append(next(v for k, v in r.items() if k.startswith("reward/")))
                 steps = sorted(by_step)
                 means = [statistics.fmean(by_step[k]) for k in steps]
-                smooth = [statistics.fmean(means[max(0, i - 4): i + 1]) for i in range(len(means))]
-                ax.plot(steps, smooth, label=t)
+                ax.plot(steps, _rolling(means), label=t)
             ax.set_title(f"reward, {constraint} prompts (5-step mean)"), ax.set_xlabel("step"), ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(img / "reward_by_constraint.png", dpi=110)
         plt.close(fig)
         written.insert(1, "img/reward_by_constraint.png")
         written.insert(0, "img/training_curves.png")
+        if perception_vs_control(curves, img / "perception_vs_control.png"):
+            written.insert(2, "img/perception_vs_control.png")
     return written
+
+
+def _rolling(values: list[float], k: int = 5) -> list[float]:
+    return [statistics.fmean(values[max(0, i - k + 1): i + 1]) for i in range(len(values))]
+
+
+def _mean_over_seeds(curves: dict, key: str) -> dict[str, list[tuple[int, float]]]:
+    """{run: [(step, value averaged over that run's seeds)]} for every run that logged `key`."""
+    by_run: dict[str, dict[int, list[float]]] = {}
+    for stage, rows in curves.items():
+        for r in rows:
+            if r.get(key) is not None:
+                by_run.setdefault(stage.rsplit("-", 1)[0], {}).setdefault(r["step"], []).append(r[key])
+    return {run: [(k, statistics.fmean(v)) for k, v in sorted(steps.items())] for run, steps in by_run.items()}
+
+
+def perception_vs_control(curves: dict, path: Path) -> bool:
+    """Does better perception precede better control? One panel per awareness run: the count error on
+    its own rollouts (teacher-forced, `awareness_count_error`) and the length error of those rollouts,
+    5-step means over steps, averaged over seeds; GRPO-only's length error is the reference (control
+    without the counting task). False (nothing drawn) without an awareness run."""
+    import matplotlib.pyplot as plt
+
+    counting = _mean_over_seeds(curves, "awareness_count_error")
+    if not counting:
+        return False
+    length = _mean_over_seeds(curves, "length_error_mean")
+    fig, axes = plt.subplots(1, len(counting), figsize=(6.5 * len(counting), 4), sharey=True, squeeze=False)
+    for ax, (run, pts) in zip(axes[0], sorted(counting.items())):
+        steps, values = zip(*pts)
+        ax.plot(steps, _rolling(list(values)), color="tab:purple", label=f"{run}: count error, own rollouts")
+        steps, values = zip(*length[run])
+        ax.plot(steps, _rolling(list(values)), color="tab:blue", label=f"{run}: length error")
+        if "grpo" in length:
+            steps, values = zip(*length["grpo"])
+            ax.plot(steps, _rolling(list(values)), color="tab:gray", ls="--", label="grpo: length error")
+        ax.set_title(f"{run}: perception vs control (5-step means, mean of seeds)", fontsize=9)
+        ax.set_xlabel("step"), ax.set_ylabel("relative error"), ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def _ci(interval) -> str:

@@ -172,3 +172,21 @@ def test_every_awareness_variant_is_compared_with_grpo_only(experiment):
     assert experiment.awareness_runs(cfg, runs) == ["larft", "larft_number"]
     assert experiment.awareness_runs(cfg, {"larft": {}, "larft_number": {}}) == []
     assert experiment._overrides(cfg, "larft_number") == "awareness_loss_on: number"
+
+
+def test_perception_vs_control_averages_seeds_and_needs_an_awareness_run(experiment, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    grpo = {f"grpo-{s}": [{"step": k, "length_error_mean": 0.5 + s * 0.1} for k in (1, 2)] for s in (0, 1)}
+    path = tmp_path / "p.png"
+    assert experiment.perception_vs_control(grpo, path) is False and not path.exists()  # nothing to compare
+    larft = {f"larft_number-{s}": [{"step": k, "length_error_mean": 0.4, "awareness_count_error": 1.0 - k * 0.2 - s * 0.2}
+                                   for k in (1, 2)] for s in (0, 1)}
+    means = experiment._mean_over_seeds({**grpo, **larft}, "awareness_count_error")
+    assert list(means) == ["larft_number"]  # GRPO-only runs log no counting
+    steps, values = zip(*means["larft_number"])
+    assert steps == (1, 2) and values == pytest.approx([0.7, 0.5])
+    assert [v for _, v in experiment._mean_over_seeds(grpo, "length_error_mean")["grpo"]] == pytest.approx([0.55, 0.55])
+    assert experiment._rolling([1.0, 3.0, 5.0], k=2) == [1.0, 2.0, 4.0]
+    assert experiment.perception_vs_control({**grpo, **larft}, path) is True and path.stat().st_size > 0
