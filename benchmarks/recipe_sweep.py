@@ -218,18 +218,26 @@ def validation(results: list[dict]) -> dict:
     }
 
 
-def paired_validation_difference(work: Path, a: str, b: str) -> dict | None:
+def held_out_rows(results: list[dict]) -> list[dict]:
+    """The held-out answers' lengths, kept in the results file: the paired difference needs them
+    per prompt, and the run folders under $LARFT_HOME do not outlive their machine."""
+    keys = ("prompt", "constraint", "target", "delivered", "deviation")
+    return [{k: r[k] for k in keys} for r in results]
+
+
+def paired_validation_difference(variants: dict, a: str, b: str) -> dict | None:
     """Held-out validation LS of variant `a` minus variant `b`, with a 95% bootstrap interval over the
     prompts both answered, resampled in pairs (strata: constraint x target): 48 prompts judge a
-    variant loosely, and the pairing takes the prompts' own difficulty out. None until both ran."""
+    variant loosely, and the pairing takes the prompts' own difficulty out. Reads each summary's
+    `held_out_after` rows; None until both have them."""
     from larft.eval.stats import bootstrap_cis
 
     rows = []
     for variant in (a, b):
-        check = work / variant / "length_check.json"
-        if not check.exists() or "after" not in (lc := json.loads(check.read_text())):
+        after = (variants.get(variant) or {}).get("held_out_after")
+        if not after:
             return None
-        rows.append({r["prompt"]: r for r in lc["after"]})
+        rows.append({r["prompt"]: r for r in after})
     pairs = [(rows[0][p], rows[1][p]) for p in sorted(set(rows[0]) & set(rows[1]))]
 
     def difference(items: list) -> dict:
@@ -275,6 +283,7 @@ def summarize(name: str, cfg: dict, work: Path, run: bool = True) -> dict | None
         "overrides": cfg["variants"][name] or {},
         "validation_before": validation(lc["before"]),
         "validation_after": validation(lc["after"]),
+        "held_out_after": held_out_rows(lc["after"]),
         "lifebench_shaped_validation": lifebench_validation(str(out), cfg, out / "lifebench_validation", run),
         "train": training_trace(out),
         "own_count_error": own_count_error(metrics),
@@ -345,7 +354,9 @@ def main() -> None:
     reference = cfg.get("reference")  # e.g. lam-0 (GRPO only): every other variant, paired against it
     for other, s in previous.items():
         if reference and other != reference:
-            s["validation_ls_minus_reference"] = paired_validation_difference(work, other, reference)
+            # a variant recorded before the rows were kept keeps its figure (its run folder may be gone)
+            if (d := paired_validation_difference(previous, other, reference)) is not None:
+                s["validation_ls_minus_reference"] = d
     base = previous_file.get("lifebench_shaped_validation_base")
     if cfg.get("lifebench_validation") and (not base or base.get("spec") != cfg["lifebench_validation"]
                                             or base.get("model") != cfg["base"]["model"]):

@@ -86,17 +86,17 @@ def test_own_count_error_reads_first_and_last_steps_and_is_none_without_counting
     assert sweep.own_count_error([{"step": 1, "awareness_count_error": None}, {"step": 2}]) is None  # GRPO only
 
 
-def test_paired_validation_difference_pairs_prompts_and_waits_for_both(sweep, tmp_path):
-    def write(name, delivered):
+def test_paired_validation_difference_pairs_prompts_and_waits_for_both(sweep):
+    def summary(delivered):
         rows = [{"prompt": f"p{i}", "constraint": "equal", "target": 32, "delivered": d, "deviation": abs(d - 32) / 32}
                 for i, d in enumerate(delivered)]
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "length_check.json").write_text(json.dumps({"before": rows, "after": rows}))
+        return {"held_out_after": sweep.held_out_rows(rows)}
 
-    write("a", [32, 32, 16, 40])
-    assert sweep.paired_validation_difference(tmp_path, "a", "b") is None  # b has not run
-    write("b", [16, 32, 16, 40])  # a is better on p0 only
-    d = sweep.paired_validation_difference(tmp_path, "a", "b")
+    variants = {"a": summary([32, 32, 16, 40]), "old": {"validation_after": {"ls": 30.0}}}
+    assert sweep.paired_validation_difference(variants, "a", "b") is None  # b has not run
+    assert sweep.paired_validation_difference(variants, "a", "old") is None  # recorded without its rows
+    variants["b"] = summary([16, 32, 16, 40])  # a is better on p0 only
+    d = sweep.paired_validation_difference(variants, "a", "b")
     assert d["n"] == 4 and d["against"] == "b"
     from larft.eval.metrics import lifebench_ls
 
@@ -136,3 +136,15 @@ def test_held_out_only_summarizes_a_finished_variant_and_starts_no_validation(sw
     assert variant["lifebench_shaped_validation"] is None and out["lifebench_shaped_validation_base"] is None
     assert variant["steps"] == 1 and variant["validation_after"]["words_mean"] == 30
     assert (tmp_path / "docs" / "img" / "held_reward.png").exists()
+    assert [r["delivered"] for r in variant["held_out_after"]] == [40, 30, 20]  # kept for pairing
+
+    # a variant recorded before the rows were kept, its run folder gone: its paired figure survives a report
+    old = {k: v for k, v in variant.items() if k != "held_out_after"}
+    old["validation_ls_minus_reference"] = {"against": "lam-0", "diff": -9.3, "ci": [-18.0, -0.8], "n": 48}
+    out["variants"]["old"] = old
+    (tmp_path / "results" / "held.json").write_text(json.dumps(out))
+    config.write_text(json.dumps({**json.loads(config.read_text()), "reference": "lam-0"}))
+    monkeypatch.setattr(sys, "argv", ["recipe_sweep.py", "--config", str(config), "--report-only"])
+    sweep.main()
+    again = json.loads((tmp_path / "results" / "held.json").read_text())["variants"]
+    assert again["old"]["validation_ls_minus_reference"]["diff"] == -9.3
