@@ -11,12 +11,14 @@ right tokens before, `awareness.read_count`), on the same texts for every model:
 model's held-out answers of a sweep (`length_check.json` "before"). Per model: mean relative error
 (1 for a non-number), the share within 10%, MAE over numbers, how many distinct counts it gives
 (a model that answers one number for every text has not learned to count), and the rank correlation
-of its counts with the truth. Writes benchmarks/results/count_read.json (--out).
+of its counts with the truth. Writes benchmarks/results/count_read.json (--out), keeping the models
+read earlier on the same texts (a model's run folder may be gone by the next read).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 from pathlib import Path
@@ -82,10 +84,32 @@ def main() -> None:
         print(f"{name}: error {r['error_mean']:.2f}, within 10% {r['within10']:.0%}, MAE {r['mae_numbers']}, "
               f"numbers {r['numbers_rate']:.0%}, {r['distinct_counts']} distinct counts, spearman {rho} "
               f"(truth {r['truth_range'][0]}..{r['truth_range'][1]}, n={r['n']})", flush=True)
+    digest = texts_digest(texts)
+    rows = merge_earlier(args.out, digest, rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"command": "benchmarks/count_read.py " + " ".join(
-        f"--model {m}" for m in args.model), "texts": str(args.texts), "models": rows}, indent=2) + "\n")
+        f"--model {r['model']}" for r in rows), "texts": str(args.texts), "texts_sha256": digest,
+        "models": rows}, indent=2) + "\n")
 
+
+def texts_digest(texts: list[str]) -> str:
+    return hashlib.sha256(json.dumps(texts).encode()).hexdigest()
+
+
+def merge_earlier(out: Path, digest: str, rows: list[dict]) -> list[dict]:
+    """The earlier file's models that were not read again, first, when they read the same texts (by
+    digest; a file written before the digest was kept: by the same true counts in the same order);
+    otherwise only the new rows."""
+    if not out.exists():
+        return rows
+    earlier = json.loads(out.read_text(encoding="utf-8"))
+    truth = [t for t, _ in rows[0]["counts"]]
+    same = (earlier.get("texts_sha256") == digest if earlier.get("texts_sha256")
+            else all([t for t, _ in r["counts"]] == truth for r in earlier.get("models", [])))
+    if not same:
+        return rows
+    new = {r["model"] for r in rows}
+    return [r for r in earlier["models"] if r["model"] not in new] + rows
 
 if __name__ == "__main__":
     main()

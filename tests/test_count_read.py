@@ -31,3 +31,19 @@ def test_count_read_reads_every_text_and_its_true_count(tiny_model_dir, tmp_path
     got = count_read.count_read(str(tmp_path / "m"), count_read.texts_from(check), batch_size=2)
     assert got["n"] == 3 and [t for t, _ in got["counts"]] == [3, 12, 40]  # the truth, in order, over batches
     assert 0.0 <= got["error_mean"] <= 1.0 and 0.0 <= got["numbers_rate"] <= 1.0
+
+
+def test_a_later_read_keeps_the_models_read_earlier_on_the_same_texts(tmp_path):
+    count_read = _module("count_read")
+    out = tmp_path / "count_read.json"
+
+    def row(model, truth):
+        return {"model": model, "counts": [[t, None] for t in truth]}
+
+    out.write_text(json.dumps({"models": [row("a", [3, 12]), row("b", [3, 12])]}))  # before the digest was kept
+    merged = count_read.merge_earlier(out, "d1", [row("b", [3, 12]), row("c", [3, 12])])
+    assert [r["model"] for r in merged] == ["a", "b", "c"]  # b read again: the new row only
+    assert count_read.merge_earlier(out, "d1", [row("c", [5, 12])]) == [row("c", [5, 12])]  # other texts
+    out.write_text(json.dumps({"texts_sha256": "d1", "models": [row("a", [3, 12])]}))
+    assert [r["model"] for r in count_read.merge_earlier(out, "d1", [row("c", [3, 12])])] == ["a", "c"]
+    assert [r["model"] for r in count_read.merge_earlier(out, "d2", [row("c", [3, 12])])] == ["c"]
