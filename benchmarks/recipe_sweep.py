@@ -51,6 +51,7 @@ def run_variant(name: str, cfg: dict, work: Path) -> None:
         return
     # short runs are not checkpointed unless the sweep sets save_steps (long runs of a larger model do)
     settings = {"save_steps": 10**6, **cfg["base"], **(cfg["variants"][name] or {}), "output_dir": str(out)}
+    settings.pop("pair_with", None)  # the sweep's own keys, not larft train options
     only = settings.pop("train_only_constraints", None)
     if only:
         settings = restricted_prompt_file(settings, only, work / f"{name}.prompts.jsonl")
@@ -255,6 +256,17 @@ def paired_validation_difference(variants: dict, a: str, b: str) -> dict | None:
     return {"against": b, "diff": difference(pairs)["diff"], "ci": ci, "n": len(pairs)}
 
 
+def pair_with_references(variants: dict, cfg: dict) -> None:
+    """Each variant's held-out LS minus its reference's, paired over prompts: the sweep's `reference`
+    (e.g. lam-0, GRPO only), or the variant's own `pair_with` (the GRPO-only run at its learning rate).
+    A variant recorded before the rows were kept keeps its figure (its run folder may be gone)."""
+    for name, s in variants.items():
+        reference = (cfg["variants"].get(name) or {}).get("pair_with", cfg.get("reference"))
+        if reference and name != reference:
+            if (d := paired_validation_difference(variants, name, reference)) is not None:
+                s["validation_ls_minus_reference"] = d
+
+
 def training_trace(out: Path) -> dict:
     from larft.length import count_words
     from larft.rewards import length_reward
@@ -359,12 +371,7 @@ def main() -> None:
     previous_file = json.loads(results.read_text()) if results.exists() else {}
     previous = previous_file.get("variants", {})
     previous.update(summary)
-    reference = cfg.get("reference")  # e.g. lam-0 (GRPO only): every other variant, paired against it
-    for other, s in previous.items():
-        if reference and other != reference:
-            # a variant recorded before the rows were kept keeps its figure (its run folder may be gone)
-            if (d := paired_validation_difference(previous, other, reference)) is not None:
-                s["validation_ls_minus_reference"] = d
+    pair_with_references(previous, cfg)
     base = previous_file.get("lifebench_shaped_validation_base")
     if cfg.get("lifebench_validation") and (not base or base.get("spec") != cfg["lifebench_validation"]
                                             or base.get("model") != cfg["base"]["model"]):

@@ -72,7 +72,8 @@ def test_every_sweep_variant_is_valid_larft_train_options(config, tmp_path):
     cfg = yaml.safe_load(config.read_text())
     for name, overrides in cfg["variants"].items():
         settings = {**cfg["base"], **(overrides or {}), "output_dir": str(tmp_path / name)}
-        settings.pop("train_only_constraints", None)  # the sweep's own key (it writes a prompt file)
+        settings.pop("train_only_constraints", None)  # the sweep's own keys (it writes a prompt file)
+        settings.pop("pair_with", None)
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(settings))
         _, args = parse_train_args(["--config", str(path)])
@@ -103,6 +104,22 @@ def test_paired_validation_difference_pairs_prompts_and_waits_for_both(sweep):
     gap = lifebench_ls(32, 32, "equal") - lifebench_ls(16, 32, "equal")  # on p0; equal elsewhere
     assert gap > 0 and abs(d["diff"] - gap / 4) < 1e-9
     assert d["ci"][0] >= 0.0 and d["ci"][1] <= gap
+
+
+def test_a_variant_is_paired_with_its_own_pair_with_else_the_sweep_reference(sweep):
+    def summary(delivered):
+        rows = [{"prompt": f"p{i}", "constraint": "equal", "target": 32, "delivered": d, "deviation": abs(d - 32) / 32}
+                for i, d in enumerate(delivered)]
+        return {"held_out_after": sweep.held_out_rows(rows)}
+
+    variants = {"g": summary([32, 32]), "l": summary([16, 32]), "g2": summary([16, 16]), "l2": summary([32, 16])}
+    cfg = {"reference": "g", "variants": {"g": {}, "l": {}, "g2": {}, "l2": {"pair_with": "g2"}}}
+    sweep.pair_with_references(variants, cfg)
+    assert "validation_ls_minus_reference" not in variants["g"]
+    assert variants["l"]["validation_ls_minus_reference"]["against"] == "g"
+    assert variants["g2"]["validation_ls_minus_reference"]["against"] == "g"
+    assert variants["l2"]["validation_ls_minus_reference"]["against"] == "g2"
+    assert variants["l2"]["validation_ls_minus_reference"]["diff"] > 0  # better than g2 on p0, equal on p1
 
 
 def test_held_out_only_summarizes_a_finished_variant_and_starts_no_validation(sweep, tmp_path, monkeypatch):
