@@ -42,6 +42,8 @@ from pathlib import Path
 
 import yaml
 
+from larft.train import drop_checkpoints, resume_args
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "experiment.json"
 RECORDS = ROOT / "benchmarks" / "results" / "experiment"
@@ -208,7 +210,7 @@ def train_run(name: str, seed: int, cfg: dict, work: Path, train_file: Path) -> 
     config_path = work / "train" / f"{tag}.yaml"
     config_path.parent.mkdir(parents=True, exist_ok=True)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    resume = ["--resume", "true"] if any(out.glob("checkpoint-*/trainer_state.json")) else []
+    resume = resume_args(out)
     if out.exists() and not resume:
         shutil.rmtree(out)  # a run that died before its first checkpoint starts over
     seconds = larft("train", "--config", str(config_path), *resume, log=work / "logs" / f"train-{tag}.log")
@@ -216,8 +218,7 @@ def train_run(name: str, seed: int, cfg: dict, work: Path, train_file: Path) -> 
     info = {"train_minutes": sum(s["step_seconds"] or 0 for s in steps) / 60, "wall_minutes_last_call": seconds / 60,
             "steps": len(steps)}
     timing.write_text(json.dumps(info))
-    for old in out.glob("checkpoint-*"):  # the final model is kept; optimizer states are 1.6 GB each
-        shutil.rmtree(old)
+    drop_checkpoints(out)
     return info
 
 

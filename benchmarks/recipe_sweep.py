@@ -35,13 +35,29 @@ from pathlib import Path
 
 import yaml
 
+from larft.models import larft_home
+from larft.train import drop_checkpoints, resume_args
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"  # <results:>.json (default recipe_sweep.json): one file per sweep
 
 
 def sweep_dir(cfg: dict) -> Path:
-    home = Path(os.environ.get("LARFT_HOME", Path.home() / ".cache" / "larft"))
-    return home / Path(cfg["work_dir"]).expanduser() if cfg.get("work_dir") else home / "sweep"  # relative: under home
+    """`work_dir` (a relative one under $LARFT_HOME, so a resumed session finds it), else $LARFT_HOME/sweep."""
+    if not cfg.get("work_dir"):
+        return larft_home() / "sweep"
+    return larft_home() / Path(os.path.expandvars(os.path.expanduser(cfg["work_dir"])))
+
+
+def variant_settings(name: str, cfg: dict, work: Path) -> dict:
+    """The `larft train` settings of one variant: the sweep's base, its overrides (less the sweep's own
+    keys), its own output folder. Short runs keep no checkpoint unless the sweep sets save_steps."""
+    settings = {"save_steps": 10**6, **cfg["base"], **(cfg["variants"][name] or {}), "output_dir": str(work / name)}
+    only = settings.pop("train_only_constraints", None)
+    settings.pop("pair_with", None)
+    if only:
+        settings = restricted_prompt_file(settings, only, work / f"{name}.prompts.jsonl")
+    return settings
 
 
 def run_variant(name: str, cfg: dict, work: Path) -> None:
@@ -49,32 +65,29 @@ def run_variant(name: str, cfg: dict, work: Path) -> None:
     check = out / "length_check.json"
     if check.exists() and "after" in json.loads(check.read_text()):
         return
-    # short runs are not checkpointed unless the sweep sets save_steps (long runs of a larger model do)
-    settings = {"save_steps": 10**6, **cfg["base"], **(cfg["variants"][name] or {}), "output_dir": str(out)}
-    settings.pop("pair_with", None)  # the sweep's own keys, not larft train options
-    only = settings.pop("train_only_constraints", None)
-    if only:
-        settings = restricted_prompt_file(settings, only, work / f"{name}.prompts.jsonl")
+    settings = variant_settings(name, cfg, work)
     path = work / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
-    resume = ["--resume", "true"] if any(out.glob("checkpoint-*/trainer_state.json")) else []
-    if out.exists() and not resume:
-        shutil.rmtree(out)  # an interrupted run without a checkpoint starts over
+    resume = resume_args(out)
+    wall = work / f"{name}.wall.json"  # the wall time of every call of this run, summed
     if not resume:
-        reuse_before(settings, cfg, work, out)
+        if out.exists():
+            shutil.rmtree(out)  # an interrupted run without a checkpoint starts over
+        wall.unlink(missing_ok=True)
+        reuse_before(settings, cfg, work, out)  # a resumed run kept its "before" in out/
     log = work / f"{name}.log"
     t0 = time.perf_counter()
-    with open(log, "a" if resume else "w", encoding="utf-8") as f:
-        proc = subprocess.run([sys.executable, "-m", "larft", "train", "--config", str(path), *resume], stdout=f,
-                              stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        with open(log, "a" if resume else "w", encoding="utf-8") as f:
+            proc = subprocess.run([sys.executable, "-m", "larft", "train", "--config", str(path), *resume], stdout=f,
+                                  stderr=subprocess.STDOUT, cwd=ROOT)
+    finally:
+        earlier = json.loads(wall.read_text())["wall_minutes"] if wall.exists() else 0.0
+        wall.write_text(json.dumps({"wall_minutes": earlier + (time.perf_counter() - t0) / 60}))
     if proc.returncode != 0:
         raise SystemExit(f"variant {name} failed (exit {proc.returncode}); see {log}")
-    wall = work / f"{name}.wall.json"  # a resumed run adds its wall time to the earlier calls'
-    earlier = json.loads(wall.read_text())["wall_minutes"] if resume and wall.exists() else 0.0
-    wall.write_text(json.dumps({"wall_minutes": earlier + (time.perf_counter() - t0) / 60}))
-    for old in out.glob("checkpoint-*"):  # the final model is kept; optimizer states are large
-        shutil.rmtree(old)
+    drop_checkpoints(out)
 
 
 def lifebench_validation(model: str, cfg: dict, out: Path, run: bool = True) -> dict | None:
@@ -358,6 +371,10 @@ def main() -> None:
     cfg = yaml.safe_load(Path(args.config).read_text())
     work = sweep_dir(cfg)
     names = args.only.split(",") if args.only else list(cfg["variants"])
+    for name, overrides in cfg["variants"].items():
+        if (overrides or {}).get("pair_with", name) not in cfg["variants"]:
+            raise SystemExit(f"{args.config}: variants.{name}.pair_with: {overrides['pair_with']!r} is not a variant; "
+                             f"variants: {list(cfg['variants'])}")
     for name in names:
         if name not in cfg["variants"]:
             raise SystemExit(f"unknown variant {name!r}; variants: {list(cfg['variants'])}")

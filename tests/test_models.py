@@ -15,8 +15,9 @@ def test_a_gguf_file_is_converted_once_into_a_folder_keyed_by_its_name_and_size(
     monkeypatch.setattr(models, "gguf_to_hf", lambda src, target: seen.append((src, target)) or target)
     # $LARFT_HOME works in a config even when the variable is unset
     got = models.resolve_model("$LARFT_HOME/models/Tiny.gguf")
-    assert seen == [(gguf, tmp_path / "home" / "models" / "Tiny-10")]
-    assert got == str(tmp_path / "home" / "models" / "Tiny-10")
+    key = f"Tiny-10-{gguf.stat().st_mtime_ns}"
+    assert seen == [(gguf, tmp_path / "home" / "models" / key)]
+    assert got == str(tmp_path / "home" / "models" / key)
     assert models.resolve_model("owner/name") == "owner/name"  # a Hub id passes through
 
 

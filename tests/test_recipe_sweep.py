@@ -64,16 +64,14 @@ def test_lifebench_validation_scores_a_model_and_caches_it(sweep, tiny_model_dir
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("sweep-*.yaml")), ids=lambda p: p.name)
-def test_every_sweep_variant_is_valid_larft_train_options(config, tmp_path):
+def test_every_sweep_variant_is_valid_larft_train_options(sweep, config, tmp_path):
     import yaml
 
     from larft.cli import parse_train_args
 
     cfg = yaml.safe_load(config.read_text())
-    for name, overrides in cfg["variants"].items():
-        settings = {**cfg["base"], **(overrides or {}), "output_dir": str(tmp_path / name)}
-        settings.pop("train_only_constraints", None)  # the sweep's own keys (it writes a prompt file)
-        settings.pop("pair_with", None)
+    for name in cfg["variants"]:
+        settings = sweep.variant_settings(name, cfg, tmp_path)  # what run_variant hands to larft train
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(settings))
         _, args = parse_train_args(["--config", str(path)])
@@ -190,13 +188,29 @@ def test_a_checkpointed_variant_resumes_and_a_short_one_starts_over(sweep, tmp_p
         return type("Done", (), {"returncode": 0})()
 
     monkeypatch.setattr(sweep.subprocess, "run", fake_train)
-    monkeypatch.setattr(sweep, "reuse_before", lambda *a: None)
+    fresh = []
+    monkeypatch.setattr(sweep, "reuse_before", lambda settings, cfg, work, out: fresh.append(out.name))
+    (work / "long.wall.json").write_text(json.dumps({"wall_minutes": 30.0}))  # the first session's call
+    (work / "short.wall.json").write_text(json.dumps({"wall_minutes": 99.0}))  # an earlier, discarded run
     sweep.run_variant("long", cfg, work)
     assert calls[-1][-2:] == ["--resume", "true"]
+    assert fresh == []  # a resumed run keeps its own "before"
+    assert 30.0 <= json.loads((work / "long.wall.json").read_text())["wall_minutes"] < 31.0  # summed over calls
     assert (work / "long" / "metrics.jsonl").exists()  # the run so far is kept
     assert not list((work / "long").glob("checkpoint-*"))  # optimizer states dropped once finished
     assert yaml.safe_load((work / "long.yaml").read_text())["save_steps"] == 5
     sweep.run_variant("short", cfg, work)
     assert "--resume" not in calls[-1]
+    assert fresh == ["short"]
     assert not (work / "short").exists()  # wiped: it starts over
+    assert json.loads((work / "short.wall.json").read_text())["wall_minutes"] < 1.0  # the discarded run's not added
     assert yaml.safe_load((work / "short.yaml").read_text())["save_steps"] == 10**6
+
+
+def test_a_pair_with_that_names_no_variant_is_a_clear_error(sweep, tmp_path, monkeypatch):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(json.dumps({"base": {"model": "default"},
+                                  "variants": {"g": {}, "l": {"pair_with": "gg"}}}))
+    monkeypatch.setattr(sys, "argv", ["recipe_sweep.py", "--config", str(config), "--report-only"])
+    with pytest.raises(SystemExit, match=r"variants\.l\.pair_with: 'gg' is not a variant"):
+        sweep.main()

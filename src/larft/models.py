@@ -49,11 +49,12 @@ def default_model_path() -> Path:
 
 
 def gguf_model_path(gguf: Path) -> Path:
-    """The cached HF folder of a user's `.gguf` file (converted on first use), keyed by its name
-    and size so that a different file of the same name is converted anew."""
+    """The cached HF folder of a user's `.gguf` file (converted on first use), keyed by its name,
+    size and modification time so that a different file of the same name is converted anew."""
     if not gguf.is_file():
-        raise FileNotFoundError(f"--model {gguf}: no such GGUF file")
-    return gguf_to_hf(gguf, larft_home() / "models" / f"{gguf.stem}-{gguf.stat().st_size}")
+        raise FileNotFoundError(f"model: {gguf}: no such GGUF file")
+    stat = gguf.stat()
+    return gguf_to_hf(gguf, larft_home() / "models" / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}")
 
 
 def gguf_to_hf(gguf: Path, target: Path) -> Path:
