@@ -42,6 +42,11 @@ def texts_from(path: Path) -> list[str]:
 def count_read(model_name: str, texts: list[str], batch_size: int = 8) -> dict:
     tokenizer = load_tokenizer(resolve_model(model_name))
     model = load_model(resolve_model(model_name)).eval()
+    return {"model": model_name, **read_counts(model, tokenizer, texts, batch_size)}
+
+
+def read_counts(model, tokenizer, texts: list[str], batch_size: int = 8) -> dict:
+    """A loaded model's teacher-forced count of `texts` (in eval mode: the caller sets it)."""
     pairs = []
     for start in range(0, len(texts), batch_size):
         batch = build_awareness_batch(texts[start:start + batch_size], ["words"] * len(texts[start:start + batch_size]),
@@ -56,7 +61,6 @@ def count_read(model_name: str, texts: list[str], batch_size: int = 8) -> dict:
     errors = [count_error(t, g) for t, g in pairs]
     numbers = [(t, g) for t, g in pairs if g is not None]
     return {
-        "model": model_name,
         "n": len(pairs),
         "error_mean": statistics.fmean(errors),
         "within10": sum(e <= 0.1 for e in errors) / len(errors),

@@ -1,0 +1,200 @@
+"""Can the bundled model learn to count at all? LARFT's counting task alone, on many more examples.
+
+    .venv/bin/python benchmarks/counting_warmup.py [--steps 150] [--learning-rate 3e-5]
+
+A 40-step LARFT run gives the awareness loss 640 examples at a weight that averages ~0.15, and the
+best trained counter so far reads one count in five within 10% (docs/results.md). Whether that is
+the budget or the 135M model's capacity is what this measures: supervised counting only (no RL),
+the same examples and loss as the trainer's awareness task (`build_awareness_batch`,
+`awareness_loss`), full weight, thousands of examples.
+
+1. Texts: the base model's sampled answers to larft's own training prompts (topics disjoint from
+   every evaluation prompt), cut at a random word, 5..160 words, so every length is seen; cached in
+   $LARFT_HOME/counting_warmup/texts.jsonl. The answers of the last `--held-out` prompts are kept
+   apart: each cut twice, they are the count read's texts.
+2. A transformers Trainer whose loss is the awareness loss (label tokens only, the label is
+   `<word_count>N</word_count>` + the turn's end), `--steps` x `--batch-size` examples.
+3. Every `--read-every` steps, the model's teacher-forced count of the held-out texts
+   (`count_read.read_counts`: error, within 10%, rank correlation with the truth), step 0 included.
+4. The final model is saved under $LARFT_HOME/counting_warmup/model (a rerun skips training when it
+   is there) and scored by `larft eval`'s counting probe, the experiment's `counting_within10` /
+   `counting_mae_parsed` (reference texts and the model's own answers; it writes, not reads).
+
+Writes benchmarks/results/counting_warmup.json (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from count_read import read_counts  # benchmarks/, beside this file
+from larft.awareness import awareness_loss, build_awareness_batch
+from larft.data import generate_rows
+from larft.generation import generate
+from larft.length import count_words
+from larft.models import larft_home, load_model, load_tokenizer, resolve_model
+
+ROOT = Path(__file__).resolve().parents[1]
+_WORD = re.compile(r"\S+")
+
+
+def cut_at_word(text: str, n: int) -> str:
+    """`text` up to the end of its n-th whitespace-separated piece, formatting kept."""
+    pieces = list(_WORD.finditer(text))
+    return text if n >= len(pieces) else text[: pieces[n - 1].end()]
+
+
+def sample_texts(model_name: str, n: int, seed: int, path: Path) -> list[str]:
+    """The base model's sampled answers to `n` generated training prompts (16..128 words asked),
+    cached in `path` (one JSON object per line, in prompt order)."""
+    if path.exists():
+        texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if len(texts) == n:
+            return texts
+    rows = generate_rows(n, targets=(16, 32, 64, 128), styles=("plain", "requirement"), seed=seed)
+    tokenizer, model = load_tokenizer(model_name), load_model(model_name)
+    torch.manual_seed(seed)
+    texts = generate(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=224, batch_size=32,
+                     do_sample=True, temperature=1.0, top_p=0.95, progress=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
+    return texts
+
+
+def random_cuts(texts: list[str], k: int, rng: random.Random, lo: int = 5, hi: int = 160) -> list[str]:
+    """`k` prefixes of texts drawn at random, each cut at a random word in lo..min(hi, its length)."""
+    usable = [t for t in texts if count_words(t) >= lo]
+    if not usable:
+        raise ValueError(f"no sampled text has {lo} words or more")
+    out = []
+    for _ in range(k):
+        text = rng.choice(usable)
+        out.append(cut_at_word(text, rng.randint(lo, min(hi, len(_WORD.findall(text))))))
+    return out
+
+
+class CountingTrainer(Trainer):
+    """A Trainer whose loss is LARFT's awareness loss on the counting batches of `collate`."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = awareness_loss(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
+                              inputs["prefix_length"])
+        return (loss, None) if return_outputs else loss
+
+
+class CountRead(TrainerCallback):
+    """The teacher-forced count of the held-out texts every `every` steps (and before step 1)."""
+
+    def __init__(self, tokenizer, texts: list[str], every: int):
+        self.tokenizer, self.texts, self.every, self.curve = tokenizer, texts, every, []
+
+    def read(self, model, step: int) -> None:
+        was_training = model.training
+        model.eval()
+        r = read_counts(model, self.tokenizer, self.texts)
+        model.train(was_training)
+        self.curve.append({"step": step, **{k: v for k, v in r.items() if k != "counts"}})
+        rho = "-" if r["spearman"] is None else f"{r['spearman']:.2f}"
+        print(f"[count read] step {step}: error {r['error_mean']:.2f}, within 10% {r['within10']:.0%}, "
+              f"{r['distinct_counts']} distinct counts, spearman {rho}", flush=True)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.read(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self.read(model, state.global_step)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--prompts", type=int, default=256, help="training prompts sampled once for texts")
+    parser.add_argument("--held-out", type=int, default=32, help="of those, kept apart for the count read")
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=3e-5)
+    parser.add_argument("--read-every", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probe-own", type=int, default=24, help="the probe's own answers to count (the experiment's)")
+    parser.add_argument("--probe-limit", type=int, default=None, help="count only the probe's first N texts")
+    parser.add_argument("--work-dir", type=Path, default=None, help="default $LARFT_HOME/counting_warmup")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "counting_warmup.json")
+    args = parser.parse_args()
+    if not 0 < args.held_out < args.prompts:
+        parser.error(f"--held-out must be in 1..{args.prompts - 1}, got {args.held_out}")
+    work = args.work_dir or larft_home() / "counting_warmup"
+    model_name = resolve_model(args.model)
+    texts = sample_texts(model_name, args.prompts, args.seed, work / "texts.jsonl")
+    train_texts, held_texts = texts[: -args.held_out], texts[-args.held_out:]
+    rng = random.Random(args.seed)
+    read_texts = random_cuts(held_texts, 2 * args.held_out, rng)
+    examples = random_cuts(train_texts, args.steps * args.batch_size, rng)
+    tokenizer = load_tokenizer(model_name)
+
+    def collate(batch: list[dict]) -> dict:
+        return build_awareness_batch([b["text"] for b in batch], ["words"] * len(batch), tokenizer)
+
+    final = work / f"model-{args.steps}x{args.batch_size}-lr{args.learning_rate:g}-seed{args.seed}"
+    reader = CountRead(tokenizer, read_texts, args.read_every)
+    t0 = time.perf_counter()
+    if (final / "config.json").exists():
+        print(f"[counting warm-up] trained model found, not training again: {final}", flush=True)
+        saved = json.loads((final / "curve.json").read_text(encoding="utf-8"))
+        reader.curve, train_minutes = saved["curve"], saved["train_minutes"]
+    else:
+        targs = TrainingArguments(
+            output_dir=str(work / "run"), max_steps=args.steps, per_device_train_batch_size=args.batch_size,
+            learning_rate=args.learning_rate, lr_scheduler_type="constant_with_warmup", warmup_steps=10,
+            logging_steps=5, save_strategy="no", report_to=[], remove_unused_columns=False, use_cpu=True,
+            seed=args.seed, dataloader_drop_last=False,
+        )
+        trainer = CountingTrainer(model=load_model(model_name), args=targs, data_collator=collate,
+                                  train_dataset=[{"text": t} for t in examples], callbacks=[reader])
+        trainer.train()
+        train_minutes = (time.perf_counter() - t0) / 60
+        trainer.save_model(str(final))
+        tokenizer.save_pretrained(str(final))
+        (final / "curve.json").write_text(json.dumps({"curve": reader.curve, "train_minutes": train_minutes}))
+
+    from larft.eval.runner import EvalSettings, run_eval
+
+    probe = {}
+    for tag, name in (("base", model_name), ("trained", str(final))):
+        out = work / "probe" / (tag if tag == "base" else final.name)
+        if (out / "results.json").exists():
+            result = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        else:
+            result = run_eval(name, ["counting"], str(out), EvalSettings(
+                batch_size=16, max_new_tokens_cap=512, device="cpu", counting_own=args.probe_own,
+                limit=args.probe_limit))
+        m = result["benchmarks"]["counting"]["metrics"]
+        probe[tag] = {k: m[k] for k in ("n", "format_rate", "within10_rate", "mae_parsed", "mae_reference",
+                                          "mae_own", "ci95")}
+        print(f"[counting probe] {tag}: format {m['format_rate']:.0%}, within 10% {m['within10_rate']:.0%}, "
+              f"MAE {m['mae_parsed']}", flush=True)
+
+    truth = [count_words(t) for t in read_texts]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "command": "benchmarks/counting_warmup.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "work_dir")),
+        "model": args.model, "examples": args.steps * args.batch_size, "train_minutes": train_minutes,
+        "read_texts": {"n": len(read_texts), "words_min": min(truth), "words_max": max(truth),
+                       "words_median": statistics.median(truth)},
+        "count_read_curve": reader.curve, "counting_probe": probe,
+    }, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""benchmarks/counting_warmup.py: supervised counting alone, read before/while/after training."""
+
+import importlib.util
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from larft.length import count_words
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports count_read beside it
+    spec = importlib.util.spec_from_file_location("counting_warmup", ROOT / "benchmarks" / "counting_warmup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cuts_keep_formatting_and_stay_in_range():
+    cw = _module()
+    text = "One two,\n\n- three **four** five.\nSix"
+    assert cw.cut_at_word(text, 3) == "One two,\n\n-"
+    assert cw.cut_at_word(text, 2) == "One two,"
+    assert cw.cut_at_word(text, 4) == "One two,\n\n- three"
+    assert cw.cut_at_word(text, 99) == text
+    texts = [" ".join(f"w{i}" for i in range(n)) for n in (3, 12, 300)]
+    cuts = cw.random_cuts(texts, 200, random.Random(0), lo=5, hi=160)
+    assert all(5 <= count_words(c) <= 160 for c in cuts)  # the 3-word text is never drawn
+    assert max(count_words(c) for c in cuts) > 100  # long cuts come from the long text
+    with pytest.raises(ValueError, match="5 words"):
+        cw.random_cuts(["a b"], 1, random.Random(0))
+
+
+def test_trains_reads_and_probes_a_tiny_model(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    cw = _module()
+    texts = [" ".join(f"word{j}" for j in range(8 + 7 * i)) for i in range(6)]
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = tmp_path / "counting_warmup.json"
+    argv = ["counting_warmup.py", "--model", str(tiny_model_dir), "--prompts", "6", "--held-out", "2",
+            "--steps", "3", "--batch-size", "2", "--read-every", "2", "--probe-own", "2", "--probe-limit", "4", "--work-dir", str(tmp_path / "work"),
+            "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    cw.main()
+    got = json.loads(out.read_text())
+    assert [r["step"] for r in got["count_read_curve"]] == [0, 2, 3]  # before, every 2 steps, the last
+    assert all(r["n"] == 4 for r in got["count_read_curve"])  # 2 held-out texts, cut twice each
+    assert got["examples"] == 6 and set(got["counting_probe"]) == {"base", "trained"}
+    assert got["counting_probe"]["trained"]["n"] == 4 and 0.0 <= got["counting_probe"]["trained"]["format_rate"] <= 1.0
+    trained = next((tmp_path / "work").glob("model-3x2-*"))
+    assert (trained / "config.json").exists()
+    # a second call finds the trained model and the probes: no training, the same curve
+    cw.main()
+    assert "not training again" in capsys.readouterr().out
+    assert json.loads(out.read_text())["count_read_curve"] == got["count_read_curve"]
