@@ -72,7 +72,7 @@ def sample_texts(model_name: str, n: int, seed: int, path: Path) -> list[str]:
 
 def random_cuts(texts: list[str], k: int, rng: random.Random, lo: int = 5, hi: int = 160) -> list[str]:
     """`k` prefixes of texts drawn at random, each cut at a random word in lo..min(hi, its length)."""
-    usable = [t for t in texts if count_words(t) >= lo]
+    usable = [t for t in texts if len(_WORD.findall(t)) >= lo]  # cut by pieces; the label is counted
     if not usable:
         raise ValueError(f"no sampled text has {lo} words or more")
     out = []
