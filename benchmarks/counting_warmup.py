@@ -20,7 +20,7 @@ the same examples and loss as the trainer's awareness task (`build_awareness_bat
    is there) and scored by `larft eval`'s counting probe, the experiment's `counting_within10` /
    `counting_mae_parsed` (reference texts and the model's own answers; it writes, not reads).
 
-Writes benchmarks/results/counting_warmup.json (--out).
+Writes benchmarks/results/counting_warmup.json (--out) and its curve, docs/img/counting_warmup.png (--plot).
 """
 
 from __future__ import annotations
@@ -115,6 +115,29 @@ class CountRead(TrainerCallback):
             self.read(model, state.global_step)
 
 
+def plot_curve(curve: list[dict], batch_size: int, path: Path) -> None:
+    """Count error and the share within 10% of the held-out texts against the examples seen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seen = [r["step"] * batch_size for r in curve]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(seen, [r["error_mean"] for r in curve], "o-", label="count error (mean |guess - truth| / truth)")
+    ax.plot(seen, [r["within10"] for r in curve], "s-", label="share counted within 10%")
+    ax.axvline(640, color="grey", ls=":", lw=1)
+    ax.text(640, 0.95, " a 40-step LARFT run's\n examples (at weight lambda)", fontsize=7, va="top")
+    ax.set_xlabel("counting examples seen (supervised only, no RL)")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Counting alone: teacher-forced count of {curve[0]['n']} held-out texts", fontsize=10)
+    ax.legend(fontsize=8, loc="center right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
@@ -129,6 +152,7 @@ def main() -> None:
     parser.add_argument("--probe-limit", type=int, default=None, help="count only the probe's first N texts")
     parser.add_argument("--work-dir", type=Path, default=None, help="default $LARFT_HOME/counting_warmup")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "counting_warmup.json")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "counting_warmup.png")
     args = parser.parse_args()
     if not 0 < args.held_out < args.prompts:
         parser.error(f"--held-out must be in 1..{args.prompts - 1}, got {args.held_out}")
@@ -187,13 +211,15 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "command": "benchmarks/counting_warmup.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "work_dir")),
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            if k not in ("out", "work_dir", "plot") and v is not None),
         "model": args.model, "examples": args.steps * args.batch_size, "train_minutes": train_minutes,
         "read_texts": {"n": len(read_texts), "words_min": min(truth), "words_max": max(truth),
                        "words_median": statistics.median(truth)},
         "count_read_curve": reader.curve, "counting_probe": probe,
     }, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    plot_curve(reader.curve, args.batch_size, args.plot)
+    print(f"wrote {args.out} and {args.plot}")
 
 
 if __name__ == "__main__":
