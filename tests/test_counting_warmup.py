@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
 
 from larft.length import count_words
 
@@ -43,18 +45,20 @@ def test_trains_reads_and_probes_a_tiny_model(tiny_model_dir, tmp_path, monkeypa
     (tmp_path / "work" / "texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     out = tmp_path / "counting_warmup.json"
     argv = ["counting_warmup.py", "--model", str(tiny_model_dir), "--prompts", "6", "--held-out", "2",
-            "--steps", "3", "--batch-size", "2", "--read-every", "2", "--probe-own", "2", "--probe-limit", "4", "--work-dir", str(tmp_path / "work"),
-            "--out", str(out), "--plot", str(tmp_path / "curve.png")]
+            "--steps", "3", "--batch-size", "2", "--read-every", "2", "--probe-own", "2", "--probe-limit", "4",
+            "--work-dir", str(tmp_path / "work"), "--out", str(out), "--plot", str(tmp_path / "curve.png")]
     monkeypatch.setattr(sys, "argv", argv)
     cw.main()
     got = json.loads(out.read_text())
     assert [r["step"] for r in got["count_read_curve"]] == [0, 2, 3]  # before, every 2 steps, the last
     assert all(r["n"] == 4 for r in got["count_read_curve"])  # 2 held-out texts, cut twice each
     assert got["examples"] == 6 and set(got["counting_probe"]) == {"base", "trained"}
-    assert got["counting_probe"]["trained"]["n"] == 4 and 0.0 <= got["counting_probe"]["trained"]["format_rate"] <= 1.0
+    probe = got["counting_probe"]["trained"]
+    assert probe["n"] == 4 and 0.0 <= probe["format_rate"] <= 1.0
     assert (tmp_path / "curve.png").stat().st_size > 0
     trained = next((tmp_path / "work").glob("model-3x2-*"))
-    assert (trained / "config.json").exists()
+    before, after = (AutoModelForCausalLM.from_pretrained(d).state_dict() for d in (tiny_model_dir, trained))
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the counting steps moved the weights
     # a second call finds the trained model and the probes: no training, the same curve
     cw.main()
     assert "not training again" in capsys.readouterr().out
