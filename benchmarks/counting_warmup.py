@@ -20,6 +20,10 @@ the same examples and loss as the trainer's awareness task (`build_awareness_bat
    is there) and scored by `larft eval`'s counting probe, the experiment's `counting_within10` /
    `counting_mae_parsed` (reference texts and the model's own answers; it writes, not reads).
 
+5. With `--length-check` (a sweep's `length_check.json`): the trained model's greedy answers to that
+   sweep's held-out prompts, scored as the sweep scores its variants, next to the file's "before"
+   (the base model): does learning to count change how long the model writes?
+
 Writes benchmarks/results/counting_warmup.json (--out) and its curve, docs/img/counting_warmup.png (--plot).
 """
 
@@ -115,6 +119,31 @@ class CountRead(TrainerCallback):
             self.read(model, state.global_step)
 
 
+def length_following(model_path: str, check: Path, max_new_tokens: int) -> dict:
+    """The sweep's validation figures of `check`'s "before" answers and of `model_path`'s greedy
+    answers to the same prompts (same budget, same scoring: `recipe_sweep.validation`)."""
+    from recipe_sweep import validation  # benchmarks/, beside this file
+
+    from larft.length import measure
+    from larft.rewards import length_deviation
+
+    before = json.loads(check.read_text(encoding="utf-8"))["before"]
+    tokenizer, model = load_tokenizer(model_path), load_model(model_path)
+    texts = generate(model, tokenizer, [[{"role": "user", "content": r["prompt"]}] for r in before],
+                     max_new_tokens=max_new_tokens, batch_size=16)
+    after = []
+    for row, text in zip(before, texts):
+        delivered = measure(text, row.get("unit") or "words", tokenizer=tokenizer, extract=False)
+        after.append({**row, "delivered": delivered, "text": text,
+                      "deviation": length_deviation(delivered, row["target"], row["constraint"])})
+    return {"file": str(check), "max_new_tokens": max_new_tokens, "before": validation(before),
+            "after": validation(after)}
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def plot_curve(curve: list[dict], batch_size: int, path: Path) -> None:
     """Count error and the share within 10% of the held-out texts against the examples seen."""
     import matplotlib
@@ -151,6 +180,9 @@ def main() -> None:
     parser.add_argument("--probe-own", type=int, default=24, help="the probe's own answers to count (the experiment's)")
     parser.add_argument("--probe-limit", type=int, default=None, help="count only the probe's first N texts")
     parser.add_argument("--work-dir", type=Path, default=None, help="default $LARFT_HOME/counting_warmup")
+    parser.add_argument("--length-check", type=Path, default=None,
+                        help="a sweep's length_check.json: the trained model answers its held-out prompts too")
+    parser.add_argument("--length-check-tokens", type=int, default=192, help="their budget (the sweep's)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "counting_warmup.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "counting_warmup.png")
     args = parser.parse_args()
@@ -207,6 +239,13 @@ def main() -> None:
         print(f"[counting probe] {tag}: format {m['format_rate']:.0%}, within 10% {m['within10_rate']:.0%}, "
               f"MAE {m['mae_parsed']}", flush=True)
 
+    following = length_following(str(final), args.length_check, args.length_check_tokens) \
+        if args.length_check else None
+    if following:
+        b, a = following["before"], following["after"]
+        print("[length check] base -> trained: " + ", ".join(
+            f"{k} {_num(b[k])} -> {_num(a[k])}" for k in ("ls", "error", "target_length_spearman", "words_mean")),
+            flush=True)
     truth = [count_words(t) for t in read_texts]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
@@ -216,7 +255,7 @@ def main() -> None:
         "model": args.model, "examples": args.steps * args.batch_size, "train_minutes": train_minutes,
         "read_texts": {"n": len(read_texts), "words_min": min(truth), "words_max": max(truth),
                        "words_median": statistics.median(truth)},
-        "count_read_curve": reader.curve, "counting_probe": probe,
+        "count_read_curve": reader.curve, "counting_probe": probe, "length_check": following,
     }, indent=2) + "\n")
     plot_curve(reader.curve, args.batch_size, args.plot)
     print(f"wrote {args.out} and {args.plot}")

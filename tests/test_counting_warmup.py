@@ -44,9 +44,13 @@ def test_trains_reads_and_probes_a_tiny_model(tiny_model_dir, tmp_path, monkeypa
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     out = tmp_path / "counting_warmup.json"
+    check = tmp_path / "length_check.json"  # a sweep's held-out answers of the base model
+    before = [{"prompt": f"Describe tea in about {n} words.", "constraint": "equal", "unit": "words", "target": n,
+               "delivered": 500, "deviation": (500 - n) / n, "text": "x"} for n in (4, 8)]
+    check.write_text(json.dumps({"before": before}))
     argv = ["counting_warmup.py", "--model", str(tiny_model_dir), "--prompts", "6", "--held-out", "2",
             "--steps", "3", "--batch-size", "2", "--read-every", "2", "--probe-own", "2", "--probe-limit", "4",
-            "--work-dir", str(tmp_path / "work"), "--out", str(out), "--plot", str(tmp_path / "curve.png")]
+            "--length-check", str(check), "--length-check-tokens", "6", "--work-dir", str(tmp_path / "work"), "--out", str(out), "--plot", str(tmp_path / "curve.png")]
     monkeypatch.setattr(sys, "argv", argv)
     cw.main()
     got = json.loads(out.read_text())
@@ -56,6 +60,9 @@ def test_trains_reads_and_probes_a_tiny_model(tiny_model_dir, tmp_path, monkeypa
     probe = got["counting_probe"]["trained"]
     assert probe["n"] == 4 and 0.0 <= probe["format_rate"] <= 1.0
     assert (tmp_path / "curve.png").stat().st_size > 0
+    following = got["length_check"]
+    assert following["before"]["words_mean"] == 500  # the file's answers, scored
+    assert following["after"]["words_mean"] <= 6 * 4  # the trained model's own answers, within their 6 tokens
     trained = next((tmp_path / "work").glob("model-3x2-*"))
     before, after = (AutoModelForCausalLM.from_pretrained(d).state_dict() for d in (tiny_model_dir, trained))
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the counting steps moved the weights
