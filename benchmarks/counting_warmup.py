@@ -10,13 +10,13 @@ the same examples and loss as the trainer's awareness task (`build_awareness_bat
 
 1. Texts: the base model's sampled answers to larft's own training prompts (topics disjoint from
    every evaluation prompt), cut at a random word, 5..160 words, so every length is seen; cached in
-   $LARFT_HOME/counting_warmup/texts.jsonl. The answers of the last `--held-out` prompts are kept
+   $LARFT_HOME/counting_warmup/<model>/texts.jsonl. The answers of the last `--held-out` prompts are kept
    apart: each cut twice, they are the count read's texts.
 2. A transformers Trainer whose loss is the awareness loss (label tokens only, the label is
    `<word_count>N</word_count>` + the turn's end), `--steps` x `--batch-size` examples.
 3. Every `--read-every` steps, the model's teacher-forced count of the held-out texts
    (`count_read.read_counts`: error, within 10%, rank correlation with the truth), step 0 included.
-4. The final model is saved under $LARFT_HOME/counting_warmup/model (a rerun skips training when it
+4. The final model is saved under $LARFT_HOME/counting_warmup/<model>/ (a rerun skips training when it
    is there) and scored by `larft eval`'s counting probe, the experiment's `counting_within10` /
    `counting_mae_parsed` (reference texts and the model's own answers; it writes, not reads).
 
@@ -172,14 +172,15 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--prompts", type=int, default=256, help="training prompts sampled once for texts")
     parser.add_argument("--held-out", type=int, default=32, help="of those, kept apart for the count read")
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=3e-5)
     parser.add_argument("--read-every", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--probe-own", type=int, default=24, help="the probe's own answers to count (the experiment's)")
     parser.add_argument("--probe-limit", type=int, default=None, help="count only the probe's first N texts")
-    parser.add_argument("--work-dir", type=Path, default=None, help="default $LARFT_HOME/counting_warmup")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="default $LARFT_HOME/counting_warmup; each model's texts and runs in a folder of its name")
     parser.add_argument("--length-check", type=Path, default=None,
                         help="a sweep's length_check.json: the trained model answers its held-out prompts too")
     parser.add_argument("--length-check-tokens", type=int, default=192, help="their budget (the sweep's)")
@@ -188,8 +189,8 @@ def main() -> None:
     args = parser.parse_args()
     if not 0 < args.held_out < args.prompts:
         parser.error(f"--held-out must be in 1..{args.prompts - 1}, got {args.held_out}")
-    work = args.work_dir or larft_home() / "counting_warmup"
     model_name = resolve_model(args.model)
+    work = (args.work_dir or larft_home() / "counting_warmup") / Path(model_name).name
     texts = sample_texts(model_name, args.prompts, args.seed, work / "texts.jsonl")
     train_texts, held_texts = texts[: -args.held_out], texts[-args.held_out:]
     rng = random.Random(args.seed)

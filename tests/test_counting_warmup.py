@@ -41,8 +41,9 @@ def test_cuts_keep_formatting_and_stay_in_range():
 def test_trains_reads_and_probes_a_tiny_model(tiny_model_dir, tmp_path, monkeypatch, capsys):
     cw = _module()
     texts = [" ".join(f"word{j}" for j in range(8 + 7 * i)) for i in range(6)]
-    (tmp_path / "work").mkdir()
-    (tmp_path / "work" / "texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    work = tmp_path / "work" / Path(tiny_model_dir).name  # each model's own folder
+    work.mkdir(parents=True)
+    (work / "texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     out = tmp_path / "counting_warmup.json"
     check = tmp_path / "length_check.json"  # a sweep's held-out answers of the base model
     before = [{"prompt": f"Describe tea in about {n} words.", "constraint": "equal", "unit": "words", "target": n,
@@ -63,7 +64,7 @@ def test_trains_reads_and_probes_a_tiny_model(tiny_model_dir, tmp_path, monkeypa
     following = got["length_check"]
     assert following["before"]["words_mean"] == 500  # the file's answers, scored
     assert following["after"]["words_mean"] <= 6 * 4  # the trained model's own answers, within their 6 tokens
-    trained = next((tmp_path / "work").glob("model-3x2-*"))
+    trained = next(work.glob("model-3x2-*"))
     before, after = (AutoModelForCausalLM.from_pretrained(d).state_dict() for d in (tiny_model_dir, trained))
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the counting steps moved the weights
     # a second call finds the trained model and the probes: no training, the same curve
