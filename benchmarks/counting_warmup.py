@@ -1,6 +1,7 @@
 """Can the bundled model learn to count at all? LARFT's counting task alone, on many more examples.
 
-    .venv/bin/python benchmarks/counting_warmup.py [--steps 150] [--learning-rate 3e-5]
+    .venv/bin/python benchmarks/counting_warmup.py [--steps 200] [--learning-rate 3e-5] \
+        [--length-check $LARFT_HOME/sweep/lam-0/length_check.json]
 
 A 40-step LARFT run gives the awareness loss 640 examples at a weight that averages ~0.15, and the
 best trained counter so far reads one count in five within 10% (docs/results.md). Whether that is
@@ -19,7 +20,6 @@ the same examples and loss as the trainer's awareness task (`build_awareness_bat
 4. The final model is saved under $LARFT_HOME/counting_warmup/<model>/ (a rerun skips training when it
    is there) and scored by `larft eval`'s counting probe, the experiment's `counting_within10` /
    `counting_mae_parsed` (reference texts and the model's own answers; it writes, not reads).
-
 5. With `--length-check` (a sweep's `length_check.json`): the trained model's greedy answers to that
    sweep's held-out prompts, scored as the sweep scores its variants, next to the file's "before"
    (the base model): does learning to count change how long the model writes?
@@ -119,25 +119,25 @@ class CountRead(TrainerCallback):
             self.read(model, state.global_step)
 
 
-def length_following(model_path: str, check: Path, max_new_tokens: int) -> dict:
+def length_following(model_path: str, check: Path, max_new_tokens: int, out_dir: Path) -> dict:
     """The sweep's validation figures of `check`'s "before" answers and of `model_path`'s greedy
-    answers to the same prompts (same budget, same scoring: `recipe_sweep.validation`)."""
+    answers to the same prompts: the sweep's own length check (`LengthCheckCallback`, same budget;
+    its "before" taken from `check`, its "after" written to `out_dir`), scored by `recipe_sweep.validation`."""
     from recipe_sweep import validation  # benchmarks/, beside this file
 
-    from larft.length import measure
-    from larft.rewards import length_deviation
+    from larft.callbacks import LengthCheckCallback
 
     before = json.loads(check.read_text(encoding="utf-8"))["before"]
+    rows = [{"prompt": [{"role": "user", "content": r["prompt"]}], "constraint": r["constraint"], "unit": r["unit"],
+             "target" if not isinstance(r["target"], list) else "target_range": r["target"]} for r in before]
     tokenizer, model = load_tokenizer(model_path), load_model(model_path)
-    texts = generate(model, tokenizer, [[{"role": "user", "content": r["prompt"]}] for r in before],
-                     max_new_tokens=max_new_tokens, batch_size=16)
-    after = []
-    for row, text in zip(before, texts):
-        delivered = measure(text, row.get("unit") or "words", tokenizer=tokenizer, extract=False)
-        after.append({**row, "delivered": delivered, "text": text,
-                      "deviation": length_deviation(delivered, row["target"], row["constraint"])})
-    return {"file": str(check), "max_new_tokens": max_new_tokens, "before": validation(before),
-            "after": validation(after)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checker = LengthCheckCallback(rows, tokenizer, max_new_tokens, str(out_dir))
+    checker.path.write_text(json.dumps({"before": before}), encoding="utf-8")
+    checker.before(model)  # read back from the file: the base model's answers are not generated again
+    checker.finish(model)
+    return {"file": str(check), "max_new_tokens": max_new_tokens, "before": validation(checker.results["before"]),
+            "after": validation(checker.results["after"])}
 
 
 def _num(x: float | None) -> str:
@@ -240,8 +240,8 @@ def main() -> None:
         print(f"[counting probe] {tag}: format {m['format_rate']:.0%}, within 10% {m['within10_rate']:.0%}, "
               f"MAE {m['mae_parsed']}", flush=True)
 
-    following = length_following(str(final), args.length_check, args.length_check_tokens) \
-        if args.length_check else None
+    following = length_following(str(final), args.length_check, args.length_check_tokens,
+                                 work / "length_check" / final.name) if args.length_check else None
     if following:
         b, a = following["before"], following["after"]
         print("[length check] base -> trained: " + ", ".join(

@@ -51,7 +51,8 @@ def test_trains_reads_and_probes_a_tiny_model(tiny_model_dir, tmp_path, monkeypa
     check.write_text(json.dumps({"before": before}))
     argv = ["counting_warmup.py", "--model", str(tiny_model_dir), "--prompts", "6", "--held-out", "2",
             "--steps", "3", "--batch-size", "2", "--read-every", "2", "--probe-own", "2", "--probe-limit", "4",
-            "--length-check", str(check), "--length-check-tokens", "6", "--work-dir", str(tmp_path / "work"), "--out", str(out), "--plot", str(tmp_path / "curve.png")]
+            "--length-check", str(check), "--length-check-tokens", "6", "--work-dir", str(tmp_path / "work"),
+            "--out", str(out), "--plot", str(tmp_path / "curve.png")]
     monkeypatch.setattr(sys, "argv", argv)
     cw.main()
     got = json.loads(out.read_text())
