@@ -41,9 +41,9 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from count_read import read_counts  # benchmarks/, beside this file
-from larft.awareness import awareness_loss, build_awareness_batch
+from larft.awareness import IGNORE_INDEX, awareness_loss, build_awareness_batch, turn_end
 from larft.data import generate_rows
-from larft.generation import generate
+from larft.generation import generate, render_chat
 from larft.length import count_words
 from larft.models import larft_home, load_model, load_tokenizer, resolve_model
 
@@ -57,17 +57,27 @@ def cut_at_word(text: str, n: int) -> str:
     return text if n >= len(pieces) else text[: pieces[n - 1].end()]
 
 
+#: the sampled answers' token budget: an answer this long was cut, not finished
+TEXT_TOKENS = 224
+
+
+def training_prompts(n: int, seed: int) -> list[list[dict]]:
+    """`n` of larft's generated training prompts (16..128 words asked; chat messages), the same for
+    the same seed."""
+    return [r["prompt"] for r in generate_rows(n, targets=(16, 32, 64, 128), styles=("plain", "requirement"),
+                                               seed=seed)]
+
+
 def sample_texts(model_name: str, n: int, seed: int, path: Path) -> list[str]:
-    """The base model's sampled answers to `n` generated training prompts (16..128 words asked),
-    cached in `path` (one JSON object per line, in prompt order)."""
+    """The base model's sampled answers to `training_prompts(n, seed)`, cached in `path` (one JSON
+    object per line, in prompt order)."""
     if path.exists():
         texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         if len(texts) == n:
             return texts
-    rows = generate_rows(n, targets=(16, 32, 64, 128), styles=("plain", "requirement"), seed=seed)
     tokenizer, model = load_tokenizer(model_name), load_model(model_name)
     torch.manual_seed(seed)
-    texts = generate(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=224, batch_size=32,
+    texts = generate(model, tokenizer, training_prompts(n, seed), max_new_tokens=TEXT_TOKENS, batch_size=32,
                      do_sample=True, temperature=1.0, top_p=0.95, progress=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
@@ -86,12 +96,41 @@ def random_cuts(texts: list[str], k: int, rng: random.Random, lo: int = 5, hi: i
     return out
 
 
+def build_replay_batch(prompts: list[list[dict]], answers: list[str], tokenizer) -> dict:
+    """Ordinary examples: each prompt's chat turn followed by the base model's own answer, left-padded,
+    labels on the answer only (and on the turn's end when the answer finished inside TEXT_TOKENS).
+    Rehearsing its own answers keeps the model's answer lengths while it learns to count: counting
+    examples alone end every turn after a short label, and the model learns to write short."""
+    end_ids = tokenizer(turn_end(tokenizer), add_special_tokens=False)["input_ids"]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = []
+    for prompt, answer in zip(prompts, answers):
+        prompt_ids = tokenizer(render_chat(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        rows.append((prompt_ids, answer_ids + (end_ids if len(answer_ids) < TEXT_TOKENS else [])))
+    width = max(len(p) + len(a) for p, a in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for i, (prompt_ids, answer_ids) in enumerate(rows):
+        seq = prompt_ids + answer_ids
+        input_ids[i, width - len(seq):] = torch.tensor(seq)
+        attention_mask[i, width - len(seq):] = 1
+        labels[i, width - len(answer_ids):] = torch.tensor(answer_ids)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
 class CountingTrainer(Trainer):
-    """A Trainer whose loss is LARFT's awareness loss on the counting batches of `collate`."""
+    """A Trainer whose loss is LARFT's awareness loss on the counting batch of each step, plus, when
+    the step has one, the same masked cross-entropy on its replay batch (the model's own answers)."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss = awareness_loss(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
-                              inputs["prefix_length"])
+        count = inputs["count"]
+        loss = awareness_loss(model, count["input_ids"], count["attention_mask"], count["labels"],
+                              count["prefix_length"])
+        if "replay" in inputs:
+            replay = inputs["replay"]
+            loss = loss + awareness_loss(model, replay["input_ids"], replay["attention_mask"], replay["labels"])
         return (loss, None) if return_outputs else loss
 
 
@@ -175,6 +214,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=3e-5)
+    parser.add_argument("--replay", type=int, default=0,
+                        help="per step, this many of the base model's own answers to training prompts as ordinary "
+                             "examples beside the counting batch (keeps the answers' lengths)")
     parser.add_argument("--read-every", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--probe-own", type=int, default=24, help="the probe's own answers to count (the experiment's)")
@@ -196,12 +238,22 @@ def main() -> None:
     rng = random.Random(args.seed)
     read_texts = random_cuts(held_texts, 2 * args.held_out, rng)
     examples = random_cuts(train_texts, args.steps * args.batch_size, rng)
+    prompts = training_prompts(args.prompts, args.seed)[: -args.held_out]
+    replays = [rng.randrange(len(train_texts)) for _ in range(args.steps * args.replay)]
+    steps = [{"texts": examples[i * args.batch_size:(i + 1) * args.batch_size],
+              "replay": replays[i * args.replay:(i + 1) * args.replay]} for i in range(args.steps)]
     tokenizer = load_tokenizer(model_name)
 
-    def collate(batch: list[dict]) -> dict:
-        return build_awareness_batch([b["text"] for b in batch], ["words"] * len(batch), tokenizer)
+    def collate(batch: list[dict]) -> dict:  # one item is one step's examples
+        step = batch[0]
+        out = {"count": build_awareness_batch(step["texts"], ["words"] * len(step["texts"]), tokenizer)}
+        if step["replay"]:
+            out["replay"] = build_replay_batch([prompts[i] for i in step["replay"]],
+                                               [train_texts[i] for i in step["replay"]], tokenizer)
+        return out
 
-    final = work / f"model-{args.steps}x{args.batch_size}-lr{args.learning_rate:g}-seed{args.seed}"
+    replay_tag = f"-r{args.replay}" if args.replay else ""
+    final = work / f"model-{args.steps}x{args.batch_size}{replay_tag}-lr{args.learning_rate:g}-seed{args.seed}"
     reader = CountRead(tokenizer, read_texts, args.read_every)
     t0 = time.perf_counter()
     if (final / "config.json").exists():
@@ -210,13 +262,13 @@ def main() -> None:
         reader.curve, train_minutes = saved["curve"], saved["train_minutes"]
     else:
         targs = TrainingArguments(
-            output_dir=str(work / "run"), max_steps=args.steps, per_device_train_batch_size=args.batch_size,
+            output_dir=str(work / "run"), max_steps=args.steps, per_device_train_batch_size=1,
             learning_rate=args.learning_rate, lr_scheduler_type="constant_with_warmup", warmup_steps=10,
             logging_steps=5, save_strategy="no", report_to=[], remove_unused_columns=False, use_cpu=True,
             seed=args.seed, dataloader_drop_last=False,
         )
         trainer = CountingTrainer(model=load_model(model_name), args=targs, data_collator=collate,
-                                  train_dataset=[{"text": t} for t in examples], callbacks=[reader])
+                                  train_dataset=steps, callbacks=[reader])
         trainer.train()
         train_minutes = (time.perf_counter() - t0) / 60
         trainer.save_model(str(final))
@@ -253,7 +305,8 @@ def main() -> None:
         "command": "benchmarks/counting_warmup.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
             if k not in ("out", "work_dir", "plot") and v is not None),
-        "model": args.model, "examples": args.steps * args.batch_size, "train_minutes": train_minutes,
+        "model": args.model, "examples": args.steps * args.batch_size, "replay_examples": len(replays),
+        "train_minutes": train_minutes,
         "read_texts": {"n": len(read_texts), "words_min": min(truth), "words_max": max(truth),
                        "words_median": statistics.median(truth)},
         "count_read_curve": reader.curve, "counting_probe": probe, "length_check": following,

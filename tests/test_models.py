@@ -19,6 +19,8 @@ def test_a_gguf_file_is_converted_once_into_a_folder_keyed_by_its_name_and_size(
     assert seen == [(gguf, tmp_path / "home" / "models" / key)]
     assert got == str(tmp_path / "home" / "models" / key)
     assert models.resolve_model("owner/name") == "owner/name"  # a Hub id passes through
+    # an HF folder under $LARFT_HOME (a warm-up model named in a config)
+    assert models.resolve_model("$LARFT_HOME/counting_warmup/m") == str(tmp_path / "home" / "counting_warmup" / "m")
 
 
 def test_a_missing_gguf_file_is_a_clear_error_naming_it(tmp_path):

@@ -97,14 +97,16 @@ def hub_id(name_or_path: str | None) -> str | None:
 
 
 def resolve_model(name: str | None) -> str:
-    """`default`/None -> the cached bundled model folder; a `.gguf` file (`~` and `$VARS` expanded)
-    -> its cached fp32 HF folder; anything else (a Hub id, an HF folder) is passed through."""
+    """`default`/None -> the cached bundled model folder; a `.gguf` file -> its cached fp32 HF folder;
+    anything else (a Hub id, an HF folder) is passed through. `~` and `$VARS` are expanded, and
+    `$LARFT_HOME` works in a config even when the variable is unset (a model trained under it)."""
     if name in (None, "", DEFAULT_MODEL):
         return str(default_model_path())
+    if "$" in name or name.startswith("~"):
+        home = str(larft_home())
+        name = os.path.expandvars(os.path.expanduser(name.replace("${LARFT_HOME}", home).replace("$LARFT_HOME", home)))
     if name.lower().endswith(".gguf"):
-        home = str(larft_home())  # $LARFT_HOME works in a config even when the variable is unset
-        name = name.replace("${LARFT_HOME}", home).replace("$LARFT_HOME", home)
-        return str(gguf_model_path(Path(os.path.expandvars(os.path.expanduser(name)))))
+        return str(gguf_model_path(Path(name)))
     return name
 
 
