@@ -183,7 +183,7 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def plot_curve(curve: list[dict], batch_size: int, path: Path) -> None:
+def plot_curve(curve: list[dict], batch_size: int, path: Path, replay: int = 0) -> None:
     """Count error and the share within 10% of the held-out texts against the examples seen."""
     import matplotlib
 
@@ -198,7 +198,8 @@ def plot_curve(curve: list[dict], batch_size: int, path: Path) -> None:
     ax.text(640, 0.95, " a 40-step LARFT run's\n examples (at weight lambda)", fontsize=7, va="top")
     ax.set_xlabel("counting examples seen (supervised only, no RL)")
     ax.set_ylim(0, 1)
-    ax.set_title(f"Counting alone: teacher-forced count of {curve[0]['n']} held-out texts", fontsize=10)
+    what = f"Counting, {replay} own answers replayed a step" if replay else "Counting alone"
+    ax.set_title(f"{what}: teacher-forced count of {curve[0]['n']} held-out texts", fontsize=10)
     ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -311,7 +312,7 @@ def main() -> None:
                        "words_median": statistics.median(truth)},
         "count_read_curve": reader.curve, "counting_probe": probe, "length_check": following,
     }, indent=2) + "\n")
-    plot_curve(reader.curve, args.batch_size, args.plot)
+    plot_curve(reader.curve, args.batch_size, args.plot, args.replay)
     print(f"wrote {args.out} and {args.plot}")
 
 
