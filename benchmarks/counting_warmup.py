@@ -1,6 +1,6 @@
 """Can the bundled model learn to count at all? LARFT's counting task alone, on many more examples.
 
-    .venv/bin/python benchmarks/counting_warmup.py [--steps 200] [--learning-rate 3e-5] \
+    .venv/bin/python benchmarks/counting_warmup.py [--steps 200] [--learning-rate 3e-5] [--replay 8] \
         [--length-check $LARFT_HOME/sweep/lam-0/length_check.json]
 
 A 40-step LARFT run gives the awareness loss 640 examples at a weight that averages ~0.15, and the
@@ -14,7 +14,9 @@ the same examples and loss as the trainer's awareness task (`build_awareness_bat
    $LARFT_HOME/counting_warmup/<model>/texts.jsonl. The answers of the last `--held-out` prompts are kept
    apart: each cut twice, they are the count read's texts.
 2. A transformers Trainer whose loss is the awareness loss (label tokens only, the label is
-   `<word_count>N</word_count>` + the turn's end), `--steps` x `--batch-size` examples.
+   `<word_count>N</word_count>` + the turn's end), `--steps` x `--batch-size` examples. With
+   `--replay N`, each step also trains N of those sampled answers as ordinary answers to their prompts
+   (counting alone teaches short answers; replaying its own keeps their length; docs/results.md).
 3. Every `--read-every` steps, the model's teacher-forced count of the held-out texts
    (`count_read.read_counts`: error, within 10%, rank correlation with the truth), step 0 included.
 4. The final model is saved under $LARFT_HOME/counting_warmup/<model>/ (a rerun skips training when it
@@ -107,7 +109,8 @@ def build_replay_batch(prompts: list[list[dict]], answers: list[str], tokenizer)
     for prompt, answer in zip(prompts, answers):
         prompt_ids = tokenizer(render_chat(tokenizer, prompt), add_special_tokens=False)["input_ids"]
         answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        rows.append((prompt_ids, answer_ids + (end_ids if len(answer_ids) < TEXT_TOKENS else [])))
+        finished = len(answer_ids) < TEXT_TOKENS - 4  # a few tokens' margin: decoded text re-tokenizes ~alike
+        rows.append((prompt_ids, answer_ids + (end_ids if finished else [])))
     width = max(len(p) + len(a) for p, a in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
