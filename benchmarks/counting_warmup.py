@@ -43,7 +43,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from count_read import read_counts  # benchmarks/, beside this file
-from larft.awareness import IGNORE_INDEX, awareness_loss, build_awareness_batch, turn_end
+from larft.awareness import awareness_loss, build_awareness_batch, left_pad, turn_end
 from larft.data import generate_rows
 from larft.generation import generate, render_chat
 from larft.length import count_words
@@ -104,23 +104,13 @@ def build_replay_batch(prompts: list[list[dict]], answers: list[str], tokenizer)
     Rehearsing its own answers keeps the model's answer lengths while it learns to count: counting
     examples alone end every turn after a short label, and the model learns to write short."""
     end_ids = tokenizer(turn_end(tokenizer), add_special_tokens=False)["input_ids"]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rows = []
     for prompt, answer in zip(prompts, answers):
         prompt_ids = tokenizer(render_chat(tokenizer, prompt), add_special_tokens=False)["input_ids"]
         answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
         finished = len(answer_ids) < TEXT_TOKENS - 4  # a few tokens' margin: decoded text re-tokenizes ~alike
         rows.append((prompt_ids, answer_ids + (end_ids if finished else [])))
-    width = max(len(p) + len(a) for p, a in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    for i, (prompt_ids, answer_ids) in enumerate(rows):
-        seq = prompt_ids + answer_ids
-        input_ids[i, width - len(seq):] = torch.tensor(seq)
-        attention_mask[i, width - len(seq):] = 1
-        labels[i, width - len(answer_ids):] = torch.tensor(answer_ids)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return left_pad(rows, tokenizer)
 
 
 class CountingTrainer(Trainer):

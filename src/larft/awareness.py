@@ -102,7 +102,6 @@ def build_awareness_batch(
     if loss_on not in LOSS_ON:
         raise ValueError(f"loss_on must be one of {LOSS_ON}, got {loss_on!r}")
     end_ids = tokenizer(turn_end(tokenizer, chat_template_kwargs), add_special_tokens=False)["input_ids"]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     parts = {u: prompt_parts(tokenizer, u, chat_template_kwargs) for u in set(units)}
     prefix_ids = {u: tokenizer(parts[u][0], add_special_tokens=False)["input_ids"] for u in parts}
     rows = []
@@ -119,23 +118,32 @@ def build_awareness_batch(
         label_ids = label_ids + end_ids
         number = number + [False] * len(end_ids)
         rows.append((prompt_ids, label_ids, len(prefix_ids[unit]), number))
-    width = max(len(p) + len(a) for p, a, _, _ in rows)
+    batch = left_pad([(p, a) for p, a, _, _ in rows], tokenizer)
+    batch["prefix_length"] = torch.tensor([n for _, _, n, _ in rows], dtype=torch.long)
+    if loss_on == "number":
+        width = batch["input_ids"].size(1)
+        loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        for i, (_, label_ids, _, number) in enumerate(rows):
+            loss_mask[i, width - len(label_ids) :] = torch.tensor(number)
+        batch["loss_mask"] = loss_mask
+    return batch
+
+
+def left_pad(rows: Sequence[tuple[list[int], list[int]]], tokenizer: Any) -> dict[str, torch.Tensor]:
+    """(prompt ids, label ids) rows as one left-padded batch: input_ids, attention_mask, and labels
+    (IGNORE_INDEX except on the label ids). Left padding puts every label at the end of its row,
+    which `awareness_loss` relies on to compute logits for the last positions only."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(p) + len(a) for p, a in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    prefix_length = torch.tensor([n for _, _, n, _ in rows], dtype=torch.long)
-    loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (prompt_ids, label_ids, _, number) in enumerate(rows):
+    for i, (prompt_ids, label_ids) in enumerate(rows):
         seq = prompt_ids + label_ids
-        start = width - len(seq)
-        input_ids[i, start:] = torch.tensor(seq)
-        attention_mask[i, start:] = 1
+        input_ids[i, width - len(seq) :] = torch.tensor(seq)
+        attention_mask[i, width - len(seq) :] = 1
         labels[i, width - len(label_ids) :] = torch.tensor(label_ids)
-        loss_mask[i, width - len(label_ids) :] = torch.tensor(number)
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "prefix_length": prefix_length}
-    if loss_on == "number":
-        batch["loss_mask"] = loss_mask
-    return batch
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
 #: which label tokens carry the awareness loss: all of them (the method) or only the count's
