@@ -3,11 +3,11 @@
 
     .venv/bin/python benchmarks/experiment.py --config configs/experiment-cpu.yaml
     .venv/bin/python benchmarks/experiment.py --config configs/experiment-cpu.yaml --only base,larft-0
-    .venv/bin/python benchmarks/experiment.py --config configs/experiment-cpu.yaml --only best_of_8,rft-0,dpo-0
+    .venv/bin/python benchmarks/experiment.py --config configs/experiment-cpu.yaml --only best_of_8,rft-0,hir-0,dpo-0
 
 1. generates the training prompts (`larft data generate`; topics disjoint from the eval ones);
 2. trains every run of `runs:` for every seed of `seeds:` (a run's `n_seeds: k`: the first k
-   seeds only) with the same prompts and budget (a run's `method:` rft / dpo: the baselines of
+   seeds only) with the same prompts and budget (a run's `method:` rft / hir / dpo: the baselines of
    `larft train --method`, sampling as many completions as the GRPO runs);
 3. evaluates the base model, the base model decoded another way (`inference:` stages, e.g.
    best-of-8: `larft eval --best-of 8`, no training) and every trained model (`larft eval`,

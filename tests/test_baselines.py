@@ -3,6 +3,7 @@ samples, with the sampling budget of the GRPO run of the same settings."""
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -171,3 +172,61 @@ def test_the_ct2_rollout_backend_samples_each_round_from_the_current_weights(tin
     rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["rollout_backend"] for r in rounds] == ["ct2", "ct2"] and all(r["samples"] == 8 for r in rounds)
     assert len(synced) == 2 and synced[0] != synced[1]  # round 2 sampled from the weights round 1 trained
+
+
+def test_hir_relabels_each_finished_answer_with_its_true_length():
+    from larft.baselines import hir_examples, relabel_prompt
+
+    row = {"prompt": [{"role": "system", "content": "Be brief, 64 times over."},
+                      {"role": "user", "content": "In about 64 words, describe tea (not 164, 6.4 or 64.5)."}],
+           "target": 64}
+    # only the user's standalone 64 changes: not 164, 6.4, 64.5 or the system message's 64
+    assert relabel_prompt(row, 7)[1]["content"] == "In about 7 words, describe tea (not 164, 6.4 or 64.5)."
+    assert relabel_prompt(row, 7)[0] == row["prompt"][0] and row["prompt"][1]["content"].startswith("In about 64")
+    # the number twice, not at all, a range or a plain string prompt: no safe relabel
+    twice = {"prompt": [{"role": "user", "content": "64 words, exactly 64."}], "target": 64}
+    absent = {"prompt": [{"role": "user", "content": "sixty-four words"}], "target": 64}
+    ranged = {"prompt": [{"role": "user", "content": "In 8 to 12 words."}], "constraint": "range", "target_range": [8, 12]}
+    text = {"prompt": "In about 64 words.", "target": 64}
+    assert [relabel_prompt(r, 7) for r in (twice, absent, ranged, text)] == [None] * 4
+
+    groups = [_group("In about 10 words, say hi.", [("one two three", 0.3), ("cut off here and", 0.5), ("x", 0.1)],
+                     truncated={1}),
+              SampleGroup(twice, [Generation("a b", 2, False, 4)], [0.0])]
+    kept = hir_examples(groups)
+    # the finished 3-word answer only: the cut one's length is the budget's, a 1-word one is a refusal,
+    # and the second prompt cannot be relabelled
+    assert [(x["prompt"][-1]["content"], x["completion"][0]["content"], x["length"]) for x in kept] == \
+        [("In about 3 words, say hi.", "one two three", 3)]
+
+
+def test_hir_round_trains_on_relabelled_finished_answers(tiny_model_dir, tmp_path, monkeypatch):
+    import larft.baselines as baselines
+    from larft.length import count_words
+    from larft.train import train
+
+    seen = []
+    real = baselines.sft_round
+
+    def recorded(model, tokenizer, examples, config, epochs):
+        seen.extend(examples)
+        return real(model, tokenizer, examples, config, epochs)
+
+    monkeypatch.setattr(baselines, "sft_round", recorded)
+    out = tmp_path / "hir"
+    train_args, config = parse_train_args(_args(tiny_model_dir, out, "hir", "--train_targets", "6",
+                                                "--train_constraints", "equal", "--train_styles", "plain",
+                                                "--max_completion_length", "64"))
+    train(train_args, config)
+    (metrics,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    finished = [r for r in rollouts if not r["truncated"] and r["length"] > 1]
+    assert metrics["kept"] == len(seen) == len(finished)
+    assert sorted(x["completion"][0]["content"] for x in seen) == sorted(r["text"] for r in finished)
+    assert 0 < len(finished) < len(rollouts)  # the budget cut some answers: those are not trained on
+    for x in seen:  # each prompt now asks for the length its answer has
+        assert x["length"] == count_words(x["completion"][0]["content"])
+        assert re.search(rf"(?<!\d){x['length']} words", x["prompt"][-1]["content"])
+        assert not re.search(r"(?<!\d)6 words", x["prompt"][-1]["content"]) or x["length"] == 6
+    before, after = _weights(tiny_model_dir), _weights(out)
+    assert any(not torch.equal(before[k], after[k]) for k in before)

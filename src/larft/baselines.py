@@ -1,9 +1,14 @@
-"""What a user would train instead of LARFT: rejection-sampling SFT and length DPO, on equal footing.
+"""What a user would train instead of LARFT: rejection-sampling SFT, hindsight-relabelled SFT and
+length DPO, on equal footing.
 
-`larft train --method rft` / `--method dpo` run in rounds. Each round samples G answers per
+`larft train --method rft` / `--method hir` / `--method dpo` run in rounds. Each round samples G answers per
 prompt from the current model (the GRPO run's num_generations, temperature, top_p and
 max_completion_length), scores them with the same length reward, then
 - rft: fine-tunes on the answers with reward >= rft_threshold (TRL's SFTTrainer);
+- hir: hindsight instruction relabelling: fine-tunes on *every* answer that ended on its own, its
+  prompt's number replaced by the answer's true length ("In about 64 words" -> "In about 41
+  words" for a 41-word answer; TRL's SFTTrainer). Every sample is a correct example of control,
+  where rft keeps the few that landed near the asked length;
 - dpo: trains on one (best, worst) pair per prompt whose best beats its worst (TRL's DPOTrainer,
   reference model: the base model, as GRPO's KL term).
 
@@ -23,12 +28,13 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
-METHODS = ("larft", "rft", "dpo")
+METHODS = ("larft", "rft", "hir", "dpo")
 
 
 @dataclass
@@ -38,19 +44,20 @@ class BaselineConfig:
     method: str = field(
         default="larft",
         metadata={"help": "larft (GRPO + awareness loss; GRPO only with awareness_lambda_max 0), rft (rejection-"
-                          "sampling SFT on the model's own answers) or dpo (length DPO on (best, worst) pairs of its "
-                          "own answers). rft/dpo sample as many completions as the GRPO run of these settings, from "
+                          "sampling SFT on the model's own answers), hir (SFT on all its own finished answers, each "
+                          "prompt's number relabelled to the answer's true length) or dpo (length DPO on (best, "
+                          "worst) pairs of its own answers). rft/hir/dpo sample as many completions as the GRPO run of these settings, from "
                           "the same prompts with the same sampling settings."},
     )
     baseline_rounds: int = field(
-        default=4, metadata={"help": "rft/dpo: sample-then-train rounds; the GRPO run's sampled completions are split "
+        default=4, metadata={"help": "rft/hir/dpo: sample-then-train rounds; the GRPO run's sampled completions are split "
                                      "evenly over them."},
     )
     rft_threshold: float = field(
         default=0.8, metadata={"help": "rft: keep the answers whose length reward is >= this (1 = inside the "
                                        "allowed region; 0.8 = within 20%% of the target)."},
     )
-    rft_epochs: float = field(default=1.0, metadata={"help": "rft: SFT epochs over each round's kept answers."})
+    rft_epochs: float = field(default=1.0, metadata={"help": "rft / hir: SFT epochs over each round's examples."})
     dpo_beta: float = field(default=0.1, metadata={"help": "dpo: DPO's beta (TRL's default 0.1)."})
     dpo_epochs: float = field(default=1.0, metadata={"help": "dpo: DPO epochs over each round's pairs."})
 
@@ -123,6 +130,48 @@ def rft_examples(groups: Sequence[Any], threshold: float, skip_truncated: bool =
                 out.append({"prompt": group.row["prompt"],
                             "completion": [{"role": "assistant", "content": group.samples[i].text}],
                             "reward": group.rewards[i]})
+    return out
+
+
+def relabel_prompt(row: dict[str, Any], length: int) -> list[dict[str, Any]] | None:
+    """The row's prompt with its asked length replaced by `length` in the last user message, or None
+    when that cannot be done safely: a range row (two numbers), a target that is not written exactly
+    once as a number there, or a prompt that is not a list of chat messages."""
+    from larft.rewards import row_target
+
+    target, prompt = row_target(row), row.get("prompt")
+    if not isinstance(target, int) or not isinstance(prompt, list):
+        return None
+    users = [i for i, m in enumerate(prompt) if isinstance(m, dict) and m.get("role") == "user"]
+    if not users or not isinstance(prompt[users[-1]].get("content"), str):
+        return None
+    content = prompt[users[-1]]["content"]
+    number = re.compile(rf"(?<![\d.]){target}(?![\d]|\.\d)")
+    if len(number.findall(content)) != 1:
+        return None
+    out = [dict(m) for m in prompt]
+    out[users[-1]]["content"] = number.sub(str(length), content)
+    return out
+
+
+def hir_examples(groups: Sequence[Any], tokenizer: Any = None) -> list[dict[str, Any]]:
+    """Every answer that ended on its own (not cut at the token budget: its length is what the model
+    chose) and is longer than one unit, as a prompt-completion example whose prompt asks for the
+    answer's true length in the row's unit (`relabel_prompt`); rows whose prompt cannot be relabelled
+    give none. `length` in each example is that true length."""
+    from larft.length import final_text, measure
+
+    out = []
+    for group in groups:
+        unit = group.row.get("unit") or "words"
+        for sample in group.samples:
+            if sample.truncated:
+                continue
+            length = measure(final_text(sample.text, group.reasoning), unit, tokenizer=tokenizer, extract=False)
+            prompt = relabel_prompt(group.row, length) if length > 1 else None
+            if prompt is not None:
+                out.append({"prompt": prompt, "completion": [{"role": "assistant", "content": sample.text}],
+                            "length": length})
     return out
 
 
@@ -241,7 +290,7 @@ def rollout_sampler(config: Any, model: Any, tokenizer: Any) -> tuple[str, Any]:
 
     backend = choose_backend(config, model)
     if backend == "vllm":
-        raise ValueError("--method rft/dpo samples with rollout_backend hf or ct2; vllm is the GRPO trainer's path")
+        raise ValueError("--method rft/hir/dpo samples with rollout_backend hf or ct2; vllm is the GRPO trainer's path")
     if backend == "hf":
         return "hf", None
     from larft.ct2_engine import records_generator
@@ -252,6 +301,11 @@ def rollout_sampler(config: Any, model: Any, tokenizer: Any) -> tuple[str, Any]:
 def _append_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     with open(path, "a", encoding="utf-8") as f:  # whole lines, appended
         f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+#: why a round of each method can have nothing to train on
+NOTHING_TO_TRAIN = {"rft": "no answer reached rft_threshold", "dpo": "no prompt with unequal rewards",
+                    "hir": "no answer ended on its own inside the budget in a prompt whose number can be relabelled"}
 
 
 def train_baseline(train_args: Any, config: Any) -> Path:
@@ -270,8 +324,8 @@ def train_baseline(train_args: Any, config: Any) -> Path:
 
     method = train_args.method
     BaselineConfig.check_baseline(train_args)
-    if method not in ("rft", "dpo"):
-        raise ValueError(f"train_baseline runs --method rft or dpo, not {method!r}")
+    if method not in NOTHING_TO_TRAIN:
+        raise ValueError(f"train_baseline runs --method rft, hir or dpo, not {method!r}")
     if config.world_size > 1:
         raise ValueError(f"--method {method} runs in one process (launch it without accelerate/torchrun)")
     tune_malloc()
@@ -332,8 +386,9 @@ def train_baseline(train_args: Any, config: Any) -> Path:
         record, rollouts = _round_record(groups, tokenizer)
         total_tokens += record["gen_tokens"]
         trained: dict[str, Any] = {"train_loss": None, "train_steps": 0}
-        if method == "rft":
-            examples = rft_examples(groups, train_args.rft_threshold, skip_truncated)
+        if method in ("rft", "hir"):
+            examples = (rft_examples(groups, train_args.rft_threshold, skip_truncated) if method == "rft"
+                        else hir_examples(groups, tokenizer))
             record["kept"] = len(examples)
             if examples:
                 trained = sft_round(model, tokenizer, examples, config, train_args.rft_epochs)
@@ -345,7 +400,7 @@ def train_baseline(train_args: Any, config: Any) -> Path:
                                     train_args.dpo_epochs)
         if not trained["train_steps"]:
             print(f"[larft] round {number}: nothing to train on "
-                  f"({'no answer reached rft_threshold' if method == 'rft' else 'no prompt with unequal rewards'})")
+                  f"({NOTHING_TO_TRAIN[method]})")
         seconds = time.perf_counter() - t0
         line = {"step": number, "round": number, "method": method, "rollout_backend": backend, **record, "gen_tokens_total": total_tokens,
                 **trained, "gen_seconds": gen_seconds, "train_seconds": seconds - gen_seconds, "step_seconds": seconds}
@@ -353,7 +408,7 @@ def train_baseline(train_args: Any, config: Any) -> Path:
         if config.log_rollouts:
             _append_jsonl(output_dir / "rollouts.jsonl", [{"step": number, **r} for r in rollouts])
         print(f"[larft] round {number}/{len(plan)}: reward {record['reward_mean']:.3f}, "
-              + (f"kept {record['kept']}" if method == "rft" else f"pairs {record['pairs']}")
+              + (f"pairs {record['pairs']}" if method == "dpo" else f"kept {record['kept']}")
               + f"/{record['samples']} samples, {record['gen_tokens']} tokens generated, {seconds:.1f} s", flush=True)
     if check:
         check.finish(model)
@@ -364,5 +419,5 @@ def train_baseline(train_args: Any, config: Any) -> Path:
     return output_dir
 
 
-__all__ = ["BaselineConfig", "METHODS", "dpo_pairs", "dpo_round", "grpo_rollouts", "rft_examples", "round_prompts",
-           "sft_round", "train_baseline"]
+__all__ = ["BaselineConfig", "METHODS", "dpo_pairs", "dpo_round", "grpo_rollouts", "hir_examples", "relabel_prompt",
+           "rft_examples", "round_prompts", "sft_round", "train_baseline"]

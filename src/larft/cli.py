@@ -53,7 +53,7 @@ def _comma_list(value: Any) -> list[str]:
 class TrainArguments(ScriptArguments, ModelConfig, BaselineConfig):
     """Options of `larft train` that are not LARFTConfig (training hyperparameter) fields: TRL's
     ScriptArguments and ModelConfig, with larft's defaults where they differ, plus larft's own
-    (BaselineConfig: --method and the RFT / DPO baselines' settings)."""
+    (BaselineConfig: --method and the RFT / HIR / DPO baselines' settings)."""
 
     _argument_group_name = "model, data, rewards, LoRA / QLoRA (TRL's ScriptArguments and ModelConfig, plus larft's)"
 

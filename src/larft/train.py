@@ -217,7 +217,7 @@ def reward_functions(paths: list[str] | None) -> list[Any]:
 
 
 def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = None) -> Path:
-    if getattr(train_args, "method", "larft") != "larft":  # --method rft / dpo: the baselines, same data and outputs
+    if getattr(train_args, "method", "larft") != "larft":  # --method rft / hir / dpo: the baselines, same data and outputs
         if extra_callbacks:
             raise ValueError(f"--method {train_args.method} runs no Trainer callbacks of yours")
         from larft.baselines import train_baseline
