@@ -70,9 +70,9 @@ def _weights(path):
     return load_file(str(path / "model.safetensors"))
 
 
-def test_rft_round_trains_on_the_kept_answers_and_changes_the_weights(tiny_model_dir, tmp_path, monkeypatch):
+def _record_sft_examples(monkeypatch) -> list:
+    """The examples every SFT round of the run trains on, recorded as they pass (the round still runs)."""
     import larft.baselines as baselines
-    from larft.train import train
 
     seen = []
     real = baselines.sft_round
@@ -82,6 +82,13 @@ def test_rft_round_trains_on_the_kept_answers_and_changes_the_weights(tiny_model
         return real(model, tokenizer, examples, config, epochs)
 
     monkeypatch.setattr(baselines, "sft_round", recorded)
+    return seen
+
+
+def test_rft_round_trains_on_the_kept_answers_and_changes_the_weights(tiny_model_dir, tmp_path, monkeypatch):
+    from larft.train import train
+
+    seen = _record_sft_examples(monkeypatch)
     out = tmp_path / "rft"
     # about 6 words: the random model's answers score from 0.5 to 1, some over the threshold, some not
     train_args, config = parse_train_args(_args(tiny_model_dir, out, "rft", "--train_targets", "6",
@@ -201,18 +208,10 @@ def test_hir_relabels_each_finished_answer_with_its_true_length():
 
 
 def test_hir_round_trains_on_relabelled_finished_answers(tiny_model_dir, tmp_path, monkeypatch):
-    import larft.baselines as baselines
     from larft.length import count_words
     from larft.train import train
 
-    seen = []
-    real = baselines.sft_round
-
-    def recorded(model, tokenizer, examples, config, epochs):
-        seen.extend(examples)
-        return real(model, tokenizer, examples, config, epochs)
-
-    monkeypatch.setattr(baselines, "sft_round", recorded)
+    seen = _record_sft_examples(monkeypatch)
     out = tmp_path / "hir"
     train_args, config = parse_train_args(_args(tiny_model_dir, out, "hir", "--train_targets", "6",
                                                 "--train_constraints", "equal", "--train_styles", "plain",
