@@ -70,6 +70,15 @@ def _weights(path):
     return load_file(str(path / "model.safetensors"))
 
 
+def _one_round(model_dir, out, method, *extra) -> tuple[dict, list[dict]]:
+    """`larft train --method METHOD` for one round on the tiny model: its metrics line and rollouts."""
+    from larft.train import train
+
+    train(*parse_train_args(_args(model_dir, out, method, *extra)))
+    (metrics,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return metrics, [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+
+
 def _record_sft_examples(monkeypatch) -> list:
     """The examples every SFT round of the run trains on, recorded as they pass (the round still runs)."""
     import larft.baselines as baselines
@@ -86,17 +95,11 @@ def _record_sft_examples(monkeypatch) -> list:
 
 
 def test_rft_round_trains_on_the_kept_answers_and_changes_the_weights(tiny_model_dir, tmp_path, monkeypatch):
-    from larft.train import train
-
     seen = _record_sft_examples(monkeypatch)
     out = tmp_path / "rft"
     # about 6 words: the random model's answers score from 0.5 to 1, some over the threshold, some not
-    train_args, config = parse_train_args(_args(tiny_model_dir, out, "rft", "--train_targets", "6",
-                                                "--train_constraints", "equal", "--rft_threshold", "0.9",
-                                                "--length_check_prompts", "2"))
-    train(train_args, config)
-    (metrics,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    metrics, rollouts = _one_round(tiny_model_dir, out, "rft", "--train_targets", "6", "--train_constraints", "equal",
+                                   "--rft_threshold", "0.9", "--length_check_prompts", "2")
     assert metrics["samples"] == len(rollouts) == 8 and metrics["prompts"] == 2
     assert metrics["gen_tokens"] == metrics["gen_tokens_total"] > 0
     over = [r for r in rollouts if r["reward/length_reward"] >= 0.9]
@@ -114,7 +117,6 @@ def test_rft_round_trains_on_the_kept_answers_and_changes_the_weights(tiny_model
 
 def test_dpo_round_trains_on_best_worst_pairs_with_a_finite_loss(tiny_model_dir, tmp_path, monkeypatch):
     import larft.baselines as baselines
-    from larft.train import train
 
     seen = []
     real = baselines.dpo_round
@@ -126,10 +128,8 @@ def test_dpo_round_trains_on_best_worst_pairs_with_a_finite_loss(tiny_model_dir,
 
     monkeypatch.setattr(baselines, "dpo_round", recorded)
     out = tmp_path / "dpo"
-    train_args, config = parse_train_args(_args(tiny_model_dir, out, "dpo", "--train_targets", "6",
-                                                "--train_constraints", "equal", "--dpo_beta", "0.2"))
-    train(train_args, config)
-    (metrics,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics, _ = _one_round(tiny_model_dir, out, "dpo", "--train_targets", "6", "--train_constraints", "equal",
+                            "--dpo_beta", "0.2")
     assert 0 < metrics["pairs"] == len(seen) <= 2
     assert all(p["chosen_reward"] > p["rejected_reward"] for p in seen)
     assert metrics["train_steps"] == 1 and math.isfinite(metrics["train_loss"])
@@ -209,16 +209,11 @@ def test_hir_relabels_each_finished_answer_with_its_true_length():
 
 def test_hir_round_trains_on_relabelled_finished_answers(tiny_model_dir, tmp_path, monkeypatch):
     from larft.length import count_words
-    from larft.train import train
 
     seen = _record_sft_examples(monkeypatch)
     out = tmp_path / "hir"
-    train_args, config = parse_train_args(_args(tiny_model_dir, out, "hir", "--train_targets", "6",
-                                                "--train_constraints", "equal", "--train_styles", "plain",
-                                                "--max_completion_length", "64"))
-    train(train_args, config)
-    (metrics,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
+    metrics, rollouts = _one_round(tiny_model_dir, out, "hir", "--train_targets", "6", "--train_constraints", "equal",
+                                   "--train_styles", "plain", "--max_completion_length", "64")
     finished = [r for r in rollouts if not r["truncated"] and r["length"] > 1]
     assert metrics["kept"] == len(seen) == len(finished)
     assert sorted(x["completion"][0]["content"] for x in seen) == sorted(r["text"] for r in finished)
