@@ -1,5 +1,6 @@
 """Does it work? base vs GRPO-only vs LARFT (x seeds), and what a user would pick instead
-(best-of-N at inference, rejection-sampling SFT, length DPO), side by side, from one command.
+(best-of-N at inference, rejection-sampling SFT, hindsight-relabelled SFT, length DPO), side by side,
+from one command.
 
     .venv/bin/python benchmarks/experiment.py --config configs/experiment-cpu.yaml
     .venv/bin/python benchmarks/experiment.py --config configs/experiment-cpu.yaml --only base,larft-0
@@ -573,6 +574,59 @@ def best_of_answer(runs: dict, name: str = "best_of_8") -> str:
     return line + "."
 
 
+def _per_seed(run: dict, key: str, scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
+    """Each seed's value of `key` with its interval (`key`_ci), as "s0: 60.6 [57.0, 63.6], s1: ..."."""
+    out = []
+    for seed, v in run["seeds"].items():
+        value, ci = v.get(key), v.get(f"{key}_ci")
+        if value is None:
+            out.append(f"s{seed}: -")
+            continue
+        text = f"s{seed}: {scale * value:.{digits}f}{unit}"
+        if ci:
+            text += f" [{scale * ci[0]:.{digits}f}, {scale * ci[1]:.{digits}f}]"
+        out.append(text)
+    return ", ".join(out)
+
+
+def goals_table(runs: dict) -> list[str]:
+    """The recipe issue's goals against the measured figures of LARFT (mean of its seeds, each seed's
+    95% interval beside it), each marked met or missed from the numbers; [] until base, GRPO-only and
+    LARFT are all recorded."""
+    if not all(name in runs for name in ("base", "grpo", "larft")):
+        return []
+    base, larft = runs["base"], runs["larft"]
+    seeds = list(larft["seeds"].values())
+    mark = lambda ok: "**met**" if ok else "missed"  # noqa: E731
+    gain = larft["lifebench_ls"] - base["lifebench_ls"]
+    diff, per = larft.get("ls_minus_grpo"), larft.get("ls_minus_grpo_per_seed", {})
+    paired = larft.get("ls_minus_grpo_paired") or {}
+    within, mae = larft["counting_within10"], larft.get("counting_mae_parsed")
+    refusals = max(max((v.get("refusal_rate_per_control") or {"all": v["refusal_rate"]}).values()) for v in seeds)
+    ppl_rise = max(v["perplexity"] for v in seeds) / base["perplexity"] - 1
+    minutes = max(v["train_minutes"] for v in seeds)
+    rows = [
+        ("LS mean of the 3 controls, LARFT", ">= base + 25", f"{larft['lifebench_ls']:.1f} ({_per_seed(larft, 'lifebench_ls')}); "
+         f"base {base['lifebench_ls']:.1f}{_ci(base.get('lifebench_ls_ci'))}: {gain:+.1f}", mark(gain >= 25)),
+        ("LS, LARFT minus GRPO-only (mean of seeds)", ">= +5, or a documented negative result",
+         "-" if diff is None else f"{diff:+.1f} (" + ", ".join(
+             f"s{s}: {d:+.1f}" + (_ci(paired[s]["ci"]) + " paired" if s in paired else "") for s, d in per.items()) + ")",
+         "-" if diff is None else mark(diff >= 5) + ("" if diff >= 5 else " (a negative result: docs/results-notes.md)")),
+        ("LS equal-to, LARFT", ">= 50", f"{larft['lifebench_ls_equal']:.1f} ({_per_seed(larft, 'lifebench_ls_equal')})",
+         mark(larft["lifebench_ls_equal"] >= 50)),
+        ("counting, LARFT: within 10% / MAE (words)", ">= 50% / <= 10",
+         f"{100 * within:.0f}% ({_per_seed(larft, 'counting_within10', 100, 0, '%')}) / "
+         + ("-" if mae is None else f"{mae:.1f} ({_per_seed(larft, 'counting_mae_parsed')})"),
+         mark(within >= 0.5 and mae is not None and mae <= 10)),
+        ("refusals (answers <= 1 word), worst control and seed", "<= 2%", f"{100 * refusals:.1f}%", mark(refusals <= 0.02)),
+        ("perplexity rise on the retention texts, worst seed", "<= 5%", f"{100 * ppl_rise:+.1f}%", mark(ppl_rise <= 0.05)),
+        ("wall time of one trained run on 2 cores, slowest seed", "<= 45 min", f"{minutes:.1f} min", mark(minutes <= 45)),
+    ]
+    return ["## The goals (recipe issue), LARFT against them", "",
+            "| figure | goal | measured: mean of seeds (each seed [95% CI]) | |", "|---|---|---|---|",
+            *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows], ""]
+
+
 def markdown(result: dict, images: list[str]) -> str:
     runs = result["runs"]
     lines = [
@@ -580,9 +634,10 @@ def markdown(result: dict, images: list[str]) -> str:
         f"Produced by `{result['command']}` at commit `{result['commit'][:10]}` "
         "(figures: `benchmarks/results/experiment.json`). Intervals: 95% bootstrap over prompts; "
         "trained runs are means over seeds, with each seed's value listed. best_of_8: the base model, 8 sampled "
-        "answers per prompt, the one with the highest length reward scored (no training); rft / dpo: "
-        "rejection-sampling SFT and length DPO on the model's own samples, as many sampled completions as a GRPO "
-        "run (`larft train --method`). gen tok/prompt: tokens generated per LIFEBench prompt, all samples counted "
+        "answers per prompt, the one with the highest length reward scored (no training); rft / hir / dpo: "
+        "rejection-sampling SFT, hindsight-relabelled SFT (every answer, its prompt asking for the length it has) "
+        "and length DPO on the model's own samples, as many sampled completions as a GRPO run (`larft train "
+        "--method`). gen tok/prompt: tokens generated per LIFEBench prompt, all samples counted "
         "(the inference cost).", "",
     ]
     if result["pending"]:
@@ -615,7 +670,7 @@ def markdown(result: dict, images: list[str]) -> str:
         lines += ["", f"{label} minus GRPO-only, LS: **{runs[name]['ls_minus_grpo']:+.1f}** (per seed: "
                   + ", ".join(f"s{s}: {d:+.1f}" + (f"{_ci(paired[s]['ci'])} paired over {paired[s]['n']} prompts"
                                                    if s in paired else "") for s, d in per.items()) + ")"]
-    lines += ["", best_of_answer(runs)]
+    lines += ["", best_of_answer(runs), "", *goals_table(runs)]
     cfg = result["config"]
     lines += ["", f"Settings: `{cfg.get('recipe', 'configs/experiment-cpu.yaml')}`; evaluation groups: "
               + "; ".join(f"{g}: {spec['bench']} {spec.get('filter', '')}" for g, spec in cfg["eval"].items()

@@ -190,3 +190,30 @@ def test_perception_vs_control_averages_seeds_and_needs_an_awareness_run(experim
     assert [v for _, v in experiment._mean_over_seeds(grpo, "length_error_mean")["grpo"]] == pytest.approx([0.55, 0.55])
     assert experiment._rolling([1.0, 3.0, 5.0], k=2) == [1.0, 2.0, 4.0]
     assert experiment.perception_vs_control({**grpo, **larft}, path) is True and path.stat().st_size > 0
+
+
+def test_the_goals_table_marks_each_goal_from_the_numbers(experiment):
+    def seed(ls, equal, within, mae, ppl, minutes, refusals=0.0):
+        return {"lifebench_ls": ls, "lifebench_ls_ci": [ls - 3, ls + 3], "lifebench_ls_equal": equal,
+                "lifebench_ls_equal_ci": None, "counting_within10": within, "counting_within10_ci": None,
+                "counting_mae_parsed": mae, "counting_mae_parsed_ci": None, "perplexity": ppl,
+                "train_minutes": minutes, "refusal_rate": refusals,
+                "refusal_rate_per_control": {"equal": refusals, "at_most": 0.0, "at_least": 0.0}}
+
+    base = {"lifebench_ls": 50.0, "lifebench_ls_ci": [47.0, 53.0], "perplexity": 20.0}
+    good = {"seeds": {0: seed(80, 60, 0.6, 8, 20.5, 40), 1: seed(78, 52, 0.5, 10, 20.9, 44)}}
+    good.update(lifebench_ls=79.0, lifebench_ls_equal=56.0, counting_within10=0.55, counting_mae_parsed=9.0,
+                ls_minus_grpo=6.0, ls_minus_grpo_per_seed={0: 7.0, 1: 5.0},
+                ls_minus_grpo_paired={1: {"ci": [1.0, 9.0], "n": 300}})
+    rows = [r for r in experiment.goals_table({"base": base, "grpo": {}, "larft": good}) if r.startswith("| ")][1:]
+    assert len(rows) == 7 and all(r.endswith("**met** |") for r in rows), rows
+    assert "+29.0" in rows[0] and "s1: 78.0 [75.0, 81.0]" in rows[0] and "s1: +5.0 [1.0, 9.0] paired" in rows[1]
+    # one seed over each limit is enough to miss: 4.5% more perplexity is fine, 5.5% is not; 46 minutes
+    # is over 45; a refusal rate of 3% in one control is over 2%
+    bad = {**good, "lifebench_ls": 74.0, "ls_minus_grpo": -1.0,
+           "seeds": {0: seed(74, 60, 0.6, 8, 21.1, 46, refusals=0.03), 1: good["seeds"][1]}}
+    rows = [r for r in experiment.goals_table({"base": base, "grpo": {}, "larft": bad}) if r.startswith("| ")][1:]
+    assert [r.rsplit("|", 2)[1].strip().split(" ")[0] for r in rows] == \
+        ["missed", "missed", "**met**", "**met**", "missed", "missed", "missed"]
+    assert "negative result" in rows[1]
+    assert experiment.goals_table({"base": base, "larft": good}) == []  # no GRPO-only yet: no table
