@@ -605,22 +605,25 @@ def goals_table(runs: dict) -> list[str]:
     refusals = max(max((v.get("refusal_rate_per_control") or {"all": v["refusal_rate"]}).values()) for v in seeds)
     ppl_rise = max(v["perplexity"] for v in seeds) / base["perplexity"] - 1
     minutes = max(v["train_minutes"] for v in seeds)
+    ls = f"{larft['lifebench_ls']:.1f} ({_per_seed(larft, 'lifebench_ls')}); base {base['lifebench_ls']:.1f}" \
+         f"{_ci(base.get('lifebench_ls_ci'))}: {gain:+.1f}"
+    versus = "-" if diff is None else f"{diff:+.1f} (" + ", ".join(
+        f"s{s}: {d:+.1f}" + (_ci(paired[s]["ci"]) + " paired" if s in paired else "") for s, d in per.items()) + ")"
+    counting = f"{100 * within:.0f}% ({_per_seed(larft, 'counting_within10', 100, 0, '%')}) / " + (
+        "-" if mae is None else f"{mae:.1f} ({_per_seed(larft, 'counting_mae_parsed')})")
     rows = [
-        ("LS mean of the 3 controls, LARFT", ">= base + 25", f"{larft['lifebench_ls']:.1f} ({_per_seed(larft, 'lifebench_ls')}); "
-         f"base {base['lifebench_ls']:.1f}{_ci(base.get('lifebench_ls_ci'))}: {gain:+.1f}", mark(gain >= 25)),
-        ("LS, LARFT minus GRPO-only (mean of seeds)", ">= +5, or a documented negative result",
-         "-" if diff is None else f"{diff:+.1f} (" + ", ".join(
-             f"s{s}: {d:+.1f}" + (_ci(paired[s]["ci"]) + " paired" if s in paired else "") for s, d in per.items()) + ")",
+        ("LS mean of the 3 controls, LARFT", ">= base + 25", ls, mark(gain >= 25)),
+        ("LS, LARFT minus GRPO-only (mean of seeds)", ">= +5, or a documented negative result", versus,
          "-" if diff is None else mark(diff >= 5) + ("" if diff >= 5 else " (a negative result: docs/results-notes.md)")),
         ("LS equal-to, LARFT", ">= 50", f"{larft['lifebench_ls_equal']:.1f} ({_per_seed(larft, 'lifebench_ls_equal')})",
          mark(larft["lifebench_ls_equal"] >= 50)),
-        ("counting, LARFT: within 10% / MAE (words)", ">= 50% / <= 10",
-         f"{100 * within:.0f}% ({_per_seed(larft, 'counting_within10', 100, 0, '%')}) / "
-         + ("-" if mae is None else f"{mae:.1f} ({_per_seed(larft, 'counting_mae_parsed')})"),
+        ("counting, LARFT: within 10% / MAE (words)", ">= 50% / <= 10", counting,
          mark(within >= 0.5 and mae is not None and mae <= 10)),
-        ("refusals (answers <= 1 word), worst control and seed", "<= 2%", f"{100 * refusals:.1f}%", mark(refusals <= 0.02)),
+        ("refusals (answers <= 1 word), worst control and seed", "<= 2%", f"{100 * refusals:.1f}%",
+         mark(refusals <= 0.02)),
         ("perplexity rise on the retention texts, worst seed", "<= 5%", f"{100 * ppl_rise:+.1f}%", mark(ppl_rise <= 0.05)),
-        ("wall time of one trained run on 2 cores, slowest seed", "<= 45 min", f"{minutes:.1f} min", mark(minutes <= 45)),
+        ("wall time of one trained run on 2 cores, slowest seed", "<= 45 min", f"{minutes:.1f} min",
+         mark(minutes <= 45)),
     ]
     return ["## The goals (recipe issue), LARFT against them", "",
             "| figure | goal | measured: mean of seeds (each seed [95% CI]) | |", "|---|---|---|---|",

@@ -1,8 +1,8 @@
 """What a user would train instead of LARFT: rejection-sampling SFT, hindsight-relabelled SFT and
 length DPO, on equal footing.
 
-`larft train --method rft` / `--method hir` / `--method dpo` run in rounds. Each round samples G answers per
-prompt from the current model (the GRPO run's num_generations, temperature, top_p and
+`larft train --method rft` / `--method hir` / `--method dpo` run in rounds. Each round samples G
+answers per prompt from the current model (the GRPO run's num_generations, temperature, top_p and
 max_completion_length), scores them with the same length reward, then
 - rft: fine-tunes on the answers with reward >= rft_threshold (TRL's SFTTrainer);
 - hir: hindsight instruction relabelling: fine-tunes on *every* answer that ended on its own, its
@@ -46,12 +46,12 @@ class BaselineConfig:
         metadata={"help": "larft (GRPO + awareness loss; GRPO only with awareness_lambda_max 0), rft (rejection-"
                           "sampling SFT on the model's own answers), hir (SFT on all its own finished answers, each "
                           "prompt's number relabelled to the answer's true length) or dpo (length DPO on (best, "
-                          "worst) pairs of its own answers). rft/hir/dpo sample as many completions as the GRPO run of these settings, from "
-                          "the same prompts with the same sampling settings."},
+                          "worst) pairs of its own answers). rft/hir/dpo sample as many completions as the GRPO run "
+                          "of these settings, from the same prompts with the same sampling settings."},
     )
     baseline_rounds: int = field(
-        default=4, metadata={"help": "rft/hir/dpo: sample-then-train rounds; the GRPO run's sampled completions are split "
-                                     "evenly over them."},
+        default=4, metadata={"help": "rft/hir/dpo: sample-then-train rounds; the GRPO run's sampled completions are "
+                                     "split evenly over them."},
     )
     rft_threshold: float = field(
         default=0.8, metadata={"help": "rft: keep the answers whose length reward is >= this (1 = inside the "
@@ -309,7 +309,7 @@ NOTHING_TO_TRAIN = {"rft": "no answer reached rft_threshold", "dpo": "no prompt 
 
 
 def train_baseline(train_args: Any, config: Any) -> Path:
-    """`larft train --method rft|dpo`: rounds of sample -> score -> train, then the model and
+    """`larft train --method rft|hir|dpo`: rounds of sample -> score -> train, then the model and
     tokenizer saved to output_dir (so `larft eval --model OUTPUT_DIR` works)."""
     import torch
     from transformers import AutoModelForCausalLM
