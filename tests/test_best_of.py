@@ -115,7 +115,7 @@ def test_eval_best_of_scores_the_best_sample_and_records_its_cost(tiny_model_dir
         return real(model, tokenizer, prompts, **kw)
 
     monkeypatch.setattr(generation, "generate_records", counted)
-    settings = lambda **kw: EvalSettings(max_new_tokens_cap=40, tokens_per_unit=0.25, limit=3, bootstrap=20,  # noqa: E731
+    settings = lambda **kw: EvalSettings(max_new_tokens_cap=40, tokens_per_word=0.07, limit=3, bootstrap=20,  # noqa: E731
                                          filters={"lang": "en", "max_length": "16"}, batch_size=8, **kw)
     out = str(tmp_path / "eval")
     results = run_eval(str(tiny_model_dir), [], out, settings(best_of=3, seed=1), bench_files=_lifebench_file(tmp_path))
@@ -160,7 +160,7 @@ def test_the_n_samples_of_a_prompt_differ_on_every_backend(tiny_model_dir, tmp_p
         pytest.importorskip("ctranslate2")
     from larft.eval.runner import EvalSettings, run_eval
 
-    settings = EvalSettings(max_new_tokens_cap=40, tokens_per_unit=0.25, limit=2, bootstrap=20, best_of=4, seed=3,
+    settings = EvalSettings(max_new_tokens_cap=40, tokens_per_word=0.07, limit=2, bootstrap=20, best_of=4, seed=3,
                             filters={"lang": "en", "max_length": "16"}, backend=backend)
     results = run_eval(str(tiny_model_dir), [], str(tmp_path / backend), settings, bench_files=_lifebench_file(tmp_path))
     cache = [json.loads(line) for line in (tmp_path / backend / "generations.jsonl").read_text().splitlines()]

@@ -57,7 +57,7 @@ def test_end_to_end_eval_writes_all_outputs(tiny_model_dir, tmp_path):
     lenctrl = tmp_path / "lenctrl.jsonl"
     lenctrl.write_text("\n".join(json.dumps({"instruction": f"Write {n} words about tea.", "constraint": n,
                                              "level": "word"}) for n in (5, 10)) + "\n")
-    settings = EvalSettings(batch_size=4, max_new_tokens_cap=64, tokens_per_unit=0.5, limit=4,
+    settings = EvalSettings(batch_size=4, max_new_tokens_cap=64, tokens_per_word=0.15, limit=4,
                             filters={"lang": "en", "max_length": "32"}, counting_own=2, bootstrap=50)
     out = tmp_path / "eval"
     results = run_eval(str(tiny_model_dir), ["ruler-tlg", "counting", "retention"], str(out), settings,
@@ -88,7 +88,7 @@ def test_interrupted_eval_resumes_without_regenerating(tiny_model_dir, tmp_path,
             raise KeyboardInterrupt  # the user pressed Ctrl-C after two batches
         return counting_generate(model, tokenizer, prompts, **kw)
 
-    settings = EvalSettings(batch_size=2, max_new_tokens_cap=40, tokens_per_unit=0.25, limit=8,
+    settings = EvalSettings(batch_size=2, max_new_tokens_cap=40, tokens_per_word=0.07, limit=8,
                             filters={"lang": "en", "max_length": "16"}, bootstrap=20)
     out = tmp_path / "eval"
     monkeypatch.setattr(generation, "generate_records", interrupted_generate)
@@ -119,7 +119,7 @@ def test_evaluation_prompts_do_not_overlap_training_topics():
 
 
 def _life_settings(**kw):
-    base = dict(max_new_tokens_cap=64, tokens_per_unit=0.5, limit=12, filters={"lang": "en", "max_length": "32"},
+    base = dict(max_new_tokens_cap=64, tokens_per_word=0.15, limit=12, filters={"lang": "en", "max_length": "32"},
                 bootstrap=50)
     base.update(kw)
     return EvalSettings(**base)
@@ -173,9 +173,9 @@ def test_a_changed_budget_or_decoding_setting_regenerates(tiny_model_dir, tmp_pa
     assert sum(calls) == 4
     run_eval(str(tiny_model_dir), [], out, _life_settings(limit=4), bench_files=life)
     assert sum(calls) == 4  # same settings: all from the cache
-    run_eval(str(tiny_model_dir), [], out, _life_settings(limit=4, tokens_per_unit=0.75), bench_files=life)
+    run_eval(str(tiny_model_dir), [], out, _life_settings(limit=4, tokens_per_word=0.22), bench_files=life)
     assert sum(calls) == 8  # other budgets: generated again, not reused
-    run_eval(str(tiny_model_dir), [], out, _life_settings(limit=4, tokens_per_unit=0.75, do_sample=True),
+    run_eval(str(tiny_model_dir), [], out, _life_settings(limit=4, tokens_per_word=0.22, do_sample=True),
              bench_files=life)
     assert sum(calls) == 12  # sampling instead of greedy: generated again
 

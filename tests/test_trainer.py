@@ -123,7 +123,8 @@ def test_truncated_rollouts_are_counted_and_labelled_by_what_they_wrote(tiny_mod
     for i, r in enumerate(trace):
         assert r["length"] == count_words(r["text"])  # recounted independently from the logged text
         assert r["reward/length_reward"] == pytest.approx(
-            length_reward(r["text"], r["target"], constraint=r["constraint"], degenerate_guard=True, refusal_floor=0.1))
+            length_reward(r["text"], r["target"], constraint=r["constraint"], degenerate_guard=True, refusal_floor=0.1,
+                              truncated=r["truncated"]))
     assert trainer._metrics["train"]["truncated_rate"][-1] == pytest.approx(len(cut) / 4)
 
 

@@ -357,7 +357,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
         temperature=args.temperature, top_p=args.top_p, seed=args.seed, limit=args.limit,
         filters=parse_filters(args.filter), counting_own=args.counting_own, device=args.device, dtype=args.dtype,
         chat_template_kwargs=_json_object(args.chat_template_kwargs, "--chat-template-kwargs"),
-        reasoning_delimiters=args.reasoning_delimiters, bootstrap=args.bootstrap, tokens_per_unit=args.tokens_per_word,
+        reasoning_delimiters=args.reasoning_delimiters, bootstrap=args.bootstrap, tokens_per_word=args.tokens_per_word,
         backend=args.backend, best_of=args.best_of,
     )
     from larft.eval.runner import BACKENDS
@@ -448,8 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--trust-remote-code", action="store_true")
     ev.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     ev.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
-    ev.add_argument("--tokens-per-word", type=float, default=2.0,
-                    help="generation budget per asked word (x1.5 for CJK and at_least, + 32)")
+    ev.add_argument("--tokens-per-word", type=float, default=None,
+                    help="the model's tokens per word, from which each prompt's score-neutral budget is sized "
+                         "(default: measured on its tokenizer)")
     ev.add_argument("--chat-template-kwargs", help='JSON passed to the chat template, e.g. \'{"enable_thinking": false}\'')
     ev.add_argument("--reasoning-delimiters", default="<think>,</think>",
                     help="reasoning block 'start,end' pairs (';'-separated, or none): only the answer is counted")

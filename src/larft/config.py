@@ -83,6 +83,11 @@ class LARFTConfig(GRPOConfig):
             "and others are faster but sample from a quantized copy: the rollouts are then off-policy."
         },
     )
+    trim_padding: bool = field(
+        default=True,
+        metadata={"help": "Sort each generation batch by length before splitting it into micro-batches and cut "
+                  "each to its own longest rollout (same losses, less padding to compute)."},
+    )
     # Overridden TRL defaults
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for rollouts (paper: 0.7)."})
     top_p: float = field(default=0.8, metadata={"help": "Nucleus sampling for rollouts (paper: 0.8)."})

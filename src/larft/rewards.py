@@ -114,18 +114,22 @@ def length_reward(
     degenerate_guard: bool = False,
     refusal_floor: float = 0.0,
     reasoning: tuple[tuple[str, str], ...] = DEFAULT_REASONING,
+    truncated: bool = False,
 ) -> float:
     """Reward in [0, 1] for how well `text` meets the length constraint.
 
     The text is reduced to its final answer first (no reasoning block, no chat markers).
     With `degenerate_guard`, a looping response (repeated-trigram share > 0.5) gets 0; with
-    `refusal_floor` > 0, an answer below the refusal floor gets 0 (see `refusal_length`).
+    `refusal_floor` > 0, an answer below the refusal floor gets 0 (see `refusal_length`);
+    a `truncated` answer (cut at its budget) gets `truncated_reward`.
     """
     answer = final_text(text, reasoning)
     lo, hi = _bounds(target, constraint)
     if degenerate_guard and is_degenerate(answer):
         return 0.0
     length = measure(answer, unit, tokenizer=tokenizer, extract=False)
+    if truncated:
+        return truncated_reward(length, target, constraint)
     if is_refusal(length, target, constraint, refusal_floor):
         return 0.0
     if lo is not None and length < lo:
@@ -133,6 +137,17 @@ def length_reward(
     if hi is not None and length > hi:
         return _falloff(length, hi)
     return 1.0
+
+
+def truncated_reward(length: int, target: int | Sequence[int], constraint: str = "equal") -> float:
+    """The known reward of a rollout cut at its budget (it would have gone on): 0 for `equal`,
+    `at_most` and `range` (a budget of >= 2x the target cuts it where the reward is already 0),
+    1 for `at_least` once past the target. Scored by this rule, a cut rollout stays in the loss
+    and teaches the policy that running on is wrong (`mask_truncated_completions` would drop it)."""
+    lo, hi = _bounds(target, constraint)
+    if hi is not None:
+        return 0.0
+    return 1.0 if length >= lo else _falloff(length, lo)
 
 
 def row_target(row: dict[str, Any]) -> int | tuple[int, int] | None:
@@ -168,6 +183,11 @@ class LengthReward:
     (default "equal") and `unit` (default "words"). TRL passes every dataset column as a
     keyword list with one entry per completion.
 
+    A rollout cut at its budget (TRL's `completion_ids` not ending in a stop token) is scored by
+    `truncated_reward`, the reward it would have had: 0 past an upper bound, 1 past an `at_least`
+    target. `stop_ids` are the tokens that end a turn (default: the tokenizer's eos and pad;
+    LARFTTrainer sets TRL's own list); with neither, every text is scored as written.
+
     A row without a target is an error naming it, unless `allow_missing_target`: then it
     gets None (TRL's "cannot score this one"), so that a dataset can mix length prompts with
     prompts that only other reward functions score. LARFTTrainer turns it on when it adds
@@ -178,15 +198,24 @@ class LengthReward:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase | None = None, degenerate_guard: bool = True,
                  refusal_floor: float = REFUSAL_FLOOR, reasoning: tuple[tuple[str, str], ...] = DEFAULT_REASONING,
-                 allow_missing_target: bool = False):
+                 allow_missing_target: bool = False, stop_ids: Sequence[int] | None = None):
         self.tokenizer = tokenizer
+        self.stop_ids = None if stop_ids is None else set(stop_ids)
         self.degenerate_guard = degenerate_guard
         self.refusal_floor = refusal_floor
         self.reasoning = reasoning
         self.allow_missing_target = allow_missing_target
 
-    def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float | None]:
+    def _stops(self) -> set[int]:
+        if self.stop_ids is not None:
+            return self.stop_ids
+        tok = self.tokenizer
+        return {t for t in (getattr(tok, "eos_token_id", None), getattr(tok, "pad_token_id", None)) if t is not None}
+
+    def __call__(self, prompts: list, completions: list, completion_ids: list | None = None,
+                 **columns: Any) -> list[float | None]:
         rows = rows_from_columns(columns, len(completions))
+        stops = self._stops() if completion_ids is not None else set()  # none known: every text scored as written
         rewards: list[float | None] = []
         for i, (prompt, completion, row) in enumerate(zip(prompts, completions, rows)):
             target = row_target(row)
@@ -209,6 +238,7 @@ class LengthReward:
                 degenerate_guard=self.degenerate_guard,
                 refusal_floor=self.refusal_floor,
                 reasoning=self.reasoning,
+                truncated=bool(stops and (not completion_ids[i] or completion_ids[i][-1] not in stops)),
             ))
         return rewards
 
@@ -243,4 +273,5 @@ __all__ = [
     "repeated_trigram_share",
     "row_target",
     "target_from_row",
+    "truncated_reward",
 ]

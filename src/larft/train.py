@@ -49,6 +49,23 @@ def check_prompt_lengths(rows: list[dict[str, Any]], tokenizer: Any, max_tokens:
         raise DataError(issues)
 
 
+def check_completion_budget(rows: list[dict[str, Any]], tokenizer: Any, config: LARFTConfig) -> None:
+    """Say so when max_completion_length cuts rollouts before 2x their target (`larft.budget`): a
+    rollout cut there has a known reward; one cut earlier is scored 0 as if it had run on."""
+    from larft.budget import training_budget
+    from larft.rewards import row_target
+
+    targets = [row_target(r) for r in rows if (r.get("unit") or "words") == "words"]
+    targets = [max(t) if isinstance(t, tuple) else t for t in targets if t is not None]
+    if not targets or config.mask_truncated_completions:
+        return
+    need = training_budget(max(targets), tokenizer)
+    if config.max_completion_length < need and config.process_index == 0:
+        print(f"[larft] max_completion_length={config.max_completion_length} cuts rollouts before 2x the largest "
+              f"target ({max(targets)} words, ~{need} tokens): a cut rollout is scored as one that ran on "
+              f"(0 for equal / at_most). Set max_completion_length >= {need}, or mask_truncated_completions: true")
+
+
 #: what a row's length instruction is (normalize_record's fields): the fingerprint of a prompt set
 FINGERPRINT_KEYS = ("prompt", "target", "target_range", "constraint", "unit")
 
@@ -265,6 +282,7 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code,
                                revision=init_kwargs.get("revision"))
     check_prompt_lengths(rows, tokenizer, train_args.max_prompt_tokens, source or "<generated>")
+    check_completion_budget(rows, tokenizer, config)
     output_dir.mkdir(parents=True, exist_ok=True)
     if config.process_index == 0:  # one writer: ranks racing on the same temp file lose a rename
         _write_json(output_dir / "larft_run.json", {

@@ -97,8 +97,11 @@ class LARFTTrainer(GRPOTrainer):
                 warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
             super().__init__(model=model, reward_funcs=funcs, args=args, **kwargs)
         for func in self.reward_funcs:  # the tokens unit needs the policy's tokenizer
-            if isinstance(func, LengthReward) and func.tokenizer is None:
-                func.tokenizer = self._tokenizer
+            if isinstance(func, LengthReward):
+                if func.tokenizer is None:
+                    func.tokenizer = self._tokenizer
+                if func.stop_ids is None:  # TRL's own test of a finished rollout (its eos ids and pad)
+                    func.stop_ids = {*self.eos_token_ids, self._tokenizer.pad_token_id} - {None}
         self._use_larft_console()
         self.add_callback(_CardAtTrainEnd(self))
 
@@ -182,6 +185,24 @@ class LARFTTrainer(GRPOTrainer):
         )
         Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
         model_card(info).save(Path(self.args.output_dir) / "README.md")
+
+    # -- padding: micro-batches of similar length, each cut to its own longest rollout ------------
+    def _prepare_inputs(self, generation_batch: dict[str, torch.Tensor | Any]) -> dict[str, torch.Tensor | Any]:
+        """TRL's `_prepare_inputs` (generate a batch every steps_per_generation x num_iterations
+        micro-steps, split it, hand out one piece per micro-step), with `trim_padding`: the batch
+        sorted by length instead of shuffled, and each piece cut to its own longest rollout."""
+        if not (self.model.training and self.args.trim_padding):
+            return super()._prepare_inputs(generation_batch)
+        from trl.trainer.utils import split_pixel_values_by_grid, split_tensor_dict, unsplit_pixel_values_by_grid
+
+        from larft.padding import sort_by_length, trim_padding
+
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        if self._step % generate_every == 0 or self._buffered_inputs is None:
+            batch = split_pixel_values_by_grid(self._generate_and_score_completions(generation_batch))
+            pieces = split_tensor_dict(sort_by_length(batch), self.args.steps_per_generation)
+            self._buffered_inputs = [trim_padding(unsplit_pixel_values_by_grid(p)) for p in pieces]
+        return self._buffered_inputs[self._step % self.args.steps_per_generation]
 
     # -- hook 1: rollouts -> length metrics, the rollout trace and counting examples ------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -122,7 +122,7 @@ def longbench_write_items(path: Path) -> list[EvalItem]:
             raise DataError([DataIssue(str(path), line, "length", f"must be a positive integer, got {rec['length']!r}")])
         lang = "cn" if re.search(r"[\u4e00-\u9fff]", rec["prompt"]) else "en"
         items.append(EvalItem(id=str(line), messages=_user(rec["prompt"]), target=rec["length"],
-                              meta={"lang": lang, "type": rec.get("type")}))
+                              meta={"lang": lang, "type": rec.get("type"), "metric": "longbench"}))
     return items
 
 

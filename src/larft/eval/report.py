@@ -116,7 +116,8 @@ def markdown(results: dict) -> str:
                     per = {str(k): v for k, v in r["per_length"].items()}
                     lines.append(f"| {control} | " + " | ".join(_fmt(per.get(str(t))) for t in lengths) + " |")
             lines += ["", f"Samples: {m['n']}; refusals dropped: {m['refusals_dropped']}; "
-                          f"stopped at their token budget: {m.get('truncated', '-')}"]
+                          f"stopped at their score-neutral token cap (scored at the length reached, ~0 as "
+                          f"an uncapped run-away would): {m.get('truncated', '-')}"]
         elif "S_l" in m:
             lines += [f"S_l = **{_fmt(m['S_l'])}**{_ci(ci.get('S_l'))} over {m['n']} prompts", "",
                       "| length | S_l |", "|---|---|"]

@@ -46,7 +46,7 @@ class EvalSettings:
     batch_size: int = 8
     max_batch_tokens: int = 16384  # padded (prompt + new) tokens per generation batch
     max_new_tokens_cap: int = 2048
-    tokens_per_unit: float = 2.0  # generation budget per asked word (x1.5 more for CJK characters)
+    tokens_per_word: float | None = None  # the tokenizer's tokens per word; None: measured (larft.budget)
     do_sample: bool = False
     temperature: float = 0.7
     top_p: float = 0.8
@@ -61,18 +61,23 @@ class EvalSettings:
     bootstrap: int = 1000  # resamples for the 95% intervals
     backend: str = "hf"  # hf (transformers generate), ct2 (CTranslate2 on CPU, fp32) or vllm (GPU)
     best_of: int = 1  # N > 1: sample N answers per length prompt, keep the highest length reward (larft.best_of)
+    tokens_per_word_cn: float | None = None  # per CJK character; None: measured
 
-    def budget(self, target: int, lang: str = "en", control: str = "equal") -> tuple[int, bool]:
-        """(max_new_tokens for this prompt, whether the cap cut it). The budget is sized from the
-        target (tokens_per_unit per asked word, x1.5 for CJK and for `at_least`, + 32 slack) so
-        the target is reachable; a prompt whose budget the cap cuts is `budget_limited`: it is
-        listed, not generated, and kept out of the headline (it would score the cap, not the model)."""
-        per_unit = self.tokens_per_unit * (1.5 if lang == "cn" else 1.0) * (1.5 if control == "at_least" else 1.0)
-        need = int(math.ceil(target * per_unit)) + 32
+    def budget(self, target: int, lang: str = "en", control: str = "equal", metric: str = "lifebench") -> tuple[int, bool]:
+        """(max_new_tokens for this prompt, whether --max-new-tokens-cap cut it). Score-neutral: the
+        answer may reach the length where its score is already ~0 (`larft.budget`), so a cut answer
+        scores as an uncut run-away would. A prompt the cap cuts is `budget_limited`: listed, not
+        generated, kept out of the headline."""
+        from larft.budget import token_budget, zero_score_multiple
+
+        per_word = self.tokens_per_word_cn if lang == "cn" else self.tokens_per_word
+        if per_word is None:
+            raise ValueError("EvalSettings.tokens_per_word is not set: the Evaluator measures it from the tokenizer")
+        need = token_budget(target, zero_score_multiple(control, metric), per_word)
         return min(self.max_new_tokens_cap, need), need > self.max_new_tokens_cap
 
-    def max_new_tokens(self, target: int, lang: str = "en", control: str = "equal") -> int:
-        return self.budget(target, lang, control)[0]
+    def max_new_tokens(self, target: int, lang: str = "en", control: str = "equal", metric: str = "lifebench") -> int:
+        return self.budget(target, lang, control, metric)[0]
 
     def sampled(self, length_targets: bool = True) -> bool:
         """Whether generation samples: --sample, or best-of-N (on prompts with a length target)."""
@@ -168,6 +173,12 @@ class Evaluator:
             check_convertible(AutoConfig.from_pretrained(self.model_path, trust_remote_code=trust_remote_code))
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
+        from larft.budget import tokens_per_word
+
+        if settings.tokens_per_word is None:
+            settings.tokens_per_word = tokens_per_word(self.tokenizer)
+        if settings.tokens_per_word_cn is None:
+            settings.tokens_per_word_cn = tokens_per_word(self.tokenizer, "cn")
         self.settings = settings
         self.cache = GenerationCache(self.out / "generations.jsonl")
 
@@ -295,17 +306,21 @@ class Evaluator:
 
     def _generate_items(self, bench: str, items: list[B.EvalItem]) -> list[dict[str, Any]]:
         s = self.settings
-        jobs = [(it.id, it.messages, s.max_new_tokens(it.target, it.lang, it.control)) for it in items]
+        jobs = [(it.id, it.messages, self.item_budget(it)[0]) for it in items]
         rows = {it.id: length_row(it, bench) for it in items} if s.best_of > 1 else None
         outputs = self.generate(bench, jobs, rows=rows)
         return [outputs[it.id] for it in items]
+
+    def item_budget(self, it: B.EvalItem) -> tuple[int, bool]:
+        """The score-neutral budget of one eval prompt (EvalSettings.budget) and whether the cap cut it."""
+        return self.settings.budget(it.target, it.lang, it.control, it.meta.get("metric", "lifebench"))
 
     def reachable(self, items: list[B.EvalItem]) -> tuple[list[B.EvalItem], list[str]]:
         """Items whose budget the cap does not cut, and the ids of those it does (listed in
         results.json and report.md, kept out of the headline, never silently scored)."""
         kept, limited = [], []
         for it in items:
-            (limited.append(it.id) if self.settings.budget(it.target, it.lang, it.control)[1] else kept.append(it))
+            (limited.append(it.id) if self.item_budget(it)[1] else kept.append(it))
         if limited:
             print(f"[larft] {len(limited)} prompt(s) need more than --max-new-tokens-cap={self.settings.max_new_tokens_cap} "
                   f"new tokens to reach their target: not generated, listed in results.json as budget_limited")
@@ -350,7 +365,7 @@ class Evaluator:
         fit, skipped = [], []
         for it in items:
             n = prompt_length(self.tokenizer, it.messages, self.settings.chat_template_kwargs)
-            budget = self.settings.max_new_tokens(it.target, it.lang, it.control)
+            budget = self.item_budget(it)[0]
             if n + budget <= window:
                 fit.append(it)
             else:
@@ -446,7 +461,7 @@ class Evaluator:
         for i in range(self.settings.counting_own):
             target = own_targets[i % len(own_targets)]
             prompt = f"{rng.choice(instructions)} Answer in about {target} words."
-            own_jobs.append((f"own-{i}", [{"role": "user", "content": prompt}], self.settings.max_new_tokens(target)))
+            own_jobs.append((f"own-{i}", [{"role": "user", "content": prompt}], self.settings.max_new_tokens(target, metric="sample")))
         own = self.generate(f"{bench}-own-text", own_jobs)
         texts += [{"id": job_id, "kind": "own", "text": own[job_id]["text"]} for job_id, _, _ in own_jobs
                   if own[job_id]["text"].strip()]

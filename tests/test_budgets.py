@@ -1,0 +1,77 @@
+"""Budgets that cannot change a score (larft.budget): eval caps where a cut answer already scores
+~0, training rollouts cut at 2x the target with a known reward, kept in the loss."""
+
+import pytest
+import torch
+from datasets import Dataset
+
+from larft.budget import _EN_SAMPLE, token_budget, tokens_per_word, training_budget, zero_score_multiple
+from larft.eval.counters import lifebench_count
+from larft.eval.metrics import lifebench_ls, longbench_sl
+from larft.eval.runner import EvalSettings
+from larft.rewards import LengthReward, length_reward, truncated_reward
+from test_trainer import _rows, _trainer
+from tiny import tiny_tokenizer
+
+
+def _run_away(tokenizer, budget: int) -> str:
+    """An answer that never stops, cut at `budget` tokens: prose repeated, as a looping model writes."""
+    ids = tokenizer((_EN_SAMPLE + " ") * 40, add_special_tokens=False)["input_ids"][:budget]
+    return tokenizer.decode(ids)
+
+
+@pytest.mark.parametrize("target", [16, 32, 64, 128, 256])
+def test_a_run_away_answer_cut_at_the_eval_cap_scores_about_zero(target):
+    tok = tiny_tokenizer()
+    settings = EvalSettings(tokens_per_word=tokens_per_word(tok), max_new_tokens_cap=100_000)
+    for control in ("equal", "at_most"):
+        budget, limited = settings.budget(target, "en", control)
+        length = lifebench_count(_run_away(tok, budget))
+        assert not limited and lifebench_ls(length, target, control) <= 2.0, (control, length)
+    budget, _ = settings.budget(target, "en", "at_least")
+    assert lifebench_ls(lifebench_count(_run_away(tok, budget)), target, "at_least") == 100.0
+    budget, _ = settings.budget(target, "en", "equal", metric="longbench")
+    assert longbench_sl(lifebench_count(_run_away(tok, budget)), target) == 0.0
+
+
+def test_the_budget_follows_the_tokenizers_tokens_per_word():
+    assert token_budget(100, 3.0, 2.0) > token_budget(100, 3.0, 1.0) * 1.9
+    assert zero_score_multiple("equal") == 3.0 and zero_score_multiple("at_least") == 1.5
+    assert zero_score_multiple("equal", "longbench") == 4.0
+    tok = tiny_tokenizer()  # trained on a tiny corpus: it spends more tokens per word than a real one
+    assert tokens_per_word(tok) > 1.0
+    assert EvalSettings(tokens_per_word=2.0).budget(64)[0] > EvalSettings(tokens_per_word=1.0).budget(64)[0]
+    assert training_budget(64, tok) == token_budget(64, 2.0, tokens_per_word(tok))
+
+
+def test_a_cut_rollout_has_the_rules_reward():
+    assert truncated_reward(150, 128, "equal") == 0.0
+    assert truncated_reward(150, 128, "at_most") == 0.0
+    assert truncated_reward(300, 128, "at_least") == 1.0
+    text = " ".join(f"word{i}" for i in range(150))  # not a loop: the degenerate guard stays out
+    assert length_reward(text, 128) > 0.8  # had it ended there
+    assert length_reward(text, 128, truncated=True) == 0.0  # it did not: it would have run on
+    assert length_reward(text, 100, constraint="at_least", truncated=True) == 1.0
+
+    reward = LengthReward(stop_ids=[0])
+    prompts = [[{"role": "user", "content": "x"}]] * 2
+    completions = [[{"role": "assistant", "content": text}]] * 2
+    got = reward(prompts, completions, completion_ids=[[5, 6, 0], [5, 6, 7]], target=[128, 128],
+                 constraint=["equal", "equal"])
+    assert got[0] > 0.8 and got[1] == 0.0
+
+
+def test_cut_rollouts_stay_in_the_loss_with_their_rule_reward(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path, max_completion_length=6)  # every rollout is cut
+    trainer.model.train()
+    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(_rows(2)).repeat(2)))
+    stops = set(trainer.eos_token_ids)
+    cut = [not (row[mask.bool()] .tolist() and row[mask.bool()].tolist()[-1] in stops)
+           for row, mask in zip(inputs["completion_ids"], inputs["completion_mask"])]
+    assert any(cut)
+    assert inputs["completion_mask"].sum(dim=1).gt(0).all()  # not masked away: TRL's default, kept
+    rewards = trainer._last_rewards[:, 0]
+    constraints = [r["constraint"] for r in _rows(2) for _ in range(2)]
+    for was_cut, reward, constraint in zip(cut, rewards.tolist(), constraints):
+        if was_cut and constraint in ("equal", "at_most"):
+            assert reward == 0.0

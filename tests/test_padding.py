@@ -1,0 +1,62 @@
+"""Sorted, trimmed micro-batches (larft.padding) change no loss and no gradient."""
+
+import torch
+from datasets import Dataset
+
+from larft.padding import sort_by_length, trim_padding
+from test_trainer import _grads, _rows, _trainer
+
+
+def test_trimmed_micro_batch_gives_the_same_loss_and_gradient(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path, max_completion_length=24, beta=0.01, loss_type="bnpo")
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(_rows(4)).repeat(2)))
+    # pad the batch further, as a longer rollout elsewhere in the generation batch would
+    extra = 7
+    padded = dict(inputs)
+    for key in ("completion_ids", "completion_mask", "ref_per_token_logps"):
+        value = inputs[key]
+        fill = trainer._tokenizer.pad_token_id if key == "completion_ids" else 0
+        padded[key] = torch.cat([value, torch.full((value.size(0), extra), fill, dtype=value.dtype)], dim=1)
+    for key in ("prompt_ids", "prompt_mask"):
+        fill = trainer._tokenizer.pad_token_id if key == "prompt_ids" else 0
+        padded[key] = torch.cat([torch.full((inputs[key].size(0), 3), fill, dtype=inputs[key].dtype), inputs[key]], 1)
+    trimmed = trim_padding(padded)
+    assert trimmed["completion_ids"].size(1) <= inputs["completion_ids"].size(1) < padded["completion_ids"].size(1)
+    assert trimmed["prompt_ids"].size(1) < padded["prompt_ids"].size(1)
+
+    full_grad, full_loss = _grads(trainer, padded)
+    trim_grad, trim_loss = _grads(trainer, trimmed)
+    assert torch.allclose(full_loss, trim_loss, atol=1e-5)
+    assert torch.allclose(full_grad, trim_grad, atol=1e-5)
+
+
+def test_sort_by_length_keeps_every_rollout_with_its_own_values():
+    batch = {
+        "prompt_mask": torch.tensor([[1, 1], [0, 1], [1, 1]]),
+        "completion_mask": torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0]]),
+        "advantages": torch.tensor([0.3, 0.1, 0.2]),
+        "texts": ["long", "short", "mid"],
+        "num_items_in_batch": torch.tensor(6),
+    }
+    out = sort_by_length(batch)
+    assert out["texts"] == ["short", "mid", "long"]
+    assert out["advantages"].tolist() == [0.1, 0.2, 0.3] or torch.allclose(out["advantages"], torch.tensor([.1, .2, .3]))
+    assert out["num_items_in_batch"].item() == 6
+
+
+def test_a_training_step_with_trimming_matches_one_without(tiny_model_dir, tmp_path):
+    """Same seed, same rollouts (learning rate 0): the step's logged losses agree with and without
+    trim_padding (dapo normalises over the whole generation batch: the split cannot matter)."""
+    metrics = {}
+    for trim in (False, True):
+        trainer = _trainer(tiny_model_dir, tmp_path / str(trim), trim_padding=trim, learning_rate=0.0, max_steps=1,
+                           per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                           max_completion_length=16, logging_steps=1)
+        trainer.train()
+        metrics[trim] = {k: v for k, v in trainer.state.log_history[0].items()
+                         if k in ("loss", "reward", "awareness_loss")}
+    assert metrics[True].keys() == metrics[False].keys() and "loss" in metrics[True]
+    for key, value in metrics[False].items():
+        assert abs(metrics[True][key] - value) < 1e-4, key
