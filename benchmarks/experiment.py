@@ -233,6 +233,8 @@ def eval_model(tag: str, model: str, cfg: dict, work: Path, extra: list[str] | N
         if not (out / "results.json").exists():
             args = ["eval", "--model", model, "--out", str(out), "--batch-size", str(ev.get("batch_size", 8)),
                     "--max-new-tokens-cap", str(ev.get("max_new_tokens_cap", 2048)), "--device", "cpu"]
+            if ev.get("backend") and "--backend" not in (extra or []):  # an inference stage's own engine wins
+                args += ["--backend", str(ev["backend"])]
             for bench in spec["bench"]:
                 args += ["--bench", bench]
             for key, option in (("filter", "--filter"), ("limit", "--limit"), ("counting_own", "--counting-own")):

@@ -268,3 +268,18 @@ def test_the_logged_count_is_read_at_the_count_positions_only(tiny_model_dir):
         assert read_count(tok, label, [next(it) if c else t for t, c in zip(label, is_count)]) == (truth, wrong)
         assert read_count(tok, label, [filler] * len(label)) == (truth, None)  # no number: an error of 1
     assert read_count(tok, tok("no count here", add_special_tokens=False)["input_ids"], [0, 0, 0]) is None
+
+
+def test_release_prompt_style_is_the_official_raw_text_then_label_then_eos(tiny_model_dir):
+    from larft.awareness import RELEASE_PROMPT
+
+    import pytest
+
+    tok = _tokenizer_with_turn_end(tiny_model_dir)  # a template whose turn end is not eos: the release ignores it
+    batch = build_awareness_batch(["one two three"], ["words"], tok, prompt_style="release")
+    row = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
+    kept = batch["labels"][0][batch["labels"][0] != IGNORE_INDEX].tolist()
+    assert tok.decode(kept) == "<word_count>3</word_count>" + tok.eos_token
+    assert tok.decode(row) == RELEASE_PROMPT.format(text="one two three") + "<word_count>3</word_count>" + tok.eos_token
+    with pytest.raises(ValueError, match="words only"):
+        build_awareness_batch(["abc"], ["chars"], tok, prompt_style="release")

@@ -65,6 +65,14 @@ def test_shipped_configs_parse():
     _, paper = parse_train_args(["--config", str(root / "paper.yaml")])
     assert paper.learning_rate == 1e-6 and paper.awareness_lambda_max == 0.01 and paper.num_generations == 4
     assert paper.beta == 0.001 and paper.entropy_coef == 0.01 and paper.temperature == 0.7 and paper.top_p == 0.8
+    _, release = parse_train_args(["--config", str(root / "paper-release.yaml")])
+    differs = {k for k in ("beta", "loss_type", "delta", "weight_decay", "awareness_prompt", "degenerate_guard",
+                           "refusal_floor") if getattr(release, k) != getattr(paper, k)}
+    assert differs == {"beta", "loss_type", "delta", "weight_decay", "awareness_prompt", "degenerate_guard",
+                       "refusal_floor"}
+    assert release.beta == 0.0 and release.awareness_prompt == "release" and release.delta == 3.0
+    for key in ("learning_rate", "awareness_lambda_max", "num_generations", "temperature", "top_p", "entropy_coef"):
+        assert getattr(release, key) == getattr(paper, key), key
 
 
 def test_recipe_and_sweep_configs_hold_valid_training_settings():
@@ -77,7 +85,7 @@ def test_recipe_and_sweep_configs_hold_valid_training_settings():
 
     root = Path(__file__).resolve().parents[1] / "configs"
     _, recipe = parse_train_args(["--config", str(root / "recipe-cpu.yaml")])
-    assert recipe.entropy_coef == 0.0 and recipe.mask_truncated_completions and recipe.scale_rewards == "batch"
+    assert recipe.entropy_coef == 0.0 and recipe.scale_rewards == "batch"
     sweep = yaml.safe_load((root / "sweep-cpu.yaml").read_text())
     for name, overrides in sweep["variants"].items():
         argv = []

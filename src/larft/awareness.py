@@ -36,6 +36,16 @@ def counting_instruction(text: str, unit: str = "words") -> str:
     )
 
 
+#: the official release's counting prompt, raw text without a chat template; the label follows the text
+RELEASE_PROMPT = (
+    "You are a precise text analysis assistant. Your task is to count the number of words in the provided text, "
+    "where words include both Chinese characters and English words/numbers.\nRespond ONLY with the final word "
+    "count, enclosed in XML tags like this: <word_count>XXX</word_count>.\n\n--- TEXT TO ANALYZE ---\n{text}"
+)
+#: how a counting example is asked: as a chat turn (larft) or as the release's raw text
+PROMPT_STYLES = ("chat", "release")
+
+
 def counting_answer(count: int, unit: str = "words") -> str:
     tag = TAGS[unit]
     return f"<{tag}>{count}</{tag}>"
@@ -48,18 +58,31 @@ def parse_count(answer: str, unit: str = "words") -> int | None:
     return int(match.group(1)) if match else None
 
 
-def render_prompt(tokenizer: Any, user_text: str, chat_template_kwargs: dict | None = None) -> str:
+def render_prompt(tokenizer: Any, user_text: str, chat_template_kwargs: dict | None = None,
+                  system_prompt: str = "default") -> str:
     """A single user turn rendered as the model sees it (shared with generation and eval)."""
-    return render_chat(tokenizer, [{"role": "user", "content": user_text}], chat_template_kwargs)
+    from larft.generation import with_system_prompt
+
+    messages = with_system_prompt([{"role": "user", "content": user_text}], system_prompt)
+    return render_chat(tokenizer, messages, chat_template_kwargs)
 
 
 _SLOT = "\u0000TEXT\u0000"
 
 
-def prompt_parts(tokenizer: Any, unit: str, chat_template_kwargs: dict | None = None) -> tuple[str, str]:
+def prompt_parts(tokenizer: Any, unit: str, chat_template_kwargs: dict | None = None,
+                 system_prompt: str = "default", style: str = "chat") -> tuple[str, str]:
     """The counting prompt around the text: (everything before it, everything after it).
-    The part before is the same for every text of a unit, which `awareness_loss` exploits."""
-    before, after = render_prompt(tokenizer, counting_instruction(_SLOT, unit), chat_template_kwargs).split(_SLOT)
+    The part before is the same for every text of a unit, which `awareness_loss` exploits.
+    `style="release"`: the official release's raw-text prompt (words only), the label right after the text."""
+    if style == "release":
+        if unit != "words":
+            raise ValueError(f"awareness_prompt 'release' counts words only (the release's prompt); got unit {unit!r}")
+        return RELEASE_PROMPT.split("{text}")[0], ""
+    if style != "chat":
+        raise ValueError(f"awareness_prompt must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
+    rendered = render_prompt(tokenizer, counting_instruction(_SLOT, unit), chat_template_kwargs, system_prompt)
+    before, after = rendered.split(_SLOT)
     return before, after
 
 
@@ -88,6 +111,8 @@ def build_awareness_batch(
     max_text_tokens: int | None = None,
     chat_template_kwargs: dict | None = None,
     loss_on: str = "label",
+    system_prompt: str = "default",
+    prompt_style: str = "chat",
 ) -> dict[str, torch.Tensor]:
     """Counting examples for `texts`, left-padded: input_ids, attention_mask, labels, and
     prefix_length (tokens of the shared prompt part before the text, per row); with
@@ -101,8 +126,9 @@ def build_awareness_batch(
         raise ValueError(f"{len(texts)} texts but {len(units)} units")
     if loss_on not in LOSS_ON:
         raise ValueError(f"loss_on must be one of {LOSS_ON}, got {loss_on!r}")
-    end_ids = tokenizer(turn_end(tokenizer, chat_template_kwargs), add_special_tokens=False)["input_ids"]
-    parts = {u: prompt_parts(tokenizer, u, chat_template_kwargs) for u in set(units)}
+    end = tokenizer.eos_token if prompt_style == "release" else turn_end(tokenizer, chat_template_kwargs)
+    end_ids = tokenizer(end, add_special_tokens=False)["input_ids"]
+    parts = {u: prompt_parts(tokenizer, u, chat_template_kwargs, system_prompt, prompt_style) for u in set(units)}
     prefix_ids = {u: tokenizer(parts[u][0], add_special_tokens=False)["input_ids"] for u in parts}
     rows = []
     for text, unit in zip(texts, units):

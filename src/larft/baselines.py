@@ -320,7 +320,7 @@ def train_baseline(train_args: Any, config: Any) -> Path:
     from larft.malloc import tune_malloc
     from larft.models import load_tokenizer, resolve_model
     from larft.train import _write_json, check_prompt_lengths, model_init_kwargs, rows_fingerprint, split_held_out, \
-        training_rows
+        training_rows, with_system_prompts
 
     method = train_args.method
     BaselineConfig.check_baseline(train_args)
@@ -335,6 +335,8 @@ def train_baseline(train_args: Any, config: Any) -> Path:
 
     rows = training_rows(train_args)
     rows, check_rows = split_held_out(rows, config.length_check_prompts, output_dir / "larft_run.json", resuming=False)
+    fingerprint = rows_fingerprint(rows + check_rows)
+    rows, check_rows = (with_system_prompts(r, config.system_prompt) for r in (rows, check_rows))
     model_path = resolve_model(train_args.model)
     init_kwargs = model_init_kwargs(train_args, config)
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code,
@@ -350,7 +352,7 @@ def train_baseline(train_args: Any, config: Any) -> Path:
               "temperature": config.temperature, "top_p": config.top_p}
     _write_json(output_dir / "larft_run.json", {
         "model": train_args.model, "model_path": model_path, "train_rows": len(rows), "train_file": source,
-        "rows_fingerprint": rows_fingerprint(rows + check_rows), "held_out": [r["_index"] for r in check_rows],
+        "rows_fingerprint": fingerprint, "held_out": [r["_index"] for r in check_rows],
         "method": method, "budget": budget,
     })
     print(f"[larft] --method {method}: {train_args.baseline_rounds} rounds, {n_prompts} prompts x {G} samples "
@@ -364,7 +366,7 @@ def train_baseline(train_args: Any, config: Any) -> Path:
         ref_model = AutoModelForCausalLM.from_pretrained(model_path, **load_kwargs).to(config.device).eval()
     backend, sampler = rollout_sampler(config, model, tokenizer)
     reasoning = parse_delimiters(config.reasoning_delimiters)
-    check = LengthCheckCallback(check_rows, tokenizer, config.max_completion_length, str(output_dir),
+    check = LengthCheckCallback(check_rows, tokenizer, None, str(output_dir),
                                 config.chat_template_kwargs, reasoning) if check_rows else None
     if check:
         check.before(model)

@@ -34,12 +34,15 @@ def pick_worst(rewards: Sequence[float]) -> int:
 
 def row_rewards(texts: Sequence[str], row: dict[str, Any], *, tokenizer: Any = None, degenerate_guard: bool = True,
                 refusal_floor: float = REFUSAL_FLOOR,
-                reasoning: tuple[tuple[str, str], ...] = DEFAULT_REASONING) -> list[float]:
-    """The length reward of each text for one row (its target, constraint and unit; see `length_reward`)."""
+                reasoning: tuple[tuple[str, str], ...] = DEFAULT_REASONING,
+                truncated: Sequence[bool] | None = None) -> list[float]:
+    """The length reward of each text for one row (its target, constraint and unit; see `length_reward`);
+    a text cut at its budget (`truncated`) gets the reward of one that ran on (`truncated_reward`)."""
     target = target_from_row(row)
+    cut = [False] * len(texts) if truncated is None else list(truncated)
     return [length_reward(text, target, unit=row.get("unit") or "words", constraint=row.get("constraint") or "equal",
                           tokenizer=tokenizer, degenerate_guard=degenerate_guard, refusal_floor=refusal_floor,
-                          reasoning=reasoning) for text in texts]
+                          reasoning=reasoning, truncated=was_cut) for text, was_cut in zip(texts, cut)]
 
 
 @dataclass
@@ -105,7 +108,7 @@ def sample_groups(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], n:
     for i, row in enumerate(rows):
         samples = list(records[i * n:(i + 1) * n])
         rewards = row_rewards([s.text for s in samples], row, tokenizer=tokenizer, degenerate_guard=degenerate_guard,
-                              refusal_floor=refusal_floor, reasoning=reasoning)
+                              refusal_floor=refusal_floor, reasoning=reasoning, truncated=[s.truncated for s in samples])
         groups.append(SampleGroup(row, samples, rewards, reasoning))
     return groups
 

@@ -119,9 +119,10 @@ class LARFTPrinterCallback(TrainerCallback):
 
 class LengthCheckCallback(TrainerCallback):
     """Greedy generations for held-out prompts before and after training; prints asked vs
-    delivered and writes OUTPUT_DIR/length_check.json."""
+    delivered and writes OUTPUT_DIR/length_check.json. `max_new_tokens` None: each prompt gets
+    the eval's score-neutral budget (`larft.budget`), so no answer is cut short of 3x its target."""
 
-    def __init__(self, rows: list[dict[str, Any]], tokenizer: Any, max_new_tokens: int, output_dir: str,
+    def __init__(self, rows: list[dict[str, Any]], tokenizer: Any, max_new_tokens: int | None, output_dir: str,
                  chat_template_kwargs: dict | None = None, reasoning: tuple = DEFAULT_REASONING):
         self.rows = rows
         self.tokenizer = tokenizer
@@ -132,12 +133,19 @@ class LengthCheckCallback(TrainerCallback):
         self.results: dict[str, list[dict[str, Any]]] = {}
 
     def _run(self, model: Any, label: str) -> None:
-        from larft.generation import generate
+        from larft.budget import token_budget, tokens_per_word, zero_score_multiple
+        from larft.generation import generate_records
 
-        texts = generate(model, self.tokenizer, [r["prompt"] for r in self.rows], max_new_tokens=self.max_new_tokens,
-                         chat_template_kwargs=self.chat_template_kwargs, reasoning=self.reasoning)
+        budgets = self.max_new_tokens
+        if budgets is None:
+            per_word = tokens_per_word(self.tokenizer)
+            budgets = [token_budget(max(t) if isinstance(t, tuple) else t, zero_score_multiple(r.get("constraint") or "equal"),
+                                    per_word) for r, t in ((r, target_from_row(r)) for r in self.rows)]
+        records = generate_records(model, self.tokenizer, [r["prompt"] for r in self.rows], max_new_tokens=budgets,
+                                   chat_template_kwargs=self.chat_template_kwargs, reasoning=self.reasoning)
         results = []
-        for row, text in zip(self.rows, texts):
+        for row, record in zip(self.rows, records):
+            text = record.text
             unit = row.get("unit") or "words"
             delivered = measure(text, unit, tokenizer=self.tokenizer, extract=False)
             target = target_from_row(row)
@@ -149,6 +157,7 @@ class LengthCheckCallback(TrainerCallback):
                     "target": list(target) if isinstance(target, tuple) else target,
                     "delivered": delivered,
                     "deviation": length_deviation(delivered, target, row.get("constraint") or "equal"),
+                    "truncated": record.truncated,
                     "text": text,
                 }
             )

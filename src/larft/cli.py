@@ -282,7 +282,6 @@ def run_generate(args: argparse.Namespace) -> int:
     if target:
         wording = {"words": "words", "chars": "characters"}[unit]
         content = f"{args.prompt}\n\n{_SUFFIX[args.constraint].format(n=target, u=wording)}"
-    max_new = args.max_new_tokens or (max(64, int(target * 2 + 32)) if target else 256)
     if args.best_of < 1:
         raise UsageError(f"--best-of must be >= 1, got {args.best_of}")
     if args.best_of > 1 and not target:
@@ -298,6 +297,7 @@ def run_generate(args: argparse.Namespace) -> int:
         except RuntimeError as err:
             raise UsageError(str(err)) from None
     tokenizer = load_tokenizer(args.model)
+    max_new = args.max_new_tokens or generation_budget(tokenizer, target, unit, args.constraint)
     model = load_model(args.model, dtype=dtype, device=device)
     engine_generate = None
     if args.backend == "ct2":
@@ -305,10 +305,13 @@ def run_generate(args: argparse.Namespace) -> int:
 
         check_convertible(model.config)
         engine_generate = records_generator(model, tokenizer)
+    from larft.generation import with_system_prompt
+
+    messages = with_system_prompt([{"role": "user", "content": content}], args.system_prompt)
     if args.best_of > 1:
         from larft.best_of import best_of_n
 
-        row = {"prompt": [{"role": "user", "content": content}], "target": target, "constraint": args.constraint,
+        row = {"prompt": messages, "target": target, "constraint": args.constraint,
                "unit": unit}
         groups = best_of_n(model, tokenizer, [row] * args.n, args.best_of, max_new_tokens=max_new,
                            temperature=args.temperature, top_p=args.top_p, generate=engine_generate)
@@ -319,7 +322,7 @@ def run_generate(args: argparse.Namespace) -> int:
                   f"{', '.join(f'{r:.2f}' for r in group.rewards)}); {group.gen_tokens} tokens generated]")
         return 0
     texts = [r.text for r in (engine_generate or generate_records)(
-        model, tokenizer, [[{"role": "user", "content": content}]] * args.n, max_new_tokens=max_new,
+        model, tokenizer, [messages] * args.n, max_new_tokens=max_new,
         do_sample=args.sample or args.n > 1, temperature=args.temperature, top_p=args.top_p,
         reasoning=DEFAULT_REASONING,
     )]
@@ -342,6 +345,16 @@ def _json_object(text: str | None, option: str) -> dict | None:
     return value
 
 
+def generation_budget(tokenizer: Any, target: int | None, unit: str, constraint: str) -> int:
+    """`larft generate`'s default max_new_tokens: room to reach the length where a cut answer's score
+    is ~0 (`larft.budget`; characters counted as words at the tokenizer's rate, a generous bound)."""
+    if not target:
+        return 256
+    from larft.budget import token_budget, tokens_per_word, zero_score_multiple
+
+    return token_budget(target, zero_score_multiple(constraint), tokens_per_word(tokenizer))
+
+
 def run_eval_command(args: argparse.Namespace) -> int:
     from larft.eval.runner import EvalSettings, parse_filters, run_eval
 
@@ -358,7 +371,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
         filters=parse_filters(args.filter), counting_own=args.counting_own, device=args.device, dtype=args.dtype,
         chat_template_kwargs=_json_object(args.chat_template_kwargs, "--chat-template-kwargs"),
         reasoning_delimiters=args.reasoning_delimiters, bootstrap=args.bootstrap, tokens_per_word=args.tokens_per_word,
-        backend=args.backend, best_of=args.best_of,
+        backend=args.backend, best_of=args.best_of, system_prompt=args.system_prompt,
     )
     from larft.eval.runner import BACKENDS
 
@@ -415,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--chars", type=int, help="target length in non-space characters")
     gen.add_argument("--constraint", default="equal", choices=sorted(_SUFFIX))
     gen.add_argument("--max_new_tokens", type=int)
+    gen.add_argument("--system-prompt", default="default", help="system message: default (the chat template's "
+                     "own), none (an empty one), short, or your own text")
     gen.add_argument("--n", type=int, default=1, help="number of samples")
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     gen.add_argument("--best-of", type=int, default=1, metavar="N",
@@ -451,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tokens-per-word", type=float, default=None,
                     help="the model's tokens per word, from which each prompt's score-neutral budget is sized "
                          "(default: measured on its tokenizer)")
+    ev.add_argument("--system-prompt", default="default", help="system message before every prompt: default (the "
+                    "chat template's own), none (an empty one), short, or your own text")
     ev.add_argument("--chat-template-kwargs", help='JSON passed to the chat template, e.g. \'{"enable_thinking": false}\'')
     ev.add_argument("--reasoning-delimiters", default="<think>,</think>",
                     help="reasoning block 'start,end' pairs (';'-separated, or none): only the answer is counted")

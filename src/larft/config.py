@@ -14,6 +14,17 @@ from trl import GRPOConfig
 ROLLOUT_BACKENDS = ("hf", "ct2", "vllm", "auto")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512_BF16 or AMX), where bf16 autocast is faster
+    than fp32; without it bf16 is emulated and slower. Linux only (reads /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 @dataclass
 class LARFTConfig(GRPOConfig):
     awareness_lambda_max: float = field(
@@ -34,6 +45,11 @@ class LARFTConfig(GRPOConfig):
             "the method) or 'number' (only the tokens of N: the tags are learned in a few steps and then dilute "
             "the count's share of the loss; an option for small models, not the paper's)."
         },
+    )
+    awareness_prompt: str = field(
+        default="chat",
+        metadata={"help": "How counting examples are asked: chat (larft's instruction as a chat turn) or release "
+                  "(the official release's raw-text prompt, no chat template, words only)."},
     )
     degenerate_guard: bool = field(
         default=True,
@@ -83,6 +99,11 @@ class LARFTConfig(GRPOConfig):
             "and others are faster but sample from a quantized copy: the rollouts are then off-policy."
         },
     )
+    system_prompt: str = field(
+        default="default",
+        metadata={"help": "System message before every prompt (rollouts, counting examples, length check): default "
+                  "(the chat template's own), none (an empty one), short, or your own text."},
+    )
     trim_padding: bool = field(
         default=True,
         metadata={"help": "Sort each generation batch by length before splitting it into micro-batches and cut "
@@ -123,6 +144,10 @@ class LARFTConfig(GRPOConfig):
             raise ValueError(f"awareness_lambda_max must be >= 0, got {self.awareness_lambda_max}")
         from larft.awareness import LOSS_ON
 
+        from larft.awareness import PROMPT_STYLES
+
+        if self.awareness_prompt not in PROMPT_STYLES:
+            raise ValueError(f"awareness_prompt must be one of {', '.join(PROMPT_STYLES)}, got {self.awareness_prompt!r}")
         if self.awareness_loss_on not in LOSS_ON:
             raise ValueError(f"awareness_loss_on must be one of {', '.join(LOSS_ON)}, got {self.awareness_loss_on!r}")
         if not 0.0 <= self.refusal_floor < 1.0:

@@ -27,6 +27,20 @@ def prompt_length(tokenizer: Any, messages: Sequence[dict[str, str]], chat_templ
     return len(tokenizer(render_chat(tokenizer, messages, chat_template_kwargs), add_special_tokens=False)["input_ids"])
 
 
+#: system messages a run can put before every prompt (any other text is used as it is)
+SYSTEM_PROMPTS = {"default": None, "none": "", "short": "You are a helpful assistant."}
+
+
+def with_system_prompt(messages: Any, system_prompt: str = "default") -> Any:
+    """The chat messages with the chosen system message first. `default` leaves them to the chat
+    template (which may add its own: SmolLM2's adds a ~20-token one to every prompt); `none` is an
+    empty system message (the template then adds nothing); `short` a one-line one. A conversation
+    that starts with its own system message keeps it; a plain-text prompt is left as it is."""
+    if system_prompt == "default" or not isinstance(messages, list) or (messages and messages[0].get("role") == "system"):
+        return messages
+    return [{"role": "system", "content": SYSTEM_PROMPTS.get(system_prompt, system_prompt)}, *messages]
+
+
 @dataclass
 class Generation:
     """One generated answer: `text` is the final answer (reasoning and markers stripped),

@@ -66,6 +66,13 @@ def check_completion_budget(rows: list[dict[str, Any]], tokenizer: Any, config: 
               f"(0 for equal / at_most). Set max_completion_length >= {need}, or mask_truncated_completions: true")
 
 
+def with_system_prompts(rows: list[dict[str, Any]], system_prompt: str) -> list[dict[str, Any]]:
+    """Rows whose chat prompts carry the run's system message (`generation.with_system_prompt`)."""
+    from larft.generation import with_system_prompt
+
+    return [{**r, "prompt": with_system_prompt(r["prompt"], system_prompt)} for r in rows]
+
+
 #: what a row's length instruction is (normalize_record's fields): the fingerprint of a prompt set
 FINGERPRINT_KEYS = ("prompt", "target", "target_range", "constraint", "unit")
 
@@ -274,6 +281,8 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     rows = training_rows(train_args)
     rows, check_rows = split_held_out(rows, config.length_check_prompts, output_dir / "larft_run.json",
                                       resuming=checkpoint is not None)
+    fingerprint = rows_fingerprint(rows + check_rows)  # of the prompt set as given: the system prompt is a setting
+    rows, check_rows = (with_system_prompts(r, config.system_prompt) for r in (rows, check_rows))
 
     source = getattr(train_args, "dataset_name", None) or train_args.train_file
     model_path = resolve_model(train_args.model)
@@ -287,12 +296,12 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     if config.process_index == 0:  # one writer: ranks racing on the same temp file lose a rename
         _write_json(output_dir / "larft_run.json", {
             "model": train_args.model, "model_path": model_path, "train_rows": len(rows),
-            "train_file": source, "rows_fingerprint": rows_fingerprint(rows + check_rows),
+            "train_file": source, "rows_fingerprint": fingerprint,
             "held_out": [r["_index"] for r in check_rows],
         })
     stop = GracefulStopCallback()
     callbacks = [MetricsJsonlCallback(output_dir), stop]
-    check = LengthCheckCallback(check_rows, tokenizer, config.max_completion_length, str(output_dir),
+    check = LengthCheckCallback(check_rows, tokenizer, None, str(output_dir),
                                 config.chat_template_kwargs, parse_delimiters(config.reasoning_delimiters)) if check_rows else None
     if check:
         callbacks.append(check)

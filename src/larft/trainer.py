@@ -215,7 +215,9 @@ class LARFTTrainer(GRPOTrainer):
             self._write_rollouts(inputs, texts, lengths, truncated)
         if mode == "train" and self.args.awareness_lambda_max > 0:
             batch = build_awareness_batch(texts, units, self._tokenizer, self.args.awareness_max_text_tokens,
-                                          self.args.chat_template_kwargs, loss_on=self.args.awareness_loss_on)
+                                          self.args.chat_template_kwargs, loss_on=self.args.awareness_loss_on,
+                                          system_prompt=self.args.system_prompt,
+                                          prompt_style=self.args.awareness_prompt)
             device = output["completion_ids"].device
             for key, name in zip(AWARENESS_KEYS, ("input_ids", "attention_mask", "labels", "prefix_length")):
                 output[key] = batch[name].to(device)

@@ -62,6 +62,7 @@ class EvalSettings:
     backend: str = "hf"  # hf (transformers generate), ct2 (CTranslate2 on CPU, fp32) or vllm (GPU)
     best_of: int = 1  # N > 1: sample N answers per length prompt, keep the highest length reward (larft.best_of)
     tokens_per_word_cn: float | None = None  # per CJK character; None: measured
+    system_prompt: str = "default"  # system message before every prompt (larft.generation.with_system_prompt)
 
     def budget(self, target: int, lang: str = "en", control: str = "equal", metric: str = "lifebench") -> tuple[int, bool]:
         """(max_new_tokens for this prompt, whether --max-new-tokens-cap cut it). Score-neutral: the
@@ -94,6 +95,8 @@ class EvalSettings:
             mode += f"-{self.backend}"
         if self.chat_template_kwargs:
             mode += "-tpl" + json.dumps(self.chat_template_kwargs, sort_keys=True)
+        if self.system_prompt != "default":
+            mode += "-sys" + json.dumps(self.system_prompt)
         return mode
 
 
@@ -229,9 +232,10 @@ class Evaluator:
         import torch
         from tqdm.auto import tqdm
 
-        from larft.generation import generate_records, generate_records_vllm, prompt_length
+        from larft.generation import generate_records, generate_records_vllm, prompt_length, with_system_prompt
 
         s = self.settings
+        jobs = [(j[0], with_system_prompt(j[1], s.system_prompt), j[2]) for j in jobs]
         n = s.best_of if rows is not None else 1
         mode = s.decoding_key(length_targets=rows is not None)
         sample = s.sampled(length_targets=rows is not None)
@@ -294,7 +298,8 @@ class Evaluator:
             if n > 1:
                 from larft.best_of import pick_best, row_rewards
 
-                rewards = row_rewards(texts, rows[job[0]], tokenizer=self.tokenizer, reasoning=())  # already stripped
+                rewards = row_rewards(texts, rows[job[0]], tokenizer=self.tokenizer, reasoning=(),  # already stripped
+                                      truncated=[c["truncated"] for c in cached])
                 chosen = pick_best(rewards)
             best = cached[chosen]
             out[job[0]] = {"text": texts[chosen], "max_new_tokens": best["max_new_tokens"],
@@ -357,14 +362,15 @@ class Evaluator:
     def fitting(self, items: list[B.EvalItem]) -> tuple[list[B.EvalItem], list[str]]:
         """Items whose prompt + generation budget fit the model's context window, and the ids
         of those that do not (reported in results.json, never silently dropped)."""
-        from larft.generation import prompt_length
+        from larft.generation import prompt_length, with_system_prompt
 
         window = self.context_window
         if window is None:
             return items, []
         fit, skipped = [], []
         for it in items:
-            n = prompt_length(self.tokenizer, it.messages, self.settings.chat_template_kwargs)
+            messages = with_system_prompt(it.messages, self.settings.system_prompt)
+            n = prompt_length(self.tokenizer, messages, self.settings.chat_template_kwargs)
             budget = self.item_budget(it)[0]
             if n + budget <= window:
                 fit.append(it)

@@ -1,0 +1,182 @@
+"""What does more compute buy? GRPO-only and LARFT trained far longer than the experiment's runs,
+with LIFEBench-lite LS measured along the way.
+
+    .venv/bin/python benchmarks/long_run.py [--steps 300] [--eval_every 50] [--runs larft,grpo]
+
+Each run trains with the recipe (configs/recipe-cpu.yaml; GRPO-only: awareness_lambda_max 0) for
+`--steps` optimizer steps on the experiment's training prompts, saving a checkpoint every half
+`--eval_every` steps (a killed run resumes from the last one). Every checkpoint (and the base model, step 0) is evaluated greedily on a fixed
+seeded slice of LIFEBench-lite EN 16..128 (`--curve_limit` prompts, score-neutral caps, ct2); the
+final model also on every such prompt with the counting / retention probe. Resumable stage by stage:
+work (models, eval caches) under $LARFT_HOME/long_run/<name>, outside the checkout; finished
+figures in benchmarks/results/long_run.json (+ docs/img/long_run.png), rewritten after each stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from experiment import headline, larft, train_settings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "long_run.json"
+PLOT = ROOT / "docs" / "img" / "long_run.png"
+LIFEBENCH_FILTER = "lang=en,min_length=16,max_length=128"
+
+
+def work_dir(name: str) -> Path:
+    home = Path(os.environ.get("LARFT_HOME", Path.home() / ".cache" / "larft"))
+    return home / "long_run" / name
+
+
+def _load() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
+def _save(result: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_name(f".{RESULTS.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(RESULTS)
+
+
+def evaluate(model: str, out: Path, log: Path, *, full: bool, limit: int) -> dict:
+    """LIFEBench LS (and, for a final model, the probe) of one model; cached in `out`."""
+    args = ["--model", model, "--bench", "lifebench", "--filter", LIFEBENCH_FILTER, "--backend", "ct2",
+            "--batch-size", "16", "--max-new-tokens-cap", "1024", "--device", "cpu"]
+    if not full:
+        args += ["--limit", str(limit)]
+    if not (out / "lifebench" / "results.json").exists():
+        larft("eval", *args, "--out", str(out / "lifebench"), log=log)
+    merged = json.loads((out / "lifebench" / "results.json").read_text())
+    if full:
+        if not (out / "probe" / "results.json").exists():
+            larft("eval", "--model", model, "--bench", "counting", "--bench", "retention", "--counting-own", "24",
+                  "--backend", "ct2", "--device", "cpu", "--out", str(out / "probe"), log=log)
+        merged["benchmarks"].update(json.loads((out / "probe" / "results.json").read_text())["benchmarks"])
+        return headline(merged)
+    life = merged["benchmarks"]["lifebench"]["metrics"]
+    return {"lifebench_ls": life["LS"], "lifebench_ls_ci": life["ci95"]["LS"],
+            "lifebench_ls_equal": life["per_control"]["equal"]["LS"], "lifebench_n": life["n"],
+            "truncated": life.get("truncated"), "refusal_rate": life["refusals"]["rate"]}
+
+
+def train_run(run: str, args: argparse.Namespace, work: Path, train_file: Path) -> Path:
+    out = work / "train" / run
+    settings = train_settings({"train": args.recipe})
+    settings.update({"max_steps": args.steps, "save_steps": max(1, args.eval_every // 2), "seed": args.seed, "model": "default",
+                     "train_file": str(train_file), "output_dir": str(out), "length_check_prompts": 0})
+    if run == "grpo":
+        settings["awareness_lambda_max"] = 0.0
+    config = work / "train" / f"{run}.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    if (out / "model.safetensors").exists():
+        return out
+    from larft.train import complete_checkpoints
+
+    resume = ["--resume", "true"] if out.is_dir() and complete_checkpoints(out) else []
+    if out.exists() and not resume:
+        shutil.rmtree(out)
+    larft("train", "--config", str(config), *resume, log=work / "logs" / f"train-{run}.log")
+    return out
+
+
+def plot(result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for run, data in result.get("runs", {}).items():
+        curve = data.get("curve", [])
+        if not curve:
+            continue
+        steps = [p["steps"] for p in curve]
+        ls = [p["lifebench_ls"] for p in curve]
+        lo = [p["lifebench_ls_ci"][0] for p in curve]
+        hi = [p["lifebench_ls_ci"][1] for p in curve]
+        hours = [p["train_minutes"] / 60 for p in curve]
+        for ax, x in zip(axes, (steps, hours)):
+            ax.plot(x, ls, marker="o", label="LARFT" if run == "larft" else "GRPO-only")
+            ax.fill_between(x, lo, hi, alpha=0.15)
+    reference = result.get("best_of_8_ls")
+    for ax in axes:
+        if reference is not None:
+            ax.axhline(reference, color="grey", linestyle="--", label=f"best-of-8, untrained ({reference:.1f})")
+        ax.grid(alpha=0.3)
+    axes[0].set_xlabel("optimizer steps (16 rollouts each)")
+    axes[1].set_xlabel("CPU-hours of training (2 cores)")
+    axes[0].set_ylabel(f"LIFEBench-lite EN LS ({result.get('curve_prompts', '?')} prompts, greedy)")
+    axes[0].legend(loc="lower right")
+    fig.suptitle("Length control vs training compute, bundled SmolLM2-135M-Instruct")
+    fig.tight_layout()
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(PLOT, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", default="v1")
+    parser.add_argument("--recipe", default="configs/recipe-cpu.yaml")
+    parser.add_argument("--runs", default="larft,grpo")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--eval_every", type=int, default=50)
+    parser.add_argument("--curve_limit", type=int, default=96, help="LIFEBench prompts of each curve point")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--best_of_8_ls", type=float, help="the reference line (default: read from experiment.json)")
+    args = parser.parse_args()
+    work = work_dir(args.name)
+    result = _load()
+    if result.get("name") not in (None, args.name):
+        result = {}
+    result.update({"name": args.name, "recipe": args.recipe, "steps": args.steps, "eval_every": args.eval_every,
+                   "curve_prompts": args.curve_limit, "seed": args.seed,
+                   "command": "python benchmarks/long_run.py " + " ".join(sys.argv[1:])})
+    if args.best_of_8_ls is not None:
+        result["best_of_8_ls"] = args.best_of_8_ls
+    runs = result.setdefault("runs", {})
+    train_file = work / "train.jsonl"
+    if not train_file.exists():
+        larft("data", "generate", "--n", "400", "--targets", "16,32,64,128", "--constraints", "equal",
+              "--styles", "plain,requirement", "--seed", "1", "--out", str(train_file), log=work / "logs" / "data.log")
+    base = evaluate("default", work / "eval" / "base-curve", work / "logs" / "eval-base.log", full=False,
+                    limit=args.curve_limit)
+    for run in args.runs.split(","):
+        data = runs.setdefault(run, {"curve": []})
+        start = time.perf_counter()
+        out = train_run(run, args, work, train_file)
+        metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        minutes = {int(m["step"]): m.get("step_seconds") or 0.0 for m in metrics}
+        curve = [{"steps": 0, "train_minutes": 0.0, **base}]
+        for step in range(args.eval_every, args.steps + 1, args.eval_every):
+            ckpt = out / f"checkpoint-{step}"
+            model = str(out) if step == args.steps else str(ckpt)
+            point = evaluate(model, work / "eval" / f"{run}-{step}-curve", work / "logs" / f"eval-{run}.log",
+                             full=False, limit=args.curve_limit)
+            curve.append({"steps": step, "train_minutes": sum(v for k, v in minutes.items() if k <= step) / 60,
+                          **point})
+            data["curve"] = curve
+            _save(result)
+        final = evaluate(str(out), work / "eval" / f"{run}-final", work / "logs" / f"eval-{run}.log", full=True,
+                         limit=args.curve_limit)
+        data["final"] = {"steps": args.steps, "train_minutes": sum(minutes.values()) / 60, **final}
+        data["wall_minutes_last_call"] = (time.perf_counter() - start) / 60
+        _save(result)
+        plot(result)
+        print(f"[long_run] {run}: LS {final['lifebench_ls']:.1f} after {args.steps} steps", flush=True)
+    plot(result)
+
+
+if __name__ == "__main__":
+    main()
