@@ -43,9 +43,9 @@ from pathlib import Path
 
 import yaml
 
-from larft.train import drop_checkpoints, resume_args
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # _runs.py, beside this file: helpers for scripts that drive runs
+from _runs import drop_checkpoints, resume_args  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "experiment.json"
 RECORDS = ROOT / "benchmarks" / "results" / "experiment"
 DOCS = ROOT / "docs"
