@@ -43,9 +43,9 @@ from pathlib import Path
 
 import yaml
 
-from larft.train import drop_checkpoints, resume_args
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # _runs.py, beside this file: helpers for scripts that drive runs
+from _runs import drop_checkpoints, resume_args  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "experiment.json"
 RECORDS = ROOT / "benchmarks" / "results" / "experiment"
 DOCS = ROOT / "docs"
@@ -616,7 +616,7 @@ def goals_table(runs: dict) -> list[str]:
     rows = [
         ("LS mean of the 3 controls, LARFT", ">= base + 25", ls, mark(gain >= 25)),
         ("LS, LARFT minus GRPO-only (mean of seeds)", ">= +5, or a documented negative result", versus,
-         "-" if diff is None else mark(diff >= 5) + ("" if diff >= 5 else " (a negative result: docs/results-notes.md)")),
+         "-" if diff is None else mark(diff >= 5) + ("" if diff >= 5 else " (a negative result: research/notes.md)")),
         ("LS equal-to, LARFT", ">= 50", f"{larft['lifebench_ls_equal']:.1f} ({_per_seed(larft, 'lifebench_ls_equal')})",
          mark(larft["lifebench_ls_equal"] >= 50)),
         ("counting, LARFT: within 10% / MAE (words)", ">= 50% / <= 10", counting,
@@ -681,11 +681,10 @@ def markdown(result: dict, images: list[str]) -> str:
               + "; ".join(f"{g}: {spec['bench']} {spec.get('filter', '')}" for g, spec in cfg["eval"].items()
                           if isinstance(spec, dict)), ""]
     lines += [f"![{Path(i).stem}]({i})" for i in images]
-    notes = DOCS / "results-notes.md"
-    body = "\n".join(lines) + "\n"
-    if notes.exists():
-        body += "\n" + notes.read_text()
-    return body
+    lines += ["", "This page holds the current experiment only. The studies behind it (recipe sweeps, the "
+              "awareness weight, counting alone, a larger model), round by round, are in "
+              "[research/notes.md](../research/notes.md).", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -84,9 +84,10 @@ def test_recipe_and_sweep_configs_hold_valid_training_settings():
     from larft.cli import parse_train_args
 
     root = Path(__file__).resolve().parents[1] / "configs"
+    research = Path(__file__).resolve().parents[1] / "research" / "configs"
     _, recipe = parse_train_args(["--config", str(root / "recipe-cpu.yaml")])
     assert recipe.entropy_coef == 0.0 and recipe.scale_rewards == "batch"
-    sweep = yaml.safe_load((root / "sweep-cpu.yaml").read_text())
+    sweep = yaml.safe_load((research / "sweep-cpu.yaml").read_text())
     for name, overrides in sweep["variants"].items():
         argv = []
         for key, value in {**sweep["base"], **(overrides or {})}.items():

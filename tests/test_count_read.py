@@ -1,4 +1,4 @@
-"""benchmarks/count_read.py: a model's teacher-forced count of fixed texts."""
+"""research/count_read.py: a model's teacher-forced count of fixed texts."""
 
 import importlib.util
 import json
@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module(name: str):
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # count_read imports recipe_sweep beside it
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    sys.path.insert(0, str(ROOT / "research"))  # count_read imports recipe_sweep beside it
+    spec = importlib.util.spec_from_file_location(name, ROOT / "research" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

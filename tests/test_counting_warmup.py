@@ -1,4 +1,4 @@
-"""benchmarks/counting_warmup.py: supervised counting alone, read before/while/after training."""
+"""research/counting_warmup.py: supervised counting alone, read before/while/after training."""
 
 import importlib.util
 import json
@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports count_read beside it
-    spec = importlib.util.spec_from_file_location("counting_warmup", ROOT / "benchmarks" / "counting_warmup.py")
+    sys.path.insert(0, str(ROOT / "research"))  # it imports count_read beside it
+    spec = importlib.util.spec_from_file_location("counting_warmup", ROOT / "research" / "counting_warmup.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

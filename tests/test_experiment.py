@@ -129,7 +129,9 @@ def test_finished_stages_are_recorded_in_the_checkout_and_never_run_again(experi
     assert result["runs"]["larft"]["seeds"]["0"]["lifebench_ls"] == 60.0
     assert "base" not in result["pending"] and "larft-0" not in result["pending"] and "grpo-0" in result["pending"]
     assert (tmp_path / "docs" / "img" / "lifebench" / "ls_by_length.png").exists()  # plots from the records
-    assert "**60.0**" in (tmp_path / "docs" / "results.md").read_text()
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert "**60.0**" in page
+    assert "(../research/notes.md)" in page and "Where this stands" not in page  # this experiment only
 
     experiment.check_record(cfg, "larft-0", experiment.recorded(cfg, "larft-0"))  # same settings: fine
     changed = {**cfg, "runs": {**cfg["runs"], "larft": {"awareness_lambda_max": 1.0}}}

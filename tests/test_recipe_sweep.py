@@ -1,4 +1,4 @@
-"""benchmarks/recipe_sweep.py: the LIFEBench-shaped validation it chooses recipes on."""
+"""research/recipe_sweep.py: the LIFEBench-shaped validation it chooses recipes on."""
 
 import importlib.util
 import json
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def sweep():
-    spec = importlib.util.spec_from_file_location("recipe_sweep", ROOT / "benchmarks" / "recipe_sweep.py")
+    spec = importlib.util.spec_from_file_location("recipe_sweep", ROOT / "research" / "recipe_sweep.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["recipe_sweep"] = module
     spec.loader.exec_module(module)
@@ -63,7 +63,7 @@ def test_lifebench_validation_scores_a_model_and_caches_it(sweep, tiny_model_dir
     assert sweep.lifebench_validation(str(tiny_model_dir), other, out, run=False) is None  # another spec: not reused
 
 
-@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("sweep-*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("config", sorted((ROOT / "research" / "configs").glob("sweep-*.yaml")), ids=lambda p: p.name)
 def test_every_sweep_variant_is_valid_larft_train_options(sweep, config, tmp_path):
     import yaml
 
@@ -136,7 +136,7 @@ def test_held_out_only_summarizes_a_finished_variant_and_starts_no_validation(sw
     config.write_text(json.dumps({"results": "held", "work_dir": str(work), "base": {"model": "default"},
                                   "lifebench_validation": {"bench": ["lifebench-label"]},
                                   "variants": {"lam-0": {"awareness_lambda_max": 0.0}}}))
-    (tmp_path / "docs" / "img").mkdir(parents=True)
+    (tmp_path / "research" / "img").mkdir(parents=True)
     monkeypatch.setattr(sweep, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(sweep, "ROOT", tmp_path)
 
@@ -150,7 +150,7 @@ def test_held_out_only_summarizes_a_finished_variant_and_starts_no_validation(sw
     variant = out["variants"]["lam-0"]
     assert variant["lifebench_shaped_validation"] is None and out["lifebench_shaped_validation_base"] is None
     assert variant["steps"] == 1 and variant["validation_after"]["words_mean"] == 30
-    assert (tmp_path / "docs" / "img" / "held_reward.png").exists()
+    assert (tmp_path / "research" / "img" / "held_reward.png").exists()
     assert [r["delivered"] for r in variant["held_out_after"]] == [40, 30, 20]  # kept for pairing
 
     # a variant recorded before the rows were kept, its run folder gone: its paired figure survives a report

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 try:
     __version__ = version("larft")
 except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.1.0"
+    __version__ = "0.2.0"
 
 #: public name -> module that defines it
 _EXPORTS = {

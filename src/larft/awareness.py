@@ -6,9 +6,8 @@ tokens carry loss. Prompts go through the model's chat template when it has one 
 instruct model is asked the way it is used); the official release feeds raw text.
 
 `loss_on="number"` (an option, not the method) puts the loss on the count's own tokens only:
-of the 13 label tokens of `<word_count>38</word_count><|im_end|>` on SmolLM2, 2 are the number,
-so once a small model has learned the format the mean over the label says little about
-whether it counts (measured: the probe answered 12-15 for every text after 40 LARFT steps).
+most label tokens are the tags and the end of the turn, so once a model has learned the format
+the mean over the whole label says little about whether it counts.
 """
 
 from __future__ import annotations

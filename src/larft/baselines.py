@@ -43,19 +43,17 @@ class BaselineConfig:
 
     method: str = field(
         default="larft",
-        metadata={"help": "larft (GRPO + awareness loss; GRPO only with awareness_lambda_max 0), rft (rejection-"
-                          "sampling SFT on the model's own answers), hir (SFT on all its own finished answers, each "
-                          "prompt's number relabelled to the answer's true length) or dpo (length DPO on (best, "
-                          "worst) pairs of its own answers). rft/hir/dpo sample as many completions as the GRPO run "
-                          "of these settings, from the same prompts with the same sampling settings."},
+        metadata={"help": "larft (GRPO + awareness loss; GRPO only with awareness_lambda_max 0), or a baseline "
+                          "that samples as many completions as that GRPO run: rft (rejection-sampling SFT), hir "
+                          "(hindsight-relabelled SFT) or dpo (length DPO)."},
     )
     baseline_rounds: int = field(
-        default=4, metadata={"help": "rft/hir/dpo: sample-then-train rounds; the GRPO run's sampled completions are "
-                                     "split evenly over them."},
+        default=4, metadata={"help": "rft/hir/dpo: sample-then-train rounds, over which the GRPO run's sampled "
+                                     "completions are split evenly."},
     )
     rft_threshold: float = field(
         default=0.8, metadata={"help": "rft: keep the answers whose length reward is >= this (1 = inside the "
-                                       "allowed region; 0.8 = within 20%% of the target)."},
+                                       "allowed region, 0.8 = within 20%% of the target)."},
     )
     rft_epochs: float = field(default=1.0, metadata={"help": "rft / hir: SFT epochs over each round's examples."})
     dpo_beta: float = field(default=0.1, metadata={"help": "dpo: DPO's beta (TRL's default 0.1)."})

@@ -62,8 +62,8 @@ class TrainArguments(ScriptArguments, ModelConfig, BaselineConfig):
                                              "(--model_name_or_path is the same option, TRL's name)."}
     )
     train_file: str | None = dataclasses.field(
-        default=None, metadata={"help": "A local JSONL/JSON/Parquet/CSV prompt set (the same as --dataset_name with "
-                                        "a local file). Neither: generate train_size prompts."}
+        default=None, metadata={"help": "A local JSONL/JSON/Parquet/CSV prompt set, the same as --dataset_name with "
+                                        "a local file (neither: train_size generated prompts)."}
     )
     train_size: int = dataclasses.field(default=256, metadata={"help": "Generated prompts when no dataset is given."})
     train_targets: str = dataclasses.field(
@@ -81,8 +81,8 @@ class TrainArguments(ScriptArguments, ModelConfig, BaselineConfig):
     reward_funcs: list[str] | None = dataclasses.field(
         default=None, metadata={
             "help": "Reward functions of yours, added after the length reward: dotted import paths (my_rewards.fn; "
-                    "the current folder is importable), space- or comma-separated, repeatable. A function gets "
-                    "prompts, completions and every dataset column, and returns one float (or None) per completion.",
+                    "the current folder is importable), space- or comma-separated, repeatable, each with TRL's "
+                    "signature (prompts, completions, dataset columns -> one float or None per completion).",
             "action": _RepeatableList,
         }
     )
@@ -97,8 +97,8 @@ class TrainArguments(ScriptArguments, ModelConfig, BaselineConfig):
     )
     # ModelConfig fields with larft's meaning
     lora_r: int = dataclasses.field(
-        default=0, metadata={"help": "LoRA rank; > 0 trains a LoRA adapter (PEFT: pip install 'larft[peft]'). 0 "
-                                     "trains all weights, unless --use_peft or --load_in_4bit/8bit (then rank 16)."}
+        default=0, metadata={"help": "LoRA rank: > 0 trains a LoRA adapter (pip install 'larft[peft]'), 0 all "
+                                     "weights unless --use_peft or --load_in_4bit/8bit (then rank 16)."}
     )
     lora_target_modules: list[str] | None = dataclasses.field(
         default=None, metadata={"help": "Modules to adapt: all-linear (the default) or names, space- or "

@@ -29,7 +29,7 @@ def cpu_has_native_bf16() -> bool:
 class LARFTConfig(GRPOConfig):
     awareness_lambda_max: float = field(
         default=0.01,
-        metadata={"help": "Peak weight of the hindsight awareness loss (paper: 0.01). 0 = GRPO only."},
+        metadata={"help": "Peak weight of the hindsight awareness loss (paper: 0.01; 0 = GRPO only)."},
     )
     awareness_warmup_ratio: float = field(
         default=0.1, metadata={"help": "Share of the steps over which lambda rises linearly from 0."}
@@ -41,9 +41,8 @@ class LARFTConfig(GRPOConfig):
     awareness_loss_on: str = field(
         default="label",
         metadata={
-            "help": "Which label tokens carry the awareness loss: 'label' (all of <word_count>N</word_count><eos>, "
-            "the method) or 'number' (only the tokens of N: the tags are learned in a few steps and then dilute "
-            "the count's share of the loss; an option for small models, not the paper's)."
+            "help": "Which label tokens carry the awareness loss: 'label' (all of <word_count>N</word_count> and "
+            "the end of the turn, the method) or 'number' (only the tokens of N, an option not in the paper)."
         },
     )
     awareness_prompt: str = field(
@@ -59,15 +58,15 @@ class LARFTConfig(GRPOConfig):
         default=0.1,
         metadata={
             "help": "Refusal floor of the length reward: an answer of <= 1 unit, or below this fraction of the "
-            "target, scores 0 (unless the target itself is that small). 0 turns it off."
+            "target, scores 0 unless the target itself is that small (0 turns it off)."
         },
     )
     reasoning_delimiters: str = field(
         default="<think>,</think>",
         metadata={
-            "help": "Reasoning block delimiters 'start,end' (pairs separated by ';'; 'none' for none). The reward, "
-            "the awareness label and the logs count only the answer after the reasoning; an unclosed start means "
-            "the answer is empty."
+            "help": "Reasoning block delimiters 'start,end' (pairs separated by ';', 'none' for none): the reward, "
+            "the awareness label and the logs count only the answer after the reasoning, and an unclosed start "
+            "means an empty answer."
         },
     )
     log_rollouts: bool = field(
@@ -95,8 +94,8 @@ class LARFTConfig(GRPOConfig):
     rollout_compute_type: str = field(
         default="float32",
         metadata={
-            "help": "ct2 only: the engine's weight type. float32 (default) samples from the policy itself; int8 "
-            "and others are faster but sample from a quantized copy: the rollouts are then off-policy."
+            "help": "ct2 only: the engine's weight type, float32 (the policy itself) or a quantized type such as "
+            "int8, whose rollouts are then off-policy."
         },
     )
     system_prompt: str = field(
@@ -119,7 +118,7 @@ class LARFTConfig(GRPOConfig):
         default=False, metadata={"help": "Trade compute for memory (useful for large models on GPU)."}
     )
     bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 mixed precision. Default: on with CUDA, off on CPU (slower there)."}
+        default=None, metadata={"help": "bf16 mixed precision (default: on with CUDA, off on CPU)."}
     )
     report_to: None | str | list[str] = field(
         default="tensorboard", metadata={"help": "Loggers: tensorboard, wandb, none, ..."}

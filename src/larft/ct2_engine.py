@@ -1,6 +1,6 @@
 """CTranslate2 as a CPU rollout engine: the policy's current weights, converted in memory every
-optimizer step, generate the rollouts (CTranslate2's CPU decoder is several times faster than
-`model.generate` here; see benchmarks/rollout_speed.py for the measured figures).
+optimizer step, generate the rollouts (benchmarks/rollout_speed.py compares its speed with
+`model.generate`).
 
 On-policy by construction: fp32 weights (no quantization unless asked, and then it says so),
 the policy tokenizer's chat template and stop tokens, HF sampling semantics (temperature, then
@@ -48,8 +48,8 @@ def _module_skeleton(model: Any) -> Any:
 
 class _without_per_layer_gc:
     """CTranslate2's loaders call gc.collect() after every layer (to free a model loaded from
-    disk); here the weights stay alive in the policy, and 30 full collections of a training
-    process's heap cost seconds per sync."""
+    disk); here the weights stay alive in the policy, and a full collection of a training
+    process's heap per layer slows every sync."""
 
     def __init__(self, module: Any):
         self.module = module

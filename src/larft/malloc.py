@@ -1,9 +1,9 @@
 """glibc allocator settings for CPU training.
 
 PyTorch on CPU allocates and frees large activation buffers every step. glibc returns freed
-memory to the OS (trim / munmap) and page-faults it back in on the next allocation; on
-these machines that churn cost ~30% of a LARFT step (sys time). Keeping freed memory in
-the process (high trim threshold, top pad) removes it. Set LARFT_MALLOC_TUNING=0 to skip.
+memory to the OS (trim / munmap) and page-faults it back in on the next allocation, which
+costs system time every step. Keeping freed memory in the process (high trim threshold, top
+pad) removes that churn (docs/usage.md, "CPU note"). Set LARFT_MALLOC_TUNING=0 to skip.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def tune_malloc() -> bool:
     if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
         return False  # not glibc (musl, macOS): leave the allocator alone
     # Buffers below this come from the heap and are reused instead of mmap'ed and unmapped
-    # each time (glibc caps it at 32 MiB on 64-bit). Measured: LARFT step 53 s -> 38 s.
+    # each time (glibc caps it at 32 MiB on 64-bit).
     ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, int(os.environ.get("LARFT_MALLOC_MMAP_THRESHOLD", 32 << 20))))
     ok &= bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))  # never give freed heap memory back
     ok &= bool(libc.mallopt(_M_TOP_PAD, 1 << 30))  # grow the heap in 1 GiB steps

@@ -126,7 +126,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:
     """(device, dtype) to load a model with: `auto` is CUDA + bf16 when a GPU is present, else
-    CPU + fp32 (bf16 is slower than fp32 on most CPUs). Bad values are a clear error."""
+    CPU + fp32. Bad values are a clear error."""
     import torch
 
     if device not in DEVICES and not device.startswith("cuda:"):

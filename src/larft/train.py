@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -123,19 +122,6 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
             continue
         found.append((int(suffix), path))
     return [p for _, p in sorted(found, reverse=True)]
-
-
-def resume_args(output_dir: Path) -> list[str]:
-    """`larft train` arguments that continue a run in output_dir: `--resume true` when it holds a
-    complete checkpoint, else none (the caller starts the run over). For scripts that drive runs."""
-    return ["--resume", "true"] if output_dir.is_dir() and complete_checkpoints(output_dir) else []
-
-
-def drop_checkpoints(output_dir: Path) -> None:
-    """Remove checkpoint-* folders of a finished run: its final model is kept, the optimizer states
-    (1.6 GB for the default model, ~7 GB for a 0.5B one) are not needed any more."""
-    for old in output_dir.glob("checkpoint-*"):
-        shutil.rmtree(old)
 
 
 def trim_metrics(path: Path, last_step: int) -> None:

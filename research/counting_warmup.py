@@ -1,10 +1,10 @@
 """Can the bundled model learn to count at all? LARFT's counting task alone, on many more examples.
 
-    .venv/bin/python benchmarks/counting_warmup.py [--steps 200] [--learning-rate 3e-5] [--replay 8] \
+    .venv/bin/python research/counting_warmup.py [--steps 200] [--learning-rate 3e-5] [--replay 8] \
         [--length-check $LARFT_HOME/sweep/lam-0/length_check.json]
 
 A 40-step LARFT run gives the awareness loss 640 examples at a weight that averages ~0.15, and the
-best trained counter so far reads one count in five within 10% (docs/results.md). Whether that is
+best trained counter so far reads one count in five within 10% (research/notes.md). Whether that is
 the budget or the 135M model's capacity is what this measures: supervised counting only (no RL),
 the same examples and loss as the trainer's awareness task (`build_awareness_batch`,
 `awareness_loss`), full weight, thousands of examples.
@@ -16,7 +16,7 @@ the same examples and loss as the trainer's awareness task (`build_awareness_bat
 2. A transformers Trainer whose loss is the awareness loss (label tokens only, the label is
    `<word_count>N</word_count>` + the turn's end), `--steps` x `--batch-size` examples. With
    `--replay N`, each step also trains N of those sampled answers as ordinary answers to their prompts
-   (counting alone teaches short answers; replaying its own keeps their length; docs/results.md).
+   (counting alone teaches short answers; replaying its own keeps their length; research/notes.md).
 3. Every `--read-every` steps, the model's teacher-forced count of the held-out texts
    (`count_read.read_counts`: error, within 10%, rank correlation with the truth), step 0 included.
 4. The final model is saved under $LARFT_HOME/counting_warmup/<model>/ (a rerun skips training when it
@@ -26,7 +26,7 @@ the same examples and loss as the trainer's awareness task (`build_awareness_bat
    sweep's held-out prompts, scored as the sweep scores its variants, next to the file's "before"
    (the base model): does learning to count change how long the model writes?
 
-Writes benchmarks/results/counting_warmup.json (--out) and its curve, docs/img/counting_warmup.png (--plot).
+Writes research/results/counting_warmup.json (--out) and its curve, research/img/counting_warmup.png (--plot).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from count_read import read_counts  # benchmarks/, beside this file
+from count_read import read_counts  # research/, beside this file
 from larft.awareness import awareness_loss, build_awareness_batch, left_pad, turn_end
 from larft.data import generate_rows
 from larft.generation import generate, render_chat
@@ -155,7 +155,7 @@ def length_following(model_path: str, check: Path, max_new_tokens: int, out_dir:
     """The sweep's validation figures of `check`'s "before" answers and of `model_path`'s greedy
     answers to the same prompts: the sweep's own length check (`LengthCheckCallback`, same budget;
     its "before" taken from `check`, its "after" written to `out_dir`), scored by `recipe_sweep.validation`."""
-    from recipe_sweep import validation  # benchmarks/, beside this file
+    from recipe_sweep import validation  # research/, beside this file
 
     from larft.callbacks import LengthCheckCallback
 
@@ -220,8 +220,8 @@ def main() -> None:
     parser.add_argument("--length-check", type=Path, default=None,
                         help="a sweep's length_check.json: the trained model answers its held-out prompts too")
     parser.add_argument("--length-check-tokens", type=int, default=192, help="their budget (the sweep's)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "counting_warmup.json")
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "counting_warmup.png")
+    parser.add_argument("--out", type=Path, default=ROOT / "research" / "results" / "counting_warmup.json")
+    parser.add_argument("--plot", type=Path, default=ROOT / "research" / "img" / "counting_warmup.png")
     args = parser.parse_args()
     if not 0 < args.held_out < args.prompts:
         parser.error(f"--held-out must be in 1..{args.prompts - 1}, got {args.held_out}")
@@ -296,7 +296,7 @@ def main() -> None:
     truth = [count_words(t) for t in read_texts]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "command": "benchmarks/counting_warmup.py " + " ".join(
+        "command": "research/counting_warmup.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
             if k not in ("out", "work_dir", "plot") and v is not None),
         "model": args.model, "examples": args.steps * args.batch_size, "replay_examples": len(replays),

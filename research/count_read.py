@@ -1,6 +1,6 @@
 """Does a model count? Its teacher-forced count of fixed texts, read at the count's positions.
 
-    .venv/bin/python benchmarks/count_read.py --texts $LARFT_HOME/sweep/lam-0/length_check.json \
+    .venv/bin/python research/count_read.py --texts $LARFT_HOME/sweep/lam-0/length_check.json \
         --model default --model $LARFT_HOME/sweep/num-0.3 --model $LARFT_HOME/sweep/lam-0.3
 
 The counting probe of `larft eval` asks the model to *write* `<word_count>N</word_count>`: a model
@@ -11,7 +11,7 @@ right tokens before, `awareness.read_count`), on the same texts for every model:
 model's held-out answers of a sweep (`length_check.json` "before"). Per model: mean relative error
 (1 for a non-number), the share within 10%, MAE over numbers, how many distinct counts it gives
 (a model that answers one number for every text has not learned to count), and the rank correlation
-of its counts with the truth. Writes benchmarks/results/count_read.json (--out), keeping the models
+of its counts with the truth. Writes research/results/count_read.json (--out), keeping the models
 read earlier on the same texts (a model's run folder may be gone by the next read).
 """
 
@@ -27,7 +27,7 @@ import torch
 
 from larft.awareness import IGNORE_INDEX, awareness_loss, build_awareness_batch, count_error, read_count
 from larft.models import load_model, load_tokenizer, resolve_model
-from recipe_sweep import spearman  # benchmarks/, beside this file: one rank correlation
+from recipe_sweep import spearman  # research/, beside this file: one rank correlation
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", required=True, type=Path, help="length_check.json of a sweep, or a .jsonl with text")
     parser.add_argument("--model", action="append", required=True, help="repeat: each model is read on the same texts")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "count_read.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "research" / "results" / "count_read.json")
     args = parser.parse_args()
     texts = texts_from(args.texts)
     rows = []
@@ -91,7 +91,7 @@ def main() -> None:
     digest = texts_digest(texts)
     rows = merge_earlier(args.out, digest, rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "benchmarks/count_read.py " + " ".join(
+    args.out.write_text(json.dumps({"command": "research/count_read.py " + " ".join(
         f"--model {r['model']}" for r in rows), "texts": str(args.texts), "texts_sha256": digest,
         "models": rows}, indent=2) + "\n")
 

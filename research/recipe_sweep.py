@@ -1,6 +1,6 @@
 """Short training runs side by side, judged on held-out *validation* prompts (never the eval set).
 
-    .venv/bin/python benchmarks/recipe_sweep.py --config configs/sweep-cpu.yaml [--only a,b]
+    .venv/bin/python research/recipe_sweep.py --config research/configs/sweep-cpu.yaml [--only a,b]
 
 Each variant is `larft train` with the sweep's base settings plus its overrides, holding out
 `length_check_prompts` generated prompts (same topics/templates as training, never trained on)
@@ -14,8 +14,8 @@ also scored on LIFEBench's own *auxiliary* tasks (`larft eval --bench lifebench-
 `lifebench-refactor`): LIFEBench-shaped prompts (long source texts, varied tasks) that share no task
 with the evaluation set (`lifebench`, the lite file), so a recipe is chosen on prompts like the
 eval's without looking at the eval. Our own held-out prompts alone chose a recipe (equal-only) that
-did not carry over to LIFEBench (docs/results.md).
-Writes benchmarks/results/<results:>.json (default recipe_sweep.json) and a reward plot in docs/img/. Variants already finished
+did not carry over to LIFEBench (research/notes.md).
+Writes research/results/<results:>.json (default recipe_sweep.json) and a reward plot in research/img/. Variants already finished
 (in $LARFT_HOME/sweep/<name>) are read, not rerun. `--held-out-only` trains and checks on the held-out prompts
 but leaves the LIFEBench-shaped validation (and the base model's) for a later run.
 """
@@ -36,10 +36,12 @@ from pathlib import Path
 import yaml
 
 from larft.models import larft_home
-from larft.train import drop_checkpoints, resume_args
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"  # <results:>.json (default recipe_sweep.json): one file per sweep
+sys.path.insert(0, str(ROOT / "benchmarks"))  # benchmarks/_runs.py: helpers for scripts that drive runs
+from _runs import drop_checkpoints, resume_args  # noqa: E402
+
+RESULTS = ROOT / "research" / "results"  # <results:>.json (default recipe_sweep.json): one file per sweep
 
 
 def sweep_dir(cfg: dict) -> Path:
@@ -361,7 +363,7 @@ def own_count_error(metrics: list[dict], k: int = 5) -> dict | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "sweep-cpu.yaml"))
+    parser.add_argument("--config", default=str(ROOT / "research" / "configs" / "sweep-cpu.yaml"))
     parser.add_argument("--only", help="comma-separated variant names (default: all)")
     parser.add_argument("--report-only", action="store_true", help="summarize finished variants, run nothing")
     parser.add_argument("--held-out-only", action="store_true",
@@ -395,10 +397,10 @@ def main() -> None:
         scores = lifebench_validation(cfg["base"]["model"], cfg, work / "base-lifebench_validation", run)
         base = {"model": cfg["base"]["model"], "spec": cfg["lifebench_validation"], "scores": scores} if scores else None
     results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps({"config": cfg, "command": f"benchmarks/recipe_sweep.py --config {args.config}",
+    results.write_text(json.dumps({"config": cfg, "command": f"research/recipe_sweep.py --config {args.config}",
                                    "lifebench_shaped_validation_base": base, "variants": previous}, indent=2) + "\n")
     if previous:
-        plot(previous, ROOT / "docs" / "img" / ("sweep_reward.png" if name == "recipe_sweep" else f"{name}_reward.png"))
+        plot(previous, ROOT / "research" / "img" / ("sweep_reward.png" if name == "recipe_sweep" else f"{name}_reward.png"))
     for name, s in previous.items():
         b, a = s["validation_before"], s["validation_after"]
         per = ", ".join(f"{c} {b['ls_per_constraint'].get(c, 0):.0f}->{v:.0f}" for c, v in a["ls_per_constraint"].items())
