@@ -125,6 +125,8 @@ def step_costs(args: argparse.Namespace) -> None:
         runs.clear()  # another setup: its runs are not comparable
     result["step_setup"] = setup
     variants = args.variants.split(",")
+    for key in (args.redo or "").split(","):
+        runs.pop(key.strip(), None)
     for method in ("grpo", "larft"):  # variants alternate within a method: machine noise hits all alike
         for variant in variants:
             key = f"{method}-{variant}"
@@ -144,6 +146,10 @@ def step_costs(args: argparse.Namespace) -> None:
                   + ", ".join(f"{k} {v:.1f}" for k, v in runs[key]["breakdown_later_steps"].items()), flush=True)
             _save(result)
     med = {k: statistics.median(v["later_step_seconds"]) for k, v in runs.items()}
+    # bf16 (and ct2) rollouts are sampled with other numerics, so their lengths differ from fp32's at the
+    # same seed: the time per written word of the later steps puts the variants on the same footing
+    per_word = {k: sum(v["later_step_seconds"]) / (16 * sum(v["completion_words_mean"][1:])) for k, v in runs.items()}
+    result["seconds_per_100_rollout_words"] = {k: 100 * v for k, v in per_word.items()}
     levers = {}
     for variant in variants:
         if variant == "today":
@@ -152,6 +158,10 @@ def step_costs(args: argparse.Namespace) -> None:
                            if f"{m}-today" in med and f"{m}-{variant}" in med}
     result["step_seconds_median"] = med
     result["levers_step_speedup"] = levers
+    result["levers_per_word_speedup"] = {
+        variant: {m: per_word[f"{m}-today"] / per_word[f"{m}-{variant}"] for m in ("grpo", "larft")
+                  if f"{m}-today" in per_word and f"{m}-{variant}" in per_word}
+        for variant in variants if variant != "today"}
     best = min((v for v in variants if f"grpo-{v}" in med and f"larft-{v}" in med and v != "today"),
                key=lambda v: med[f"larft-{v}"], default=None)
     if best and "grpo-today" in med:
@@ -176,6 +186,7 @@ def main() -> None:
     parser.add_argument("--max_new_tokens", type=int, default=192, help="the recipe's completion budget before the "
                         "score-neutral budgets (the same in every variant)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--redo", help="comma-separated runs to measure again (e.g. grpo-today,grpo-trim)")
     parser.add_argument("--worker")
     parser.add_argument("--out")
     args = parser.parse_args()

@@ -284,7 +284,7 @@ def pair_with_references(variants: dict, cfg: dict) -> None:
 
 def training_trace(out: Path) -> dict:
     from larft.length import count_words
-    from larft.rewards import length_reward
+    from larft.rewards import length_score
 
     rows = [json.loads(x) for x in (out / "rollouts.jsonl").read_text().splitlines() if x.strip()]
     last = max(r["step"] for r in rows)
@@ -295,7 +295,7 @@ def training_trace(out: Path) -> dict:
         recount = count_words(r["text"])
         mismatches += recount != r["length"]
         target = tuple(r["target"]) if isinstance(r["target"], list) else r["target"]
-        reward = length_reward(r["text"], target, constraint=r["constraint"])  # the plain paper reward, no guards
+        reward = length_score(r["text"], target, constraint=r["constraint"])  # the plain paper reward, no guards
         cells[f"{r['constraint']} {r['target']}"][third(r["step"])].append(reward)
     table = {k: [statistics.fmean(v) if v else None for v in thirds] for k, thirds in sorted(cells.items())}
     by_step: dict[int, list[float]] = defaultdict(list)

@@ -9,7 +9,7 @@ from larft.budget import _EN_SAMPLE, token_budget, tokens_per_word, training_bud
 from larft.eval.counters import lifebench_count
 from larft.eval.metrics import lifebench_ls, longbench_sl
 from larft.eval.runner import EvalSettings
-from larft.rewards import LengthReward, length_reward, truncated_reward
+from larft.rewards import LengthReward, length_score, truncated_reward
 from test_trainer import _rows, _trainer
 from tiny import tiny_tokenizer
 
@@ -49,9 +49,9 @@ def test_a_cut_rollout_has_the_rules_reward():
     assert truncated_reward(150, 128, "at_most") == 0.0
     assert truncated_reward(300, 128, "at_least") == 1.0
     text = " ".join(f"word{i}" for i in range(150))  # not a loop: the degenerate guard stays out
-    assert length_reward(text, 128) > 0.8  # had it ended there
-    assert length_reward(text, 128, truncated=True) == 0.0  # it did not: it would have run on
-    assert length_reward(text, 100, constraint="at_least", truncated=True) == 1.0
+    assert length_score(text, 128) > 0.8  # had it ended there
+    assert length_score(text, 128, truncated=True) == 0.0  # it did not: it would have run on
+    assert length_score(text, 100, constraint="at_least", truncated=True) == 1.0
 
     reward = LengthReward(stop_ids=[0])
     prompts = [[{"role": "user", "content": "x"}]] * 2

@@ -161,3 +161,32 @@ def test_sampling_options_ct2_cannot_reproduce_are_refused(tmp_path, tiny_model_
 def test_unknown_backend_is_refused(tmp_path):
     with pytest.raises(ValueError, match="rollout_backend"):
         LARFTConfig(output_dir=str(tmp_path), rollout_backend="llamacpp", report_to="none")
+
+
+def test_each_row_stops_at_its_own_budget_in_one_batch(tiny_model_dir):
+    tok, model, ids = _setup(tiny_model_dir)
+    engine = CT2Engine(tok, threads=1)
+    engine.sync(model)
+    never = tok.convert_tokens_to_ids("<|endoftext|>")  # a stop token greedy decoding of this model never picks
+    budgets = [3, 7, 12, 24]
+    got = engine.generate(ids, max_new_tokens=budgets, stop_ids=[never], do_sample=False)
+    alone = [engine.generate([p], max_new_tokens=b, stop_ids=[never], do_sample=False)[0] for p, b in zip(ids, budgets)]
+    for rollout, single, budget in zip(got, alone, budgets):
+        assert rollout.completion_ids == single.completion_ids  # the same as decoded alone with that budget
+        assert len(rollout.completion_ids) == budget and rollout.truncated
+
+
+def test_per_target_budgets_give_each_rollout_twice_its_target(tiny_model_dir, tmp_path):
+    from larft.budget import training_budget
+
+    rows = _rows()
+    args = LARFTConfig(output_dir=str(tmp_path / "out"), max_steps=1, num_generations=2, per_device_train_batch_size=4,
+                       max_completion_length=400, report_to="none", save_strategy="no", rollout_backend="ct2",
+                       per_target_budget=True, awareness_lambda_max=0.0)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trainer = LARFTTrainer(model=str(tiny_model_dir), args=args, train_dataset=Dataset.from_list(rows),
+                           processing_class=tok)
+    budgets = trainer.rollout_func.budgets([r["prompt"] for r in rows], trainer)
+    assert budgets == [min(400, training_budget(r["target"], tok)) for r in rows]
+    assert len(set(budgets)) > 1  # targets 4 and 8: their own budgets
+    assert trainer.rollout_func.budgets([[{"role": "user", "content": "not in the data"}]], trainer) == [400]

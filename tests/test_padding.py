@@ -46,17 +46,25 @@ def test_sort_by_length_keeps_every_rollout_with_its_own_values():
     assert out["num_items_in_batch"].item() == 6
 
 
-def test_a_training_step_with_trimming_matches_one_without(tiny_model_dir, tmp_path):
-    """Same seed, same rollouts (learning rate 0): the step's logged losses agree with and without
-    trim_padding (dapo normalises over the whole generation batch: the split cannot matter)."""
-    metrics = {}
+def test_training_steps_with_trimming_match_those_without(tiny_model_dir, tmp_path):
+    """Same seed, learning rate 0: the same rollouts at every step (the sort takes the random draw
+    TRL's shuffle would have), and the same logged losses (dapo normalises over the whole generation
+    batch: how it is split cannot matter)."""
+    import json
+
+    metrics, texts = {}, {}
     for trim in (False, True):
-        trainer = _trainer(tiny_model_dir, tmp_path / str(trim), trim_padding=trim, learning_rate=0.0, max_steps=1,
+        out = tmp_path / str(trim)
+        trainer = _trainer(tiny_model_dir, out, trim_padding=trim, learning_rate=0.0, max_steps=2,
                            per_device_train_batch_size=2, gradient_accumulation_steps=2,
                            max_completion_length=16, logging_steps=1)
         trainer.train()
-        metrics[trim] = {k: v for k, v in trainer.state.log_history[0].items()
-                         if k in ("loss", "reward", "awareness_loss")}
-    assert metrics[True].keys() == metrics[False].keys() and "loss" in metrics[True]
-    for key, value in metrics[False].items():
-        assert abs(metrics[True][key] - value) < 1e-4, key
+        metrics[trim] = [{k: v for k, v in r.items() if k in ("loss", "reward", "awareness_loss")}
+                         for r in trainer.state.log_history if "loss" in r]
+        texts[trim] = [json.loads(x)["text"] for x in (out / "out" / "rollouts.jsonl").read_text().splitlines()]
+    assert len(texts[True]) == 16 and texts[True] == texts[False]
+    assert len(metrics[True]) == 2
+    for with_trim, without in zip(metrics[True], metrics[False]):
+        assert with_trim.keys() == without.keys() and "loss" in with_trim
+        for key, value in without.items():
+            assert abs(with_trim[key] - value) < 1e-4, key

@@ -129,3 +129,29 @@ def test_a_rollout_nothing_scored_or_an_infinite_reward_stops_training(tiny_mode
     trainer = _trainer(tiny_model_dir, tmp_path, reward_funcs=[nan_first])  # the length reward scored rollout 0
     _score(trainer)
     assert torch.isnan(trainer._last_rewards[0, 1]) and torch.isfinite(trainer._last_rewards[0, 0])
+
+
+def test_length_reward_is_a_plain_trl_reward_function(tiny_model_dir, tmp_path):
+    """`from larft import length_reward` works where TRL's own reward functions do."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    from larft import length_reward, length_score
+
+    rows = _rows()
+    completions = [[{"role": "assistant", "content": "one two three four"}]] * 2
+    got = length_reward(prompts=[r["prompt"] for r in rows], completions=completions,
+                        target=[r["target"] for r in rows], constraint=[r["constraint"] for r in rows])
+    assert got == [length_score("one two three four", r["target"], constraint=r["constraint"], degenerate_guard=True,
+                                refusal_floor=0.1) for r in rows]
+    config = GRPOConfig(output_dir=str(tmp_path / "trl"), max_steps=1, num_generations=2, per_device_train_batch_size=4,
+                        max_completion_length=8, report_to="none", save_strategy="no", use_cpu=True)
+    trainer = GRPOTrainer(model=str(tiny_model_dir), reward_funcs=[length_reward], args=config,
+                          train_dataset=Dataset.from_list(rows),
+                          processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+    trainer.model.train()
+    out = trainer._generate_and_score_completions(list(Dataset.from_list(rows).repeat(2)))
+    assert out["advantages"].shape[0] == 4
+    # in LARFTTrainer the function stands for its own configured length reward: not scored twice
+    larft = _trainer(tiny_model_dir, tmp_path, reward_funcs=[length_reward, parity])
+    assert larft.reward_func_names == ["length_reward", "parity"]
+    assert isinstance(larft.reward_funcs[0], LengthReward) and larft.reward_funcs[0].tokenizer is not None

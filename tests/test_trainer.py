@@ -12,7 +12,7 @@ from larft.config import LARFTConfig
 from larft.data import generate_rows, normalize_record
 from larft.schedule import awareness_lambda
 from larft.train import train
-from larft.rewards import length_reward
+from larft.rewards import length_score
 from larft.trainer import AWARENESS_KEYS, LARFTTrainer
 
 METRIC_KEYS = [
@@ -123,7 +123,7 @@ def test_truncated_rollouts_are_counted_and_labelled_by_what_they_wrote(tiny_mod
     for i, r in enumerate(trace):
         assert r["length"] == count_words(r["text"])  # recounted independently from the logged text
         assert r["reward/length_reward"] == pytest.approx(
-            length_reward(r["text"], r["target"], constraint=r["constraint"], degenerate_guard=True, refusal_floor=0.1,
+            length_score(r["text"], r["target"], constraint=r["constraint"], degenerate_guard=True, refusal_floor=0.1,
                               truncated=r["truncated"]))
     assert trainer._metrics["train"]["truncated_rate"][-1] == pytest.approx(len(cut) / 4)
 

@@ -24,6 +24,7 @@ _EXPORTS = {
     "LARFTTrainer": "larft.trainer",
     "LARFTConfig": "larft.config",
     "length_reward": "larft.rewards",
+    "length_score": "larft.rewards",
     "LengthReward": "larft.rewards",
     "awareness_lambda": "larft.schedule",
     "count_words": "larft.length",
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real objects
     from larft.config import LARFTConfig
     from larft.eval.runner import EvalSettings, run_eval
     from larft.length import count_chars, count_tokens, count_words, final_text, measure
-    from larft.rewards import LengthReward, length_reward
+    from larft.rewards import LengthReward, length_reward, length_score
     from larft.schedule import awareness_lambda
     from larft.trainer import LARFTTrainer
 

@@ -3,7 +3,7 @@
 The cheapest thing a practitioner tries before training for length control, so larft offers
 it as a product feature (`larft generate --best-of N`, `larft eval --best-of N`) and as the
 baseline LARFT has to beat at 1/N of the inference cost. The score is LARFT's own length
-reward (`length_reward`: the row's constraint, unit and target, the refusal floor and the
+reward (`length_score`: the row's constraint, unit and target, the refusal floor and the
 degenerate guard as in `LengthReward`), so best-of-N picks by exactly the signal GRPO trains on.
 The same sample-and-score step feeds the RFT and DPO baselines (`larft.baselines`).
 """
@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from larft.generation import Generation
 from larft.length import DEFAULT_REASONING, final_text
-from larft.rewards import REFUSAL_FLOOR, length_reward, target_from_row
+from larft.rewards import REFUSAL_FLOOR, length_score, target_from_row
 
 
 def pick_best(rewards: Sequence[float]) -> int:
@@ -36,11 +36,11 @@ def row_rewards(texts: Sequence[str], row: dict[str, Any], *, tokenizer: Any = N
                 refusal_floor: float = REFUSAL_FLOOR,
                 reasoning: tuple[tuple[str, str], ...] = DEFAULT_REASONING,
                 truncated: Sequence[bool] | None = None) -> list[float]:
-    """The length reward of each text for one row (its target, constraint and unit; see `length_reward`);
+    """The length reward of each text for one row (its target, constraint and unit; see `length_score`);
     a text cut at its budget (`truncated`) gets the reward of one that ran on (`truncated_reward`)."""
     target = target_from_row(row)
     cut = [False] * len(texts) if truncated is None else list(truncated)
-    return [length_reward(text, target, unit=row.get("unit") or "words", constraint=row.get("constraint") or "equal",
+    return [length_score(text, target, unit=row.get("unit") or "words", constraint=row.get("constraint") or "equal",
                           tokenizer=tokenizer, degenerate_guard=degenerate_guard, refusal_floor=refusal_floor,
                           reasoning=reasoning, truncated=was_cut) for text, was_cut in zip(texts, cut)]
 

@@ -91,6 +91,11 @@ class LARFTConfig(GRPOConfig):
             "GPU; same as use_vllm), auto (ct2 when installed, on CPU and the architecture converts, else hf)."
         },
     )
+    per_target_budget: bool = field(
+        default=False,
+        metadata={"help": "ct2 rollouts: each rollout's budget is 2x its row's word target in tokens (capped by "
+                  "max_completion_length), where a cut rollout's reward is known."},
+    )
     rollout_compute_type: str = field(
         default="float32",
         metadata={
@@ -127,9 +132,10 @@ class LARFTConfig(GRPOConfig):
     def __post_init__(self):
         import torch
 
-        if not torch.cuda.is_available() and not self.use_cpu:
+        mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        if not torch.cuda.is_available() and not mps and not self.use_cpu:
             # on a machine without GPUs, `accelerate launch --multi_gpu` / torchrun processes then
-            # form a CPU (gloo) process group instead of running unaware of each other
+            # form a CPU (gloo) process group instead of running unaware of each other (Apple MPS keeps its GPU)
             self.use_cpu = True
         if self.bf16 is None:
             self.bf16 = torch.cuda.is_available() and not self.fp16 and not self.use_cpu

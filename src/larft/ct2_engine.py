@@ -128,7 +128,7 @@ class CT2Engine:
         self,
         prompt_ids: Sequence[Sequence[int]],
         *,
-        max_new_tokens: int,
+        max_new_tokens: int | Sequence[int],
         stop_ids: Sequence[int],
         do_sample: bool = True,
         temperature: float = 1.0,
@@ -136,7 +136,8 @@ class CT2Engine:
         top_k: int = 0,
         seed: int | None = None,
     ) -> list[Rollout]:
-        """Complete each prompt (token ids, chat template already applied)."""
+        """Complete each prompt (token ids, chat template already applied); `max_new_tokens` is one
+        budget for all or one per prompt (a row stops at its own, in the same batch)."""
         if self.generator is None:
             raise RuntimeError("CT2Engine.generate called before sync(model)")
         if seed is not None:
@@ -147,23 +148,28 @@ class CT2Engine:
                      "sampling_temperature": float(temperature)} if do_sample else
                     {"sampling_topk": 1, "sampling_topp": 1.0, "sampling_temperature": 1.0})
         stops = [int(i) for i in stop_ids]
-        return self._generate(tokens, max_new_tokens, stops, sampling)
+        budgets = [int(max_new_tokens)] * len(tokens) if isinstance(max_new_tokens, int) else \
+            [int(b) for b in max_new_tokens]
+        if len(budgets) != len(tokens):
+            raise ValueError(f"{len(budgets)} budgets for {len(tokens)} prompts")
+        return self._generate(tokens, budgets, stops, sampling)
 
-    def _generate(self, tokens: list[list[str]], max_new_tokens: int, stops: list[int], sampling: dict) -> list[Rollout]:
-        """Per-token log-probs come from the step callback (generate_batch returns only their sum)."""
+    def _generate(self, tokens: list[list[str]], budgets: list[int], stops: list[int], sampling: dict) -> list[Rollout]:
+        """Per-token log-probs come from the step callback (generate_batch returns only their sum);
+        the callback also stops each row at its own budget."""
         logps: list[list[float]] = [[] for _ in tokens]
 
         def on_step(step: Any) -> bool:
             logps[step.batch_id].append(float(step.log_prob) if step.log_prob is not None else float("nan"))
-            return False
+            return len(logps[step.batch_id]) >= budgets[step.batch_id]
 
         results = self.generator.generate_batch(
-            tokens, max_length=int(max_new_tokens), end_token=stops, return_end_token=True,
+            tokens, max_length=max(budgets), end_token=stops, return_end_token=True,
             include_prompt_in_result=False, return_scores=True, callback=on_step, **sampling,
         )
         rollouts = []
-        for result, lp in zip(results, logps):
-            ids = list(result.sequences_ids[0])
+        for result, lp, budget in zip(results, logps, budgets):
+            ids = list(result.sequences_ids[0])[:budget]
             stopped = bool(ids) and ids[-1] in stops
             rollouts.append(Rollout(ids, lp[: len(ids)], truncated=not stopped))
         return rollouts
@@ -196,9 +202,10 @@ class CT2Rollouts:
             self.engine.sync(trainer.accelerator.unwrap_model(trainer.model))
             self.synced_step = step
         prompt_ids = trainer._tokenize_prompts(prompts)[0]  # exactly TRL's own chat templating
+        budgets = self.budgets(prompts, trainer) if args.per_target_budget else trainer.max_completion_length
         start = time.perf_counter()
         rollouts = self.engine.generate(
-            prompt_ids, max_new_tokens=trainer.max_completion_length, stop_ids=trainer.eos_token_ids,
+            prompt_ids, max_new_tokens=budgets, stop_ids=trainer.eos_token_ids,
             do_sample=True, temperature=args.temperature, top_p=args.top_p if args.top_p is not None else 1.0,
             top_k=args.top_k or 0, seed=args.seed * 1_000_003 + step * 1009 + trainer.accelerator.process_index,
         )
@@ -207,6 +214,30 @@ class CT2Rollouts:
         # importance-sampling correction, which fp32 on-policy rollouts do not need
         return {"prompt_ids": [list(p) for p in prompt_ids], "completion_ids": [r.completion_ids for r in rollouts],
                 "logprobs": None}
+
+
+    def budgets(self, prompts: list, trainer: Any) -> list[int]:
+        """Each rollout's budget: 2x its row's target in tokens (`larft.budget.training_budget`), where
+        a cut rollout's length reward is known, capped by max_completion_length. A prompt is matched
+        to its dataset row by its content; rows without a word target get max_completion_length."""
+        import json
+
+        from larft.budget import training_budget
+        from larft.rewards import row_target
+
+        if getattr(self, "_targets", None) is None:
+            self._targets = {}
+            for row in trainer.train_dataset:
+                target = row_target(row) if (row.get("unit") or "words") == "words" else None
+                if target is not None:
+                    self._targets[json.dumps(row["prompt"], sort_keys=True)] = max(target) if isinstance(
+                        target, tuple) else target
+        cap = trainer.max_completion_length
+        out = []
+        for prompt in prompts:
+            target = self._targets.get(json.dumps(prompt, sort_keys=True))
+            out.append(cap if target is None else min(cap, training_budget(target, trainer.processing_class)))
+        return out
 
 
 def check_sampling_supported(args: Any) -> None:

@@ -104,7 +104,7 @@ def is_degenerate(text: str, threshold: float = DEGENERATE_TRIGRAM_SHARE) -> boo
     return repeated_trigram_share(text) > threshold
 
 
-def length_reward(
+def length_score(
     text: str,
     target: int | Sequence[int],
     *,
@@ -229,7 +229,7 @@ class LengthReward:
                     )
                 rewards.append(None)
                 continue
-            rewards.append(length_reward(
+            rewards.append(length_score(
                 completion_text(completion),
                 target,
                 unit=row.get("unit") or "words",
@@ -241,6 +241,16 @@ class LengthReward:
                 truncated=bool(stops and (not completion_ids[i] or completion_ids[i][-1] not in stops)),
             ))
         return rewards
+
+
+def length_reward(prompts: list, completions: list, completion_ids: list | None = None,
+                  **columns: Any) -> list[float | None]:
+    """The length reward as a plain TRL reward function, like `trl.rewards.accuracy_reward`:
+    `GRPOTrainer(reward_funcs=[length_reward])`. Each completion is scored against its dataset
+    row's `target` / `constraint` / `unit` (`length_score`). It knows no tokenizer: for the
+    `tokens` unit and TRL's cut-rollout test use `LengthReward(tokenizer=...)`; LARFTTrainer swaps
+    this function for its own configured `LengthReward`."""
+    return LengthReward()(prompts, completions, completion_ids=completion_ids, **columns)
 
 
 def _prompt_text(prompt: str | list[dict[str, Any]], limit: int = 80) -> str:
@@ -269,6 +279,7 @@ __all__ = [
     "is_refusal",
     "length_deviation",
     "length_reward",
+    "length_score",
     "refusal_length",
     "repeated_trigram_share",
     "row_target",

@@ -61,6 +61,13 @@ class LARFTTrainer(GRPOTrainer):
         self.reasoning = parse_delimiters(args.reasoning_delimiters)
         funcs = [] if reward_funcs is None else list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) \
             else [reward_funcs]
+        from larft.rewards import length_reward as plain_length_reward
+
+        # the plain function stands for the length reward: ours, configured by args (guards, stop tokens)
+        funcs = [LengthReward(tokenizer=kwargs.get("processing_class"), degenerate_guard=args.degenerate_guard,
+                              refusal_floor=args.refusal_floor, reasoning=self.reasoning,
+                              allow_missing_target=len(funcs) > 1)
+                 if f is plain_length_reward else f for f in funcs]
         if length_reward and not any(isinstance(f, LengthReward) for f in funcs):
             # next to other rewards, a row without a length target is theirs to score: None here
             funcs.insert(0, LengthReward(tokenizer=kwargs.get("processing_class"),
@@ -200,6 +207,7 @@ class LARFTTrainer(GRPOTrainer):
         generate_every = self.args.steps_per_generation * self.num_iterations
         if self._step % generate_every == 0 or self._buffered_inputs is None:
             batch = split_pixel_values_by_grid(self._generate_and_score_completions(generation_batch))
+            torch.randperm(batch["completion_mask"].size(0))  # the draw TRL's shuffle makes: the same rollouts follow
             pieces = split_tensor_dict(sort_by_length(batch), self.args.steps_per_generation)
             self._buffered_inputs = [trim_padding(unsplit_pixel_values_by_grid(p)) for p in pieces]
         return self._buffered_inputs[self._step % self.args.steps_per_generation]
