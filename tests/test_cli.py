@@ -61,7 +61,13 @@ def test_shipped_configs_parse():
 
     root = Path(__file__).resolve().parents[1] / "configs"
     _, demo = parse_train_args(["--config", str(root / "demo-cpu.yaml")])
-    assert demo.awareness_lambda_max > 0 and demo.bf16 is False
+    import torch
+
+    from larft.config import cpu_has_native_bf16
+
+    # unset: larft's default (CUDA, or a CPU with native bf16)
+    assert demo.awareness_lambda_max > 0 and demo.bf16 is (torch.cuda.is_available() or cpu_has_native_bf16())
+    assert demo.beta == 0.0 and not demo.mask_truncated_completions and demo.per_target_budget
     _, paper = parse_train_args(["--config", str(root / "paper.yaml")])
     assert paper.learning_rate == 1e-6 and paper.awareness_lambda_max == 0.01 and paper.num_generations == 4
     assert paper.beta == 0.001 and paper.entropy_coef == 0.01 and paper.temperature == 0.7 and paper.top_p == 0.8

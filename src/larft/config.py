@@ -123,7 +123,8 @@ class LARFTConfig(GRPOConfig):
         default=False, metadata={"help": "Trade compute for memory (useful for large models on GPU)."}
     )
     bf16: bool | None = field(
-        default=None, metadata={"help": "bf16 mixed precision (default: on with CUDA, off on CPU)."}
+        default=None,
+        metadata={"help": "bf16 autocast (default: on with CUDA, and on CPUs that compute bf16 natively; else off)."},
     )
     report_to: None | str | list[str] = field(
         default="tensorboard", metadata={"help": "Loggers: tensorboard, wandb, none, ..."}
@@ -137,8 +138,9 @@ class LARFTConfig(GRPOConfig):
             # on a machine without GPUs, `accelerate launch --multi_gpu` / torchrun processes then
             # form a CPU (gloo) process group instead of running unaware of each other (Apple MPS keeps its GPU)
             self.use_cpu = True
-        if self.bf16 is None:
-            self.bf16 = torch.cuda.is_available() and not self.fp16 and not self.use_cpu
+        if self.bf16 is None:  # autocast: fp32 weights and optimizer, bf16 matmuls; TRL's log-softmax stays fp32
+            on_gpu = torch.cuda.is_available() and not self.use_cpu
+            self.bf16 = not self.fp16 and (on_gpu or (not torch.cuda.is_available() and not mps and cpu_has_native_bf16()))
         if self.rollout_backend not in ROLLOUT_BACKENDS:
             raise ValueError(f"rollout_backend: unknown value {self.rollout_backend!r}; expected one of "
                              f"{', '.join(ROLLOUT_BACKENDS)}")
