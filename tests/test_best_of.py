@@ -135,8 +135,9 @@ def test_eval_best_of_scores_the_best_sample_and_records_its_cost(tiny_model_dir
     cache = [json.loads(line) for line in (tmp_path / "eval" / "generations.jsonl").read_text().splitlines()]
     assert all("-best3/" in c["key"] for c in cache) and len(cache) == 9
     for x in samples:
-        texts = [final_text(c["output"]) for c in cache if c["key"].startswith(f"lifebench:life/{x['id']}#")]
-        rewards = row_rewards(texts, {"target": x["target"], "constraint": x["control"]})
+        own = [c for c in cache if c["key"].startswith(f"lifebench:life/{x['id']}#")]
+        rewards = row_rewards([final_text(c["output"]) for c in own], {"target": x["target"], "constraint": x["control"]},
+                              truncated=[c["truncated"] for c in own])  # a sample cut at its cap: the rule's reward
         assert rewards == pytest.approx(x["best_of_rewards"])
         chosen = [c for c in cache if c["key"].startswith(f"lifebench:life/{x['id']}#{pick_best(rewards)}/")][0]
         assert chosen["new_tokens"] == x["new_tokens"]

@@ -62,7 +62,7 @@ def test_training_steps_with_trimming_match_those_without(tiny_model_dir, tmp_pa
         metrics[trim] = [{k: v for k, v in r.items() if k in ("loss", "reward", "awareness_loss")}
                          for r in trainer.state.log_history if "loss" in r]
         texts[trim] = [json.loads(x)["text"] for x in (out / "out" / "rollouts.jsonl").read_text().splitlines()]
-    assert len(texts[True]) == 16 and texts[True] == texts[False]
+    assert len(texts[True]) == 8 and texts[True] == texts[False]  # 2 steps x 4 rollouts
     assert len(metrics[True]) == 2
     for with_trim, without in zip(metrics[True], metrics[False]):
         assert with_trim.keys() == without.keys() and "loss" in with_trim
