@@ -235,6 +235,8 @@ def eval_model(tag: str, model: str, cfg: dict, work: Path, extra: list[str] | N
                     "--max-new-tokens-cap", str(ev.get("max_new_tokens_cap", 2048)), "--device", "cpu"]
             if ev.get("backend") and "--backend" not in (extra or []):  # an inference stage's own engine wins
                 args += ["--backend", str(ev["backend"])]
+            if ev.get("system_prompt"):  # the system message the runs were trained with
+                args += ["--system-prompt", str(ev["system_prompt"])]
             for bench in spec["bench"]:
                 args += ["--bench", bench]
             for key, option in (("filter", "--filter"), ("limit", "--limit"), ("counting_own", "--counting-own")):

@@ -5,7 +5,8 @@ with LIFEBench-lite LS measured along the way.
 
 Each run trains with the recipe (configs/recipe-cpu.yaml; GRPO-only: awareness_lambda_max 0) for
 `--steps` optimizer steps on the experiment's training prompts, saving a checkpoint every half
-`--eval_every` steps (a killed run resumes from the last one). Every checkpoint (and the base model, step 0) is evaluated greedily on a fixed
+`--eval_every` steps (a killed run resumes from the last one); at every `--eval_every` steps the
+training is stopped (SIGTERM: larft saves and exits), the checkpoint evaluated, and training resumed. Every checkpoint (and the base model, step 0) is evaluated greedily on a fixed
 seeded slice of LIFEBench-lite EN 16..128 (`--curve_limit` prompts, score-neutral caps, ct2); the
 final model also on every such prompt with the counting / retention probe. Resumable stage by stage:
 work (models, eval caches) under $LARFT_HOME/long_run/<name>, outside the checkout; finished
@@ -49,10 +50,10 @@ def _save(result: dict) -> None:
     tmp.replace(RESULTS)
 
 
-def evaluate(model: str, out: Path, log: Path, *, full: bool, limit: int) -> dict:
+def evaluate(model: str, out: Path, log: Path, *, full: bool, limit: int, system_prompt: str = "default") -> dict:
     """LIFEBench LS (and, for a final model, the probe) of one model; cached in `out`."""
     args = ["--model", model, "--bench", "lifebench", "--filter", LIFEBENCH_FILTER, "--backend", "ct2",
-            "--batch-size", "16", "--max-new-tokens-cap", "1024", "--device", "cpu"]
+            "--batch-size", "16", "--max-new-tokens-cap", "1024", "--device", "cpu", "--system-prompt", system_prompt]
     if not full:
         args += ["--limit", str(limit)]
     if not (out / "lifebench" / "results.json").exists():
@@ -61,7 +62,8 @@ def evaluate(model: str, out: Path, log: Path, *, full: bool, limit: int) -> dic
     if full:
         if not (out / "probe" / "results.json").exists():
             larft("eval", "--model", model, "--bench", "counting", "--bench", "retention", "--counting-own", "24",
-                  "--backend", "ct2", "--device", "cpu", "--out", str(out / "probe"), log=log)
+                  "--backend", "ct2", "--device", "cpu", "--system-prompt", system_prompt, "--out", str(out / "probe"),
+                  log=log)
         merged["benchmarks"].update(json.loads((out / "probe" / "results.json").read_text())["benchmarks"])
         return headline(merged)
     life = merged["benchmarks"]["lifebench"]["metrics"]
@@ -70,25 +72,67 @@ def evaluate(model: str, out: Path, log: Path, *, full: bool, limit: int) -> dic
             "truncated": life.get("truncated"), "refusal_rate": life["refusals"]["rate"]}
 
 
-def train_run(run: str, args: argparse.Namespace, work: Path, train_file: Path) -> Path:
+def train_until(run: str, stop_step: int, args: argparse.Namespace, work: Path, train_file: Path) -> Path:
+    """Train `run` (the whole `--steps` schedule) until a checkpoint at `stop_step` exists, then stop it
+    with SIGTERM (larft saves a checkpoint and exits; the next call resumes). Returns the run folder."""
+    import signal
+    import subprocess
+
+    from larft.train import complete_checkpoints
+
     out = work / "train" / run
     settings = train_settings({"train": args.recipe})
-    settings.update({"max_steps": args.steps, "save_steps": max(1, args.eval_every // 2), "seed": args.seed, "model": "default",
-                     "train_file": str(train_file), "output_dir": str(out), "length_check_prompts": 0})
+    settings.update({"max_steps": args.steps, "save_steps": max(1, args.eval_every // 2), "seed": args.seed,
+                     "model": "default", "train_file": str(train_file), "output_dir": str(out),
+                     "length_check_prompts": 0})
     if run == "grpo":
         settings["awareness_lambda_max"] = 0.0
     config = work / "train" / f"{run}.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
-    if (out / "model.safetensors").exists():
-        return out
-    from larft.train import complete_checkpoints
 
+    def reached() -> bool:
+        if (out / "model.safetensors").exists():
+            return True
+        return stop_step < args.steps and (out / f"checkpoint-{stop_step}" / "trainer_state.json").exists()
+
+    if reached():
+        return out
     resume = ["--resume", "true"] if out.is_dir() and complete_checkpoints(out) else []
     if out.exists() and not resume:
         shutil.rmtree(out)
-    larft("train", "--config", str(config), *resume, log=work / "logs" / f"train-{run}.log")
+    log = work / "logs" / f"train-{run}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "larft", "train", "--config", str(config), *resume],
+                                stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+        while proc.poll() is None:
+            if reached() and stop_step < args.steps:
+                time.sleep(5)  # the checkpoint's files are complete once trainer_state.json is written
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
+                break
+            time.sleep(10)
+    if proc.returncode not in (0, 128 + signal.SIGTERM, -signal.SIGTERM):
+        raise SystemExit(f"larft train ({run}) failed (exit {proc.returncode}); see {log}")
+    if not reached():
+        raise SystemExit(f"larft train ({run}) stopped before step {stop_step}; see {log}")
     return out
+
+
+def prune(out: Path, keep_steps: set[int]) -> None:
+    """Free disk: optimizer states of every checkpoint but the newest, and whole checkpoints that are
+    neither the newest nor a curve point."""
+    from larft.train import complete_checkpoints
+
+    found = complete_checkpoints(out)
+    for ckpt in found[1:]:
+        step = int(ckpt.name.split("-")[-1])
+        if step not in keep_steps:
+            shutil.rmtree(ckpt)
+            continue
+        for name in ("optimizer.pt", "scheduler.pt"):
+            (ckpt / name).unlink(missing_ok=True)
 
 
 def plot(result: dict) -> None:
@@ -150,26 +194,31 @@ def main() -> None:
     if not train_file.exists():
         larft("data", "generate", "--n", "400", "--targets", "16,32,64,128", "--constraints", "equal",
               "--styles", "plain,requirement", "--seed", "1", "--out", str(train_file), log=work / "logs" / "data.log")
+    system = str(train_settings({"train": args.recipe}).get("system_prompt", "default"))  # eval as trained
+    result["system_prompt"] = system
     base = evaluate("default", work / "eval" / "base-curve", work / "logs" / "eval-base.log", full=False,
-                    limit=args.curve_limit)
+                    limit=args.curve_limit, system_prompt=system)
     for run in args.runs.split(","):
         data = runs.setdefault(run, {"curve": []})
         start = time.perf_counter()
-        out = train_run(run, args, work, train_file)
-        metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-        minutes = {int(m["step"]): m.get("step_seconds") or 0.0 for m in metrics}
         curve = [{"steps": 0, "train_minutes": 0.0, **base}]
-        for step in range(args.eval_every, args.steps + 1, args.eval_every):
-            ckpt = out / f"checkpoint-{step}"
-            model = str(out) if step == args.steps else str(ckpt)
+        points = list(range(args.eval_every, args.steps + 1, args.eval_every))
+        for step in points:  # train to the next curve point, evaluate it, go on
+            out = train_until(run, step, args, work, train_file)
+            metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+            minutes = {int(m["step"]): m.get("step_seconds") or 0.0 for m in metrics}
+            model = str(out) if step == args.steps else str(out / f"checkpoint-{step}")
             point = evaluate(model, work / "eval" / f"{run}-{step}-curve", work / "logs" / f"eval-{run}.log",
-                             full=False, limit=args.curve_limit)
+                             full=False, limit=args.curve_limit, system_prompt=system)
             curve.append({"steps": step, "train_minutes": sum(v for k, v in minutes.items() if k <= step) / 60,
                           **point})
             data["curve"] = curve
             _save(result)
+            plot(result)
+            prune(out, set(points))
+            print(f"[long_run] {run} step {step}: LS {point['lifebench_ls']:.1f}", flush=True)
         final = evaluate(str(out), work / "eval" / f"{run}-final", work / "logs" / f"eval-{run}.log", full=True,
-                         limit=args.curve_limit)
+                         limit=args.curve_limit, system_prompt=system)
         data["final"] = {"steps": args.steps, "train_minutes": sum(minutes.values()) / 60, **final}
         data["wall_minutes_last_call"] = (time.perf_counter() - start) / 60
         _save(result)

@@ -8,7 +8,8 @@ from importlib import resources
 import pytest
 
 PUBLIC = ["LARFTTrainer", "LARFTConfig", "length_reward", "LengthReward", "awareness_lambda", "count_words",
-          "count_chars", "count_tokens", "measure", "final_text", "run_eval", "EvalSettings", "best_of_n", "__version__"]
+          "count_chars", "count_tokens", "length_score", "measure", "final_text", "run_eval", "EvalSettings", "best_of_n",
+          "__version__"]
 
 
 def test_every_public_name_imports_from_larft():

@@ -140,14 +140,20 @@ def length_score(
 
 
 def truncated_reward(length: int, target: int | Sequence[int], constraint: str = "equal") -> float:
-    """The known reward of a rollout cut at its budget (it would have gone on): 0 for `equal`,
-    `at_most` and `range` (a budget of >= 2x the target cuts it where the reward is already 0),
-    1 for `at_least` once past the target. Scored by this rule, a cut rollout stays in the loss
-    and teaches the policy that running on is wrong (`mask_truncated_completions` would drop it)."""
+    """The reward of a rollout cut at its budget, which would have gone on: once past an upper
+    bound (`equal`, `at_most`, `range`) it can only end longer, and is scored 0 (with a budget of
+    >= 2x the target that is its reward anyway); past an `at_least` target it is 1. Scored by this
+    rule, a cut rollout stays in the loss and teaches the policy that running on is wrong
+    (`mask_truncated_completions` would drop it). Cut short of its target (a budget too small to
+    judge it), it is scored by its length so far, as if it had ended there."""
     lo, hi = _bounds(target, constraint)
-    if hi is not None:
+    if hi is not None and length > hi:
         return 0.0
-    return 1.0 if length >= lo else _falloff(length, lo)
+    if hi is None and length >= lo:
+        return 1.0
+    if lo is not None and length < lo:
+        return _falloff(length, lo)
+    return 1.0  # inside a range, or under at_most's bound: as if it had ended
 
 
 def row_target(row: dict[str, Any]) -> int | tuple[int, int] | None:
