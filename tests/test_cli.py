@@ -102,3 +102,18 @@ def test_recipe_and_sweep_configs_hold_valid_training_settings():
                 continue
             argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
         parse_train_args(argv + ["--output_dir", "/tmp/unused"])
+
+
+def test_gpu_smoke_dry_run_plans_every_path_with_valid_options():
+    """scripts/gpu-smoke.sh --dry-run: the GPU session's steps, each train command parsed, nothing run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_smoke.py"), "--dry-run"], capture_output=True,
+                          text=True, cwd=root, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for step in ("train-hf", "train-vllm-colocate", "eval-hf", "eval-vllm", "train-fsdp-2gpu"):
+        assert f"[gpu-smoke] {step}:" in proc.stdout
+    assert "5 steps planned, options valid" in proc.stdout
