@@ -1,7 +1,7 @@
 """Best-of-N: sample N answers per prompt and keep the one whose length reward is highest.
 
 The cheapest thing a practitioner tries before training for length control, so larft offers
-it as a product feature (`larft generate --best-of N`, `larft eval --best-of N`) and as the
+it as a product feature (`larft generate --best_of N`, `larft eval --best_of N`) and as the
 baseline LARFT has to beat at 1/N of the inference cost. The score is LARFT's own length
 reward (`length_score`: the row's constraint, unit and target, the refusal floor and the
 degenerate guard as in `LengthReward`), so best-of-N picks by exactly the signal GRPO trains on.

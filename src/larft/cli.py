@@ -1,14 +1,14 @@
-"""The `larft` command line: train, data (generate/convert/validate), generate.
+"""The `larft` command line: train, data (generate/convert/validate), generate, eval, report.
 
-Errors the user can fix are printed as one clear message and a non-zero exit; the Python
-traceback is shown only with --debug.
+What the user got wrong (`larft.errors.UserError`: an option, an input file, a missing extra) is
+one line, `larft: error: ...`, and exit status 2 (`--debug` shows its traceback too); anything
+else is a bug or an environment failure and ends in Python's normal traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,9 @@ import yaml
 from trl import ModelConfig, ScriptArguments  # light: trl imports its modules lazily
 
 from larft.baselines import BaselineConfig  # a dataclass only: torch / TRL trainers load when a baseline runs
+from larft.errors import UserError
 
-
-class UsageError(ValueError):
-    """A problem with how larft was called (bad config key, missing file, ...)."""
+UsageError = UserError  # the earlier name: a problem with how larft was called (bad config key, missing file, ...)
 
 
 # -- train --------------------------------------------------------------------------------
@@ -232,70 +231,73 @@ def run_train(argv: list[str]) -> int:
 
 
 # -- data ---------------------------------------------------------------------------------
+# The options of data, generate, eval and report are dataclasses too (larft.options), parsed by
+# the same TRL parser as train's: one flag style (--best_of; --best-of is the same option).
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def run_data(args: argparse.Namespace) -> int:
+def run_data(argv: list[str]) -> int:
     from larft import data
+    from larft.options import DataConvertArguments, DataGenerateArguments, DataValidateArguments, parse_options
 
-    if args.data_command == "generate":
-        try:
-            targets = [int(t) for t in _csv(args.targets)]
-        except ValueError:
-            raise UsageError(f"--targets must be comma-separated integers, got {args.targets!r}") from None
+    commands = {"generate": DataGenerateArguments, "convert": DataConvertArguments, "validate": DataValidateArguments}
+    command = argv[0] if argv else None
+    if command in ("-h", "--help"):
+        build_parser().parse_args(["data", "--help"])  # lists the commands and exits
+    if command not in commands:
+        raise UserError("larft data needs a command: generate, convert or validate")
+    args = parse_options(commands[command], argv[1:], f"larft data {command}")
+    if command == "generate":
         rows = data.generate_rows(
-            args.n, targets=targets, constraints=_csv(args.constraints), units=_csv(args.units), seed=args.seed,
-            styles=_csv(args.styles),
+            args.n, targets=args.target_list, constraints=_csv(args.constraints), units=_csv(args.units),
+            seed=args.seed, styles=_csv(args.styles),
         )
         data.write_rows(rows, args.out)
         print(f"wrote {len(rows)} prompts to {args.out}")
         return 0
-    if args.data_command == "convert":
+    if command == "convert":
         n = data.convert_file(args.src, args.dst)
         print(f"converted {n} records: {args.src} -> {args.dst}")
         return 0
-    if args.data_command == "validate":
-        bad = 0
-        for path in args.files:
-            rows, issues = data.validate_file(path)
-            for issue in issues:
-                print(issue)
-            bad += len(issues)
-            print(f"{path}: {len(rows)} valid row(s), {len(issues)} problem(s)")
-        return 1 if bad else 0
-    raise UsageError("larft data needs a command: generate, convert or validate")
+    bad = 0
+    for path in args.files:
+        rows, issues = data.validate_file(path)
+        for issue in issues:
+            print(issue)
+        bad += len(issues)
+        print(f"{path}: {len(rows)} valid row(s), {len(issues)} problem(s)")
+    return 1 if bad else 0
 
 
 # -- generate -----------------------------------------------------------------------------
 _SUFFIX = {"equal": "Answer in about {n} {u}.", "at_most": "Answer in at most {n} {u}.", "at_least": "Answer in at least {n} {u}."}
 
 
-def run_generate(args: argparse.Namespace) -> int:
+def generation_budget(tokenizer: Any, target: int | None, unit: str, constraint: str) -> int:
+    """`larft generate`'s default max_new_tokens: room to reach the length where a cut answer's score
+    is ~0 (`larft.budget`; characters counted as words at the tokenizer's rate, a generous bound)."""
+    if not target:
+        return 256
+    from larft.budget import token_budget, tokens_per_word, zero_score_multiple
+
+    return token_budget(target, zero_score_multiple(constraint), tokens_per_word(tokenizer))
+
+
+def run_generate(argv: list[str]) -> int:
     from larft.generation import generate_records
     from larft.length import DEFAULT_REASONING
     from larft.length import measure
     from larft.models import load_model, load_tokenizer, resolve_device
+    from larft.options import GenerateArguments, parse_options
 
-    unit, target = ("chars", args.chars) if args.chars else ("words", args.words)
+    args = parse_options(GenerateArguments, argv, "larft generate")  # every value checked here
+    unit, target = args.unit, args.target
     content = args.prompt
     if target:
         wording = {"words": "words", "chars": "characters"}[unit]
         content = f"{args.prompt}\n\n{_SUFFIX[args.constraint].format(n=target, u=wording)}"
-    if args.best_of < 1:
-        raise UsageError(f"--best-of must be >= 1, got {args.best_of}")
-    if args.best_of > 1 and not target:
-        raise UsageError("--best-of needs a length target to pick by: give --words N or --chars N")
     device, dtype = resolve_device(args.device, args.dtype)
-    if args.backend not in ("hf", "ct2"):
-        raise UsageError(f"--backend: unknown value {args.backend!r}; expected hf or ct2")
-    if args.backend == "ct2":
-        from larft.ct2_engine import require_ctranslate2
-
-        try:
-            require_ctranslate2()
-        except RuntimeError as err:
-            raise UsageError(str(err)) from None
     tokenizer = load_tokenizer(args.model)
     max_new = args.max_new_tokens or generation_budget(tokenizer, target, unit, args.constraint)
     model = load_model(args.model, dtype=dtype, device=device)
@@ -303,7 +305,10 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.backend == "ct2":
         from larft.ct2_engine import check_convertible, records_generator
 
-        check_convertible(model.config)
+        try:
+            check_convertible(model.config)
+        except RuntimeError as err:
+            raise UserError(str(err)) from None
         engine_generate = records_generator(model, tokenizer)
     from larft.generation import with_system_prompt
 
@@ -333,53 +338,13 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 # -- eval / report --------------------------------------------------------------------------
-def _json_object(text: str | None, option: str) -> dict | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{option}: not valid JSON ({e.msg}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{option}: expected a JSON object like '{{\"enable_thinking\": false}}', got {text!r}")
-    return value
+def run_eval_command(argv: list[str]) -> int:
+    from larft.eval.runner import run_eval
+    from larft.options import EvalArguments, parse_options
 
-
-def generation_budget(tokenizer: Any, target: int | None, unit: str, constraint: str) -> int:
-    """`larft generate`'s default max_new_tokens: room to reach the length where a cut answer's score
-    is ~0 (`larft.budget`; characters counted as words at the tokenizer's rate, a generous bound)."""
-    if not target:
-        return 256
-    from larft.budget import token_budget, tokens_per_word, zero_score_multiple
-
-    return token_budget(target, zero_score_multiple(constraint), tokens_per_word(tokenizer))
-
-
-def run_eval_command(args: argparse.Namespace) -> int:
-    from larft.eval.runner import EvalSettings, parse_filters, run_eval
-
-    if args.bench_file and not args.format:
-        raise UsageError("--bench-file needs --format (lifebench, lifebench-refactor, longbench-write or lenctrl)")
-    from larft.length import parse_delimiters
-    from larft.models import resolve_device
-
-    resolve_device(args.device, args.dtype)  # a bad value fails before any benchmark file is read
-    parse_delimiters(args.reasoning_delimiters)
-    settings = EvalSettings(
-        batch_size=args.batch_size, max_new_tokens_cap=args.max_new_tokens_cap, do_sample=args.sample,
-        temperature=args.temperature, top_p=args.top_p, seed=args.seed, limit=args.limit,
-        filters=parse_filters(args.filter), counting_own=args.counting_own, device=args.device, dtype=args.dtype,
-        chat_template_kwargs=_json_object(args.chat_template_kwargs, "--chat-template-kwargs"),
-        reasoning_delimiters=args.reasoning_delimiters, bootstrap=args.bootstrap, tokens_per_word=args.tokens_per_word,
-        backend=args.backend, best_of=args.best_of, system_prompt=args.system_prompt,
-    )
-    from larft.eval.runner import BACKENDS
-
-    if args.backend not in BACKENDS:
-        raise UsageError(f"--backend: unknown value {args.backend!r}; expected one of {', '.join(BACKENDS)}")
-    files = [(path, args.format) for path in args.bench_file or []]
-    results = run_eval(args.model, args.bench or [], args.out, settings, files, trust_remote_code=args.trust_remote_code,
-                       lm_eval_tasks=_csv(args.lm_eval_tasks) if args.lm_eval_tasks else None,
+    args = parse_options(EvalArguments, argv, "larft eval")  # every value checked here, before any file is read
+    results = run_eval(args.model, args.bench or [], args.out, args.settings, args.bench_files,
+                       trust_remote_code=args.trust_remote_code, lm_eval_tasks=args.lm_eval_task_list,
                        lm_eval_include_path=args.lm_eval_include_path)
     from larft.eval.report import markdown
 
@@ -388,101 +353,36 @@ def run_eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_report(args: argparse.Namespace) -> int:
+def run_report(argv: list[str]) -> int:
     from larft.eval.report import compare
+    from larft.options import ReportArguments, parse_options
 
-    path = compare(args.dirs, args.out, names=_csv(args.names) if args.names else None)
+    args = parse_options(ReportArguments, argv, "larft report")
+    path = compare(args.dirs, args.out, names=args.name_list)
     print(path.read_text(encoding="utf-8"))
     return 0
 
 
 # -- entry point --------------------------------------------------------------------------
+COMMANDS = {"data": run_data, "generate": run_generate, "eval": run_eval_command, "report": run_report}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The command list (`larft --help`, `larft data --help`); each command parses its own options."""
     parser = argparse.ArgumentParser(
         prog="larft", description="Length-Aware Reinforcement Fine-Tuning: teach LMs to follow length instructions."
     )
-    parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a user error too (any other error always shows it)")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("train", help="LARFT training (YAML config + --field value overrides)", add_help=False)
-
     data_p = sub.add_parser("data", help="generate, convert and validate prompt sets")
     data_sub = data_p.add_subparsers(dest="data_command")
-    g = data_sub.add_parser("generate", help="length-constrained prompts (official LARFT JSONL shape)")
-    g.add_argument("--out", required=True, help="output .jsonl or .parquet")
-    g.add_argument("--n", type=int, default=256, help="number of prompts")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--targets", default="16,32,64,128", help="comma-separated target lengths")
-    g.add_argument("--constraints", default="equal", help="equal,at_most,at_least,range")
-    g.add_argument("--units", default="words", help="words,chars,tokens")
-    g.add_argument("--styles", default="plain", help="plain,requirement (prompt phrasings)")
-    c = data_sub.add_parser("convert", help="JSONL <-> Parquet (official LARFT format accepted)")
-    c.add_argument("src")
-    c.add_argument("dst")
-    v = data_sub.add_parser("validate", help="report every problem as file:line: field: message")
-    v.add_argument("files", nargs="+")
-
-    gen = sub.add_parser("generate", help="length-constrained generation")
-    gen.add_argument("--model", default="default")
-    gen.add_argument("--prompt", required=True)
-    gen.add_argument("--words", type=int, help="target length in words")
-    gen.add_argument("--chars", type=int, help="target length in non-space characters")
-    gen.add_argument("--constraint", default="equal", choices=sorted(_SUFFIX))
-    gen.add_argument("--max_new_tokens", type=int)
-    gen.add_argument("--system-prompt", default="default", help="system message: default (the chat template's "
-                     "own), none (an empty one), short, or your own text")
-    gen.add_argument("--n", type=int, default=1, help="number of samples")
-    gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    gen.add_argument("--best-of", type=int, default=1, metavar="N",
-                     help="sample N answers and print the one with the highest length reward (ties: the first); "
-                          "needs --words or --chars")
-    gen.add_argument("--temperature", type=float, default=0.7)
-    gen.add_argument("--top_p", type=float, default=0.8)
-    gen.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    gen.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
-    gen.add_argument("--backend", default="hf", help="generation engine: hf (transformers) or ct2 (CTranslate2, "
-                     "CPU, fp32; pip install 'larft[ct2]')")
-    ev = sub.add_parser("eval", help="length-following benchmarks, counting probe, retention check")
-    ev.add_argument("--model", default="default", help="'default', an HF id, a local path or a checkpoint")
-    ev.add_argument("--bench", action="append", help="lifebench, lifebench-label, lifebench-refactor, "
-                    "longwrite-ruler, ruler-tlg, counting, retention (repeatable)")
-    ev.add_argument("--bench-file", action="append", help="a user file of --format (repeatable)")
-    ev.add_argument("--format", help="format of --bench-file: lifebench, lifebench-refactor, longbench-write, lenctrl")
-    ev.add_argument("--out", required=True, help="output folder (generations are cached there: rerun to resume)")
-    ev.add_argument("--limit", type=int, help="at most N prompts per benchmark (a seeded sample)")
-    ev.add_argument("--filter", help="e.g. lang=en,control=equal,min_length=16,max_length=256,level=1")
-    ev.add_argument("--batch-size", type=int, default=8)
-    ev.add_argument("--max-new-tokens-cap", type=int, default=2048)
-    ev.add_argument("--counting-own", type=int, default=24, help="own generations in the counting probe")
-    ev.add_argument("--sample", action="store_true", help="sample (default: greedy)")
-    ev.add_argument("--temperature", type=float, default=0.7)
-    ev.add_argument("--top_p", type=float, default=0.8)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--best-of", type=int, default=1, metavar="N",
-                    help="best-of-N: sample N answers per length prompt (--temperature, --top_p, --seed) and score "
-                         "the one with the highest length reward; results record N and gen_tokens_per_prompt")
-    ev.add_argument("--trust-remote-code", action="store_true")
-    ev.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    ev.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16")
-    ev.add_argument("--tokens-per-word", type=float, default=None,
-                    help="the model's tokens per word, from which each prompt's score-neutral budget is sized "
-                         "(default: measured on its tokenizer)")
-    ev.add_argument("--system-prompt", default="default", help="system message before every prompt: default (the "
-                    "chat template's own), none (an empty one), short, or your own text")
-    ev.add_argument("--chat-template-kwargs", help='JSON passed to the chat template, e.g. \'{"enable_thinking": false}\'')
-    ev.add_argument("--reasoning-delimiters", default="<think>,</think>",
-                    help="reasoning block 'start,end' pairs (';'-separated, or none): only the answer is counted")
-    ev.add_argument("--backend", default="hf", help="generation engine: hf (transformers), ct2 (CTranslate2, "
-                    "CPU, fp32; pip install 'larft[ct2]') or vllm (pip install 'larft[vllm]', GPU); same per-prompt "
-                    "budgets and records")
-    ev.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% bootstrap intervals")
-    ev.add_argument("--lm-eval-tasks", help="also run lm-evaluation-harness tasks (comma-separated; needs lm-eval "
-                    "and its datasets)")
-    ev.add_argument("--lm-eval-include-path", help="a folder of lm-eval task YAMLs (e.g. tasks over local files)")
-
-    rep = sub.add_parser("report", help="compare several eval folders side by side")
-    rep.add_argument("dirs", nargs="+")
-    rep.add_argument("--out", required=True)
-    rep.add_argument("--names", help="comma-separated run names (default: folder names)")
+    data_sub.add_parser("generate", help="length-constrained prompts (official LARFT JSONL shape)", add_help=False)
+    data_sub.add_parser("convert", help="JSONL <-> Parquet (official LARFT format accepted)", add_help=False)
+    data_sub.add_parser("validate", help="report every problem as file:line: field: message", add_help=False)
+    sub.add_parser("generate", help="length-constrained generation", add_help=False)
+    sub.add_parser("eval", help="length-following benchmarks, counting probe, retention check", add_help=False)
+    sub.add_parser("report", help="compare several eval folders side by side", add_help=False)
     return parser
 
 
@@ -491,28 +391,22 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     if debug:
         argv.remove("--debug")
-    parser = build_parser()
+    command = argv[0] if argv else None
     try:
         if argv and argv[0] == "train":
             return run_train(argv[1:])
-        args = parser.parse_args(argv)
-        if args.command == "data":
-            return run_data(args)
-        if args.command == "generate":
-            return run_generate(args)
-        if args.command == "eval":
-            return run_eval_command(args)
-        if args.command == "report":
-            return run_report(args)
+        if command in COMMANDS:
+            return COMMANDS[command](argv[1:])
+        parser = build_parser()
+        parser.parse_args(argv)  # --help; an unknown command is argparse's error (exit 2)
         parser.print_help()
         return 0 if not argv else 2
     except KeyboardInterrupt:
         print("larft: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # the one place errors become messages; --debug shows the traceback
+    except Exception as e:  # what the user got wrong is one line (exit 2); anything else a normal traceback
         if debug:
             raise
-        from larft.data import DataError
         from larft.interrupt import TrainingInterrupted
         from larft.train import TrainingFailed
 
@@ -522,13 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, TrainingFailed):
             print(f"larft: error: {e}", file=sys.stderr)
             return 1
-        # ValueError: larft raises it for bad options and input, always with a message that says what to fix
-        user_error = isinstance(e, (UsageError, DataError, FileNotFoundError, ValueError))
-        kind = "" if user_error else f"{type(e).__name__}: "
-        print(f"larft: error: {kind}{e}", file=sys.stderr)
-        if not user_error:
-            print("(run with --debug for the traceback)", file=sys.stderr)
-        return 2 if user_error else 1
+        # train.py and baselines.py still raise ValueError for bad options and input (the rest of larft
+        # raises larft.errors.UserError): for `larft train` those are the user's too
+        if isinstance(e, UserError) or (command == "train" and isinstance(e, (ValueError, FileNotFoundError))):
+            print(f"larft: error: {e}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

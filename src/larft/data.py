@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from larft.errors import UserError
 from larft.length import UNITS
 from larft.rewards import CONSTRAINTS
 
@@ -28,7 +29,7 @@ from larft.rewards import CONSTRAINTS
 MAX_TARGET = 100_000
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Invalid data; the message lists every problem as file:line: field: message."""
 
     def __init__(self, issues: list["DataIssue"]):
@@ -467,7 +468,7 @@ def _templates(style: str, constraint: str) -> list[str]:
         return TEMPLATES[constraint]
     if style == "requirement":
         return [task + req for task in REQUIREMENT_TASKS for req in REQUIREMENT_SENTENCES[constraint]]
-    raise ValueError(f"unknown prompt style {style!r}; expected one of {', '.join(STYLES)}")
+    raise UserError(f"unknown prompt style {style!r}; expected one of {', '.join(STYLES)}")
 
 
 def generate_rows(
@@ -490,13 +491,13 @@ def generate_rows(
         _templates(style, "equal")  # an unknown style fails before anything is drawn
     for c in constraints:
         if c not in CONSTRAINTS:
-            raise ValueError(f"unknown constraint {c!r}; expected one of {', '.join(CONSTRAINTS)}")
+            raise UserError(f"unknown constraint {c!r}; expected one of {', '.join(CONSTRAINTS)}")
     for u in units:
         if u not in UNITS:
-            raise ValueError(f"unknown unit {u!r}; expected one of {', '.join(UNITS)}")
+            raise UserError(f"unknown unit {u!r}; expected one of {', '.join(UNITS)}")
     for t in targets:
         if not 0 < int(t) <= MAX_TARGET:
-            raise ValueError(f"target {t} is outside 1..{MAX_TARGET}")
+            raise UserError(f"target {t} is outside 1..{MAX_TARGET}")
     rng = random.Random(seed)
     per_style = []
     for style in styles:  # each style shuffled on its own, then taken in turn: styles are balanced
@@ -509,7 +510,7 @@ def generate_rows(
     else:
         combos = [c for group in itertools.zip_longest(*per_style) for c in group if c is not None]
     if n > len(combos):
-        raise ValueError(f"asked for {n} prompts but only {len(combos)} distinct combinations exist")
+        raise UserError(f"asked for {n} prompts but only {len(combos)} distinct combinations exist")
     rows = []
     for topic, template, t, c, u in combos[:n]:
         verb = rng.choice(VERBS)

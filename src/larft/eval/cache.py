@@ -1,5 +1,8 @@
 """Generation cache: one JSON line per finished prompt, appended and flushed as soon as it
-is generated, so an interrupted eval resumes without redoing finished prompts."""
+is generated, so an interrupted eval resumes without redoing finished prompts.
+
+`CachedGenerator` is the caching layer around a generator (larft.eval.generators): only what the
+cache lacks is generated, each batch saved as soon as it is done."""
 
 from __future__ import annotations
 
@@ -7,7 +10,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from larft.errors import UserError
+
+if TYPE_CHECKING:
+    from larft.eval.generators import Batched, Job, Sampling
+    from larft.generation import Generation
 
 
 class GenerationCache:
@@ -32,7 +41,7 @@ class GenerationCache:
                           file=sys.stderr)
                     last_line_cut = True
                     continue
-                raise ValueError(f"{self.path}:{number}: corrupt cache line ({e}); delete the file to start over") from None
+                raise UserError(f"{self.path}:{number}: corrupt cache line ({e}); delete the file to start over") from None
             self.records[key] = record
         if lines[-1].strip():  # no final newline: make the next append start on a fresh line
             kept = lines[:-1] if last_line_cut else lines
@@ -58,3 +67,29 @@ class GenerationCache:
             f.flush()
             os.fsync(f.fileno())
         self.records[key] = record
+
+
+class CachedGenerator:
+    """A generator whose answers come from the cache when it has them. `key(job)` names a job's
+    entry: everything that changes an answer (prompt id, decoding settings, budget) is in it, so a
+    changed setting regenerates and never reuses. Cached text is raw (reasoning kept)."""
+
+    def __init__(self, inner: Batched, cache: GenerationCache, key: Callable[[Job], str], desc: str = "generating"):
+        self.inner, self.cache, self.key, self.desc = inner, cache, key, desc
+
+    def generate(self, jobs: Sequence[Job], sampling: Sampling) -> list[Generation]:
+        todo = [j for j in jobs if self.key(j) not in self.cache]
+        if todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc=self.desc, unit="prompt")
+            for batch, records in self.inner.stream(todo, sampling):
+                for job, record in zip(batch, records):
+                    self.cache.add(self.key(job), record.text, max_new_tokens=record.max_new_tokens,
+                                   new_tokens=record.new_tokens, truncated=record.truncated)
+                bar.update(len(batch))
+            bar.close()
+        from larft.generation import Generation
+
+        cached = [self.cache.record(self.key(j)) for j in jobs]
+        return [Generation(c["output"], c["new_tokens"], c["truncated"], c["max_new_tokens"]) for c in cached]

@@ -10,6 +10,7 @@ from statistics import median
 from typing import Any
 
 from larft.eval.stats import overlap
+from larft.errors import MissingFileError, UserError
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -222,11 +223,11 @@ def write_report(results: dict, out: Path) -> None:
 def load_results(directory: str | os.PathLike) -> dict:
     path = Path(directory) / "results.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (is {directory} a `larft eval --out` folder?)")
+        raise MissingFileError(f"{path}: not found (is {directory} a `larft eval --out` folder?)")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
 
 
 def compare(dirs: list[str], out: str | os.PathLike, names: list[str] | None = None) -> Path:
