@@ -49,10 +49,14 @@ def test_readme_is_short_and_starts_with_the_fresh_machine_commands():
 
 
 def test_readme_results_table_is_experiment_json():
+    """Every row is its run's figures, or says `pending` for a run experiment.json does not hold yet."""
     runs = EXPERIMENT["runs"]
     table = results_table()
     assert {"base", "best_of_8", "grpo", "larft"} <= set(table)
     for key, (_, ls, equal, tokens, minutes) in table.items():
+        if "pending" in ls:
+            assert key not in runs and any(s == key or s.startswith(f"{key}-") for s in EXPERIMENT["pending"]), key
+            continue
         run = runs[key]
         expected = [run["lifebench_ls"]]  # the run's LS (mean of seeds), then each interval shown
         seeds = run.get("seeds") or {}
@@ -75,6 +79,6 @@ def test_readme_names_the_best_baseline_and_larft_minus_grpo():
     if present:
         best = max(present, key=lambda k: runs[k]["lifebench_ls"])
         assert best in table and not (set(present) - {best}) & set(table), "the table shows the best baseline only"
-    diff = runs["larft"].get("ls_minus_grpo")
+    diff = runs.get("larft", {}).get("ls_minus_grpo")
     if diff is not None:
         assert f"LARFT minus GRPO-only: {diff:+.1f} LS".replace("+", "") in README.replace("+", "")
