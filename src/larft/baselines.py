@@ -308,17 +308,15 @@ NOTHING_TO_TRAIN = {"rft": "no answer reached rft_threshold", "dpo": "no prompt 
 
 def train_baseline(train_args: Any, config: Any) -> Path:
     """`larft train --method rft|hir|dpo`: rounds of sample -> score -> train, then the model and
-    tokenizer saved to output_dir (so `larft eval --model OUTPUT_DIR` works)."""
+    tokenizer saved to output_dir (so `larft eval --model OUTPUT_DIR` works). The run is prepared
+    as LARFT's is (`larft.run_setup`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from larft.best_of import sample_groups
-    from larft.callbacks import LengthCheckCallback
     from larft.length import parse_delimiters
     from larft.malloc import tune_malloc
-    from larft.models import load_tokenizer, resolve_model
-    from larft.train import _write_json, check_prompt_lengths, model_init_kwargs, rows_fingerprint, split_held_out, \
-        training_rows, with_system_prompts
+    from larft.run_setup import prepare_run
 
     method = train_args.method
     BaselineConfig.check_baseline(train_args)
@@ -327,45 +325,27 @@ def train_baseline(train_args: Any, config: Any) -> Path:
     if config.world_size > 1:
         raise ValueError(f"--method {method} runs in one process (launch it without accelerate/torchrun)")
     tune_malloc()
-    output_dir = Path(config.output_dir)
-    if (output_dir / "metrics.jsonl").exists():
-        raise ValueError(f"{output_dir} already holds a run (metrics.jsonl); choose another --output_dir")
-
-    rows = training_rows(train_args)
-    rows, check_rows = split_held_out(rows, config.length_check_prompts, output_dir / "larft_run.json", resuming=False)
-    fingerprint = rows_fingerprint(rows + check_rows)
-    rows, check_rows = (with_system_prompts(r, config.system_prompt) for r in (rows, check_rows))
-    model_path = resolve_model(train_args.model)
-    init_kwargs = model_init_kwargs(train_args, config)
-    tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code,
-                               revision=init_kwargs.get("revision"))
-    source = getattr(train_args, "dataset_name", None) or train_args.train_file
-    check_prompt_lengths(rows, tokenizer, train_args.max_prompt_tokens, source or "<generated>")
+    setup = prepare_run(train_args, config, resumable=False)
+    output_dir, rows, tokenizer, init_kwargs = setup.output_dir, setup.rows, setup.tokenizer, setup.init_kwargs
     G = config.num_generations
     n_prompts = grpo_rollouts(config, len(rows)) // G
     plan = round_prompts(rows, n_prompts, train_args.baseline_rounds, config.seed)
-    output_dir.mkdir(parents=True, exist_ok=True)
     budget = {"grpo_rollouts": n_prompts * G, "prompts": n_prompts, "num_generations": G,
               "rounds": train_args.baseline_rounds, "max_completion_length": config.max_completion_length,
               "temperature": config.temperature, "top_p": config.top_p}
-    _write_json(output_dir / "larft_run.json", {
-        "model": train_args.model, "model_path": model_path, "train_rows": len(rows), "train_file": source,
-        "rows_fingerprint": fingerprint, "held_out": [r["_index"] for r in check_rows],
-        "method": method, "budget": budget,
-    })
+    setup.write_record(train_args, config, method=method, budget=budget)
     print(f"[larft] --method {method}: {train_args.baseline_rounds} rounds, {n_prompts} prompts x {G} samples "
           f"(the sampling budget of the GRPO run: {n_prompts * G} completions of <= {config.max_completion_length} "
           "tokens)")
 
     load_kwargs = {"trust_remote_code": config.trust_remote_code, **init_kwargs}
-    model = AutoModelForCausalLM.from_pretrained(model_path, **load_kwargs).to(config.device)
+    model = AutoModelForCausalLM.from_pretrained(setup.model_path, **load_kwargs).to(config.device)
     ref_model = None
     if method == "dpo":  # the base model, fixed: the reference GRPO's KL term uses
-        ref_model = AutoModelForCausalLM.from_pretrained(model_path, **load_kwargs).to(config.device).eval()
+        ref_model = AutoModelForCausalLM.from_pretrained(setup.model_path, **load_kwargs).to(config.device).eval()
     backend, sampler = rollout_sampler(config, model, tokenizer)
     reasoning = parse_delimiters(config.reasoning_delimiters)
-    check = LengthCheckCallback(check_rows, tokenizer, None, str(output_dir),
-                                config.chat_template_kwargs, reasoning) if check_rows else None
+    check = setup.length_check(config)
     if check:
         check.before(model)
     skip_truncated = bool(config.mask_truncated_completions)
