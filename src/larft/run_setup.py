@@ -1,9 +1,11 @@
 """Preparing a training run, the same for LARFT (`larft.train`) and the baselines (`larft.baselines`):
 output_dir (new, or resumed from its newest complete checkpoint), the prompt rows and their held-out
 split, the system prompt, the run record (larft_run.json), the tokenizer, the prompt-length check,
-and the length check.
+the length check, and, for runs without a TRL Trainer of their own, the Hub repo and upload.
 
-`prepare_run` returns a `RunSetup`; each method then trains on `setup.rows`.
+`prepare_run` returns a `RunSetup`; each method then trains on `setup.rows`. LARFT's model card and
+`--push_to_hub` are transformers' Trainer's own (`LARFTTrainer.create_model_card`, `save_model`);
+`hub_repo` and `push_output` do the same for the baselines, as the Trainer does.
 """
 
 from __future__ import annotations
@@ -260,7 +262,30 @@ def prepare_run(train_args: Any, config: Any, *, resumable: bool = True) -> RunS
                     checkpoint=checkpoint)
 
 
+# -- the Hub, for runs without a Trainer of their own ------------------------------------------
+def hub_repo(config: Any) -> str | None:
+    """With --push_to_hub: the run's Hub repo, created when missing, as transformers' Trainer creates
+    it (--hub_model_id, else the name of output_dir; --hub_private_repo, --hub_token). None without."""
+    if not config.push_to_hub:
+        return None
+    from transformers.utils.hub import hf_api
+
+    name = config.hub_model_id or Path(config.output_dir).absolute().name
+    return hf_api().create_repo(name, token=config.hub_token, private=config.hub_private_repo, exist_ok=True).repo_id
+
+
+def push_output(config: Any, repo_id: str) -> None:
+    """Upload output_dir (model, tokenizer, card, metrics; not checkpoints) to `repo_id`, as
+    transformers' Trainer.push_to_hub does at the end of training."""
+    from transformers.utils.hub import hf_api
+
+    hf_api().upload_folder(repo_id=repo_id, folder_path=str(config.output_dir), commit_message="End of training",
+                           token=config.hub_token, revision=config.hub_revision,
+                           ignore_patterns=["_*", "checkpoint-*"])
+    print(f"[larft] pushed {config.output_dir} to {repo_id}")
+
+
 __all__ = ["FINGERPRINT_KEYS", "RUN_RECORD", "RunSetup", "check_completion_budget", "check_prompt_lengths",
-           "complete_checkpoints", "model_init_kwargs", "prepare_run", "rows_fingerprint",
+           "complete_checkpoints", "hub_repo", "model_init_kwargs", "prepare_run", "push_output", "rows_fingerprint",
            "split_held_out", "start_output_dir", "training_rows", "trim_metrics", "with_system_prompts",
            "write_json"]
