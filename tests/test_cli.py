@@ -106,6 +106,7 @@ def test_recipe_and_sweep_configs_hold_valid_training_settings():
         parse_train_args(argv + ["--output_dir", "/tmp/unused"])
 
 
+@pytest.mark.subprocess
 def test_gpu_smoke_dry_run_plans_every_path_with_valid_options():
     """scripts/gpu-smoke.sh --dry-run: the GPU session's steps, each train command parsed, nothing run."""
     import subprocess
