@@ -1,9 +1,15 @@
+"""Fixtures shared by the tests. Shared builders and helpers (prompt rows, a tiny LARFTTrainer, the
+`larft` command in a subprocess) are plain functions in helpers.py, imported from this folder.
+
+Markers (pyproject.toml): `slow`, `subprocess`, `distributed`; every test runs by default, and
+`pytest -m "not slow and not subprocess and not distributed"` is the fast subset."""
+
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))  # helpers.py, tiny.py
 
 from tiny import save_tiny_model  # noqa: E402
 

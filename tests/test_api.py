@@ -39,6 +39,7 @@ def test_an_unknown_name_is_an_attribute_error():
         exec("from larft import LarftTrainer", {})
 
 
+@pytest.mark.subprocess
 def test_import_larft_and_the_counters_do_not_load_torch_or_trl():
     code = ("import sys, larft; from larft import count_words, LengthReward, awareness_lambda; "
             "print(sorted(m for m in ('torch', 'trl', 'transformers') if m in sys.modules))")

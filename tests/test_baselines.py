@@ -71,10 +71,11 @@ def _weights(path):
 
 
 def _one_round(model_dir, out, method, *extra) -> tuple[dict, list[dict]]:
-    """`larft train --method METHOD` for one round on the tiny model: its metrics line and rollouts."""
-    from larft.train import train
+    """`larft train --method METHOD` for one round on the tiny model (the CLI, in this process: it
+    chooses the method): its metrics line and rollouts."""
+    from larft.cli import main
 
-    train(*parse_train_args(_args(model_dir, out, method, *extra)))
+    assert main(["train", "--debug", *_args(model_dir, out, method, *extra)]) == 0
     (metrics,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return metrics, [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
 
@@ -149,6 +150,14 @@ def test_baseline_options_are_checked_before_anything_runs(tmp_path):
             parse_train_args([*argv, "--output_dir", str(tmp_path)])
 
 
+def test_the_baselines_are_train_baseline_and_larft_train_refuses_them(tmp_path):
+    from larft.train import train
+
+    with pytest.raises(ValueError, match=r"--method rft is larft\.baselines\.train_baseline"):
+        train(*parse_train_args(["--method", "rft", "--output_dir", str(tmp_path / "o")]))
+    assert not (tmp_path / "o").exists()
+
+
 def test_train_help_lists_the_method_and_the_baseline_options(capsys):
     from larft.cli import main
 
@@ -160,8 +169,8 @@ def test_train_help_lists_the_method_and_the_baseline_options(capsys):
 
 def test_the_ct2_rollout_backend_samples_each_round_from_the_current_weights(tiny_model_dir, tmp_path, monkeypatch):
     pytest.importorskip("ctranslate2")
+    from larft.baselines import train_baseline
     from larft.ct2_engine import CT2Engine
-    from larft.train import train
 
     synced = []
     real = CT2Engine.sync
@@ -175,7 +184,7 @@ def test_the_ct2_rollout_backend_samples_each_round_from_the_current_weights(tin
     argv = _args(tiny_model_dir, out, "rft", "--train_targets", "6", "--train_constraints", "equal",
                  "--rft_threshold", "0", "--rollout_backend", "ct2")
     argv[argv.index("--max_steps") + 1], argv[argv.index("--baseline_rounds") + 1] = "4", "2"  # 2 rounds of 2 prompts
-    train(*parse_train_args(argv))
+    train_baseline(*parse_train_args(argv))
     rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["rollout_backend"] for r in rounds] == ["ct2", "ct2"] and all(r["samples"] == 8 for r in rounds)
     assert len(synced) == 2 and synced[0] != synced[1]  # round 2 sampled from the weights round 1 trained

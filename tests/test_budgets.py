@@ -10,7 +10,7 @@ from larft.eval.counters import lifebench_count
 from larft.eval.metrics import lifebench_ls, longbench_sl
 from larft.eval.runner import EvalSettings
 from larft.rewards import LengthReward, length_score, truncated_reward
-from test_trainer import _rows, _trainer
+from helpers import prompt_rows, two_step_trainer
 from tiny import tiny_tokenizer
 
 
@@ -66,9 +66,9 @@ def test_cut_rollouts_stay_in_the_loss_with_their_rule_reward(tiny_model_dir, tm
     import json
 
     # the random tiny model rarely stops: at 64 tokens (~16 of its words) most rollouts are cut past 2x their target
-    trainer = _trainer(tiny_model_dir, tmp_path, max_completion_length=64)
+    trainer = two_step_trainer(tiny_model_dir, tmp_path, max_completion_length=64)
     trainer.model.train()
-    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(_rows(2)).repeat(2)))
+    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(prompt_rows(2)).repeat(2)))
     assert inputs["completion_mask"].sum(dim=1).gt(0).all()  # not masked away (TRL's default, kept)
     trace = [json.loads(x) for x in (tmp_path / "out" / "rollouts.jsonl").read_text().splitlines()]
     cut_past = [r for r in trace if r["truncated"] and r["length"] > r["target"] and r["constraint"] != "at_least"]

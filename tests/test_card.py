@@ -96,3 +96,31 @@ def test_push_to_hub_with_lora_also_uploads_the_merged_model_to_merged(tiny_mode
     assert "adapter_model.safetensors" in adapter["files"]
     assert 'subfolder="merged"' in adapter["readme"] and "library_name: peft" in adapter["readme"]
     assert merged["folder"] == out / "merged" and "model.safetensors" in merged["files"]
+
+
+def test_a_baseline_run_gets_its_own_card_and_pushes_like_a_larft_run(tiny_model_dir, tmp_path, hub):
+    from larft.baselines import train_baseline
+
+    out = tmp_path / "rft"
+    train_baseline(*parse_train_args([
+        "--model", str(tiny_model_dir), "--output_dir", str(out), "--method", "rft", "--max_steps", "2",
+        "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "8",
+        "--train_size", "8", "--train_targets", "4,8", "--baseline_rounds", "1", "--report_to", "none",
+        "--length_check_prompts", "2", "--push_to_hub", "true", "--hub_model_id", "me/rft-tiny",
+    ]))
+    assert [c[:2] for c in hub] == [("create_repo", "me/rft-tiny"), ("upload_folder", "me/rft-tiny")]
+    upload = hub[1][2]
+    assert upload["folder"] == out and upload["path_in_repo"] is None
+    assert {"model.safetensors", "README.md", "larft_run.json", "metrics.jsonl"} <= set(upload["files"])
+    card = ModelCard.load(out / "README.md")
+    assert set(card.data.tags) >= {"larft", "trl", "sft", "length-control", "larft-rft"}
+    assert "grpo" not in card.data.tags
+    text = card.text
+    assert "**rejection-sampling SFT** baseline (`larft train --method rft`" in text and "not LARFT" in text
+    assert "me/rft-tiny" in upload["readme"]  # quick start names the repo
+    assert "GRPOTrainer" not in text and "awareness" not in text  # none of the LARFT card's claims
+    assert "Rounds trained: 1" in text and "| `rft_threshold` | `0.8` |" in text and "| `num_generations` | `4` |" in text
+    check = json.loads((out / "length_check.json").read_text())
+    assert len(check["before"]) == len(check["after"]) == 2
+    for b, a in zip(check["before"], check["after"]):
+        assert f"| {b['constraint']} | {b['unit']} | {b['target']} | {b['delivered']} | {a['delivered']} |" in text

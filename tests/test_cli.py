@@ -1,17 +1,17 @@
 import json
-import subprocess
-import sys
+
+import pytest
+
+from helpers import larft
 
 
-def larft(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "larft", *args], capture_output=True, text=True, cwd=cwd)
-
-
+@pytest.mark.subprocess
 def test_help():
     out = larft("--help")
     assert out.returncode == 0 and "train" in out.stdout and "data" in out.stdout
 
 
+@pytest.mark.subprocess
 def test_data_generate_then_validate(tmp_path):
     path = tmp_path / "p.jsonl"
     assert larft("data", "generate", "--out", str(path), "--n", "12", "--constraints", "equal,at_least").returncode == 0
@@ -20,6 +20,7 @@ def test_data_generate_then_validate(tmp_path):
     assert out.returncode == 0 and "12 valid row(s), 0 problem(s)" in out.stdout
 
 
+@pytest.mark.subprocess
 def test_validate_exits_non_zero_with_file_line_field_and_no_traceback(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"prompt": "x", "target": 5}) + "\n" + json.dumps({"prompt": "x", "target": -1}) + "\n")
@@ -29,6 +30,7 @@ def test_validate_exits_non_zero_with_file_line_field_and_no_traceback(tmp_path)
     assert "Traceback" not in out.stdout + out.stderr
 
 
+@pytest.mark.subprocess
 def test_train_refuses_invalid_data_and_bad_config_keys(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{oops\n")
@@ -104,6 +106,7 @@ def test_recipe_and_sweep_configs_hold_valid_training_settings():
         parse_train_args(argv + ["--output_dir", "/tmp/unused"])
 
 
+@pytest.mark.subprocess
 def test_gpu_smoke_dry_run_plans_every_path_with_valid_options():
     """scripts/gpu-smoke.sh --dry-run: the GPU session's steps, each train command parsed, nothing run."""
     import subprocess

@@ -3,24 +3,15 @@ TRL's raw log dicts are not printed (they go to metrics.jsonl / TensorBoard)."""
 
 import re
 
-from datasets import Dataset
-from transformers import AutoTokenizer
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from helpers import prompt_rows, tiny_trainer
 from larft.callbacks import LARFTPrinterCallback, LARFTProgressCallback, progress_fields
-from larft.config import LARFTConfig
-from larft.data import generate_rows, normalize_record
-from larft.trainer import LARFTTrainer
 
 
 def _train(model_dir, tmp_path, **overrides):
-    rows = [normalize_record(r, "-", i)[0] for i, r in enumerate(generate_rows(8, targets=[4, 8], seed=1), 1)]
-    args = dict(output_dir=str(tmp_path / "out"), max_steps=2, num_generations=2, per_device_train_batch_size=4,
-                max_completion_length=8, report_to="none", save_strategy="no", awareness_warmup_ratio=0.0,
-                awareness_lambda_max=0.5, seed=0)
-    args.update(overrides)
-    trainer = LARFTTrainer(model=str(model_dir), args=LARFTConfig(**args), train_dataset=Dataset.from_list(rows),
-                           processing_class=AutoTokenizer.from_pretrained(model_dir))
+    settings = dict(max_steps=2, max_completion_length=8, awareness_warmup_ratio=0.0, awareness_lambda_max=0.5, seed=0)
+    trainer = tiny_trainer(model_dir, tmp_path / "out", rows=prompt_rows(8), **{**settings, **overrides})
     trainer.train()
     return trainer
 

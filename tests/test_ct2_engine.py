@@ -6,13 +6,11 @@ import json
 
 import pytest
 import torch
-from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from helpers import prompt_rows, tiny_trainer
 from larft.config import LARFTConfig
 from larft.ct2_engine import CT2Engine, choose_backend
-from larft.data import generate_rows, normalize_record
-from larft.trainer import LARFTTrainer
 
 PROMPTS = ["In about 16 words, describe the history of tea.", "Write about volcanoes.",
            "discuss friendship and the moon landing", "Count the words in the text below."]
@@ -105,16 +103,9 @@ def test_sampling_follows_transformers_temperature_and_top_p(tiny_model_dir):
     assert 0.5 * (counts - want).abs().sum() < 0.08  # total variation distance
 
 
-def _rows(n=8):
-    return [normalize_record(r, "-", i)[0] for i, r in enumerate(generate_rows(n, targets=[4, 8], seed=1), 1)]
-
-
 def test_a_trainer_step_rolls_out_with_ct2_on_the_current_weights(tiny_model_dir, tmp_path):
-    args = LARFTConfig(output_dir=str(tmp_path / "out"), max_steps=2, num_generations=2, per_device_train_batch_size=4,
-                       max_completion_length=10, report_to="none", learning_rate=1e-2, awareness_lambda_max=0.5,
-                       awareness_warmup_ratio=0.0, save_strategy="no", rollout_backend="ct2")
-    trainer = LARFTTrainer(model=str(tiny_model_dir), args=args, train_dataset=Dataset.from_list(_rows()),
-                           processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+    trainer = tiny_trainer(tiny_model_dir, tmp_path / "out", max_steps=2, max_completion_length=10, learning_rate=1e-2,
+                           awareness_lambda_max=0.5, awareness_warmup_ratio=0.0, rollout_backend="ct2")
     assert trainer.rollout_func is not None and trainer.rollout_backend == "ct2"
     trainer.train()
     assert trainer.rollout_func.synced_step == 1 and len(trainer.rollout_func.engine.sync_seconds) == 2
@@ -179,13 +170,10 @@ def test_each_row_stops_at_its_own_budget_in_one_batch(tiny_model_dir):
 def test_per_target_budgets_give_each_rollout_twice_its_target(tiny_model_dir, tmp_path):
     from larft.budget import training_budget
 
-    rows = _rows()
-    args = LARFTConfig(output_dir=str(tmp_path / "out"), max_steps=1, num_generations=2, per_device_train_batch_size=4,
-                       max_completion_length=400, report_to="none", save_strategy="no", rollout_backend="ct2",
-                       per_target_budget=True, awareness_lambda_max=0.0)
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    trainer = LARFTTrainer(model=str(tiny_model_dir), args=args, train_dataset=Dataset.from_list(rows),
-                           processing_class=tok)
+    rows = prompt_rows()
+    trainer = tiny_trainer(tiny_model_dir, tmp_path / "out", rows=rows, max_steps=1, max_completion_length=400,
+                           rollout_backend="ct2", per_target_budget=True, awareness_lambda_max=0.0)
+    tok = trainer.processing_class
     budgets = trainer.rollout_func.budgets([r["prompt"] for r in rows], trainer)
     assert budgets == [min(400, training_budget(r["target"], tok)) for r in rows]
     assert len(set(budgets)) > 1  # targets 4 and 8: their own budgets

@@ -15,6 +15,8 @@ def _args(model_dir, out):
             "--awareness_lambda_max", "0.5", "--report_to", "none", "--save_steps", "1", "--learning_rate", "1e-2"]
 
 
+@pytest.mark.distributed
+@pytest.mark.subprocess
 def test_two_cpu_processes_with_accelerate(tmp_path, tiny_model_dir):
     out = tmp_path / "ddp"
     config = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "ddp.yaml"

@@ -209,12 +209,9 @@ def test_results_carry_intervals_refusals_and_split_counting_figures(tiny_model_
     assert "95%" in report and "refusals" in report
 
 
+@pytest.mark.subprocess
 def test_bad_bench_files_and_options_are_one_clear_error(tmp_path):
-    import subprocess
-    import sys
-
-    def larft(*args):
-        return subprocess.run([sys.executable, "-m", "larft", *args], capture_output=True, text=True)
+    from helpers import larft
 
     bad = tmp_path / "lenctrl.jsonl"
     bad.write_text(json.dumps({"instruction": "Write 5 words.", "constraint": 5, "level": "word"}) + "\n"

@@ -18,6 +18,7 @@ def _run(script, *args, env=None):
     return proc.stdout
 
 
+@pytest.mark.subprocess
 def test_train_python_api_example(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     stdout = _run("train_python_api.py", "--model", str(tiny_model_dir), "--max_steps", "1", "--output_dir", str(out))
@@ -29,6 +30,7 @@ def test_train_python_api_example(tiny_model_dir, tmp_path):
     assert "`length_reward` (weight 1)" in card and "`ends_with_a_sentence` (weight 0.5)" in card
 
 
+@pytest.mark.subprocess
 def test_eval_any_model_example(tiny_model_dir, tmp_path):
     from larft.eval import benchmarks as B
 

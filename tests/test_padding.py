@@ -1,17 +1,18 @@
 """Sorted, trimmed micro-batches (larft.padding) change no loss and no gradient."""
 
+import pytest
 import torch
 from datasets import Dataset
 
+from helpers import grads, prompt_rows, two_step_trainer
 from larft.padding import sort_by_length, trim_padding
-from test_trainer import _grads, _rows, _trainer
 
 
 def test_trimmed_micro_batch_gives_the_same_loss_and_gradient(tiny_model_dir, tmp_path):
-    trainer = _trainer(tiny_model_dir, tmp_path, max_completion_length=24, beta=0.01, loss_type="bnpo")
+    trainer = two_step_trainer(tiny_model_dir, tmp_path, max_completion_length=24, beta=0.01, loss_type="bnpo")
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
-    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(_rows(4)).repeat(2)))
+    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(prompt_rows(4)).repeat(2)))
     # pad the batch further, as a longer rollout elsewhere in the generation batch would
     extra = 7
     padded = dict(inputs)
@@ -26,8 +27,8 @@ def test_trimmed_micro_batch_gives_the_same_loss_and_gradient(tiny_model_dir, tm
     assert trimmed["completion_ids"].size(1) <= inputs["completion_ids"].size(1) < padded["completion_ids"].size(1)
     assert trimmed["prompt_ids"].size(1) < padded["prompt_ids"].size(1)
 
-    full_grad, full_loss = _grads(trainer, padded)
-    trim_grad, trim_loss = _grads(trainer, trimmed)
+    full_grad, full_loss = grads(trainer, padded)
+    trim_grad, trim_loss = grads(trainer, trimmed)
     assert torch.allclose(full_loss, trim_loss, atol=1e-5)
     assert torch.allclose(full_grad, trim_grad, atol=1e-5)
 
@@ -46,6 +47,7 @@ def test_sort_by_length_keeps_every_rollout_with_its_own_values():
     assert out["num_items_in_batch"].item() == 6
 
 
+@pytest.mark.slow
 def test_training_steps_with_trimming_match_those_without(tiny_model_dir, tmp_path):
     """Same seed, learning rate 0: the same rollouts at every step (the sort takes the random draw
     TRL's shuffle would have), and the same logged losses (dapo normalises over the whole generation
@@ -55,7 +57,7 @@ def test_training_steps_with_trimming_match_those_without(tiny_model_dir, tmp_pa
     metrics, texts = {}, {}
     for trim in (False, True):
         out = tmp_path / str(trim)
-        trainer = _trainer(tiny_model_dir, out, trim_padding=trim, learning_rate=0.0, max_steps=2,
+        trainer = two_step_trainer(tiny_model_dir, out, trim_padding=trim, learning_rate=0.0, max_steps=2,
                            per_device_train_batch_size=2, gradient_accumulation_steps=2,
                            max_completion_length=16, logging_steps=1)
         trainer.train()

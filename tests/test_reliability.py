@@ -10,13 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import larft, prompt_rows, tiny_trainer
 from larft.data import MAX_TARGET
 
 HERE = Path(__file__).parent
-
-
-def larft(*args):
-    return subprocess.run([sys.executable, "-m", "larft", *args], capture_output=True, text=True)
 
 
 GOOD = {"prompt": "Describe tea.", "target": 20}
@@ -37,6 +34,7 @@ BAD_RECORDS = [
 ]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name, line, field", BAD_RECORDS, ids=[b[0] for b in BAD_RECORDS])
 def test_validate_names_file_line_and_field(tmp_path, name, line, field):
     path = tmp_path / "data.jsonl"
@@ -48,6 +46,7 @@ def test_validate_names_file_line_and_field(tmp_path, name, line, field):
     assert "Traceback" not in out.stdout + out.stderr
 
 
+@pytest.mark.subprocess
 def test_train_refuses_invalid_data_unless_skip_invalid(tmp_path, tiny_model_dir):
     path = tmp_path / "data.jsonl"
     rows = [dict(GOOD, target=n) for n in (5, 6, 7, 8)] + [{"prompt": "x", "target": -1}]
@@ -63,6 +62,7 @@ def test_train_refuses_invalid_data_unless_skip_invalid(tmp_path, tiny_model_dir
     assert "skipped 1 invalid record" in out.stdout and f"{path}:5" in out.stdout
 
 
+@pytest.mark.subprocess
 def test_other_bad_inputs_are_one_clear_error(tmp_path, tiny_model_dir):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -111,6 +111,7 @@ def _metrics(out: Path):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("backend", ["hf", "ct2"])
 def test_resume_after_sigkill_continues_steps_lambda_and_randomness(tmp_path, tiny_model_dir, backend):
     reference = tmp_path / "reference"
@@ -132,6 +133,7 @@ def test_resume_after_sigkill_continues_steps_lambda_and_randomness(tmp_path, ti
     assert [r["reward_mean"] for r in got] == pytest.approx([r["reward_mean"] for r in want], abs=1e-6)
 
 
+@pytest.mark.subprocess
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, tiny_model_dir):
     out = tmp_path / "run"
     args = _train_args(tiny_model_dir, out, steps=50)
@@ -149,13 +151,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, tiny_model_dir):
 
 
 def test_nan_reward_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, tiny_model_dir):
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from larft.config import LARFTConfig
-    from larft.data import generate_rows, normalize_record
     from larft.rewards import LengthReward
-    from larft.trainer import LARFTTrainer
 
     length = LengthReward()
 
@@ -163,14 +161,11 @@ def test_nan_reward_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
         rewards = length(prompts, completions, **columns)
         return [float("nan")] + rewards[1:] if trainer_state.global_step == 2 else rewards
 
-    rows = [normalize_record(r, "-", i)[0] for i, r in enumerate(generate_rows(16, targets=[4, 8]), 1)]
+    rows = [{k: v for k, v in r.items() if k != "line"} for r in prompt_rows(16, seed=0)]
     out = tmp_path / "run"
-    config = LARFTConfig(output_dir=str(out), max_steps=5, num_generations=2, per_device_train_batch_size=4,
-                         max_completion_length=8, report_to="none", save_steps=1)
     # the only reward function (length_reward=False): its NaN leaves rollout 0 with no reward at all
-    trainer = LARFTTrainer(model=str(tiny_model_dir), reward_funcs=[poisoned], args=config, length_reward=False,
-                           train_dataset=Dataset.from_list([{k: v for k, v in r.items() if k != "line"} for r in rows]),
-                           processing_class=AutoTokenizer.from_pretrained(tiny_model_dir))
+    trainer = tiny_trainer(tiny_model_dir, out, rows=rows, reward_funcs=[poisoned], length_reward=False, max_steps=5,
+                           max_completion_length=8, save_strategy="steps", save_steps=1)
     with pytest.raises(FloatingPointError, match=r"no reward for rollout 0 at step 3: .*\(poisoned\)"):
         trainer.train()
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
@@ -178,6 +173,7 @@ def test_nan_reward_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, 
     AutoModelForCausalLM.from_pretrained(out / "checkpoint-2")  # intact
 
 
+@pytest.mark.subprocess
 def test_resume_keeps_the_held_out_split_and_trims_the_rollout_trace(tmp_path, tiny_model_dir):
     out = tmp_path / "run"
     args = _train_args(tiny_model_dir, out, steps=1) + ["--length_check_prompts", "4"]
@@ -201,6 +197,7 @@ def test_resume_keeps_the_held_out_split_and_trims_the_rollout_trace(tmp_path, t
     assert not held_out & {r["prompt"] for r in trace}  # never trained on a held-out prompt
 
 
+@pytest.mark.subprocess
 def test_resume_from_checkpoint_points_to_resume(tmp_path, tiny_model_dir):
     out = larft("train", *_train_args(tiny_model_dir, tmp_path / "run", steps=1),
                 "--resume_from_checkpoint", str(tmp_path / "run" / "checkpoint-1"))

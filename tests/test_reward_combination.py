@@ -9,31 +9,22 @@ import torch
 from datasets import Dataset
 from transformers import AutoTokenizer
 
+from helpers import prompt_rows, tiny_trainer
 from larft.config import LARFTConfig
-from larft.data import generate_rows, normalize_record
 from larft.rewards import LengthReward
-from larft.trainer import LARFTTrainer
-
-
-def _rows(n=2):
-    return [normalize_record(r, "-", i)[0] for i, r in enumerate(generate_rows(n, targets=[4, 8], seed=1), 1)]
 
 
 def _trainer(model_dir, tmp_path, reward_funcs=None, rows=None, **kwargs):
-    trainer_kwargs = {k: kwargs.pop(k) for k in ("length_reward", "reward_processing_classes") if k in kwargs}
-    args = dict(output_dir=str(tmp_path / "out"), max_steps=1, num_generations=2, per_device_train_batch_size=4,
-                max_completion_length=8, report_to="none", save_strategy="no", seed=0)
-    args.update(kwargs)
-    trainer = LARFTTrainer(model=str(model_dir), reward_funcs=reward_funcs, args=LARFTConfig(**args),
-                           train_dataset=Dataset.from_list(rows or _rows()),
-                           processing_class=AutoTokenizer.from_pretrained(model_dir), **trainer_kwargs)
+    """One step of 2 prompts x 2 rollouts of <= 8 tokens, in training mode."""
+    trainer = tiny_trainer(model_dir, tmp_path / "out", rows=rows or prompt_rows(2), reward_funcs=reward_funcs,
+                           **{"max_steps": 1, "max_completion_length": 8, "seed": 0, **kwargs})
     trainer.model.train()
     return trainer
 
 
 def _score(trainer, rows=None):
     """One generation round on 2 prompts x 2 rollouts, as TRL runs it in training."""
-    return trainer._generate_and_score_completions(list(Dataset.from_list(rows or _rows()).repeat(2)))
+    return trainer._generate_and_score_completions(list(Dataset.from_list(rows or prompt_rows(2)).repeat(2)))
 
 
 def parity(prompts, completions, **kwargs):
@@ -86,7 +77,7 @@ def test_none_from_one_function_leaves_the_rollout_to_the_others(tiny_model_dir,
 
 
 def test_a_dataset_can_mix_length_prompts_with_prompts_only_your_reward_scores(tiny_model_dir, tmp_path):
-    rows = _rows(1) + [{"prompt": [{"role": "user", "content": "Name a colour."}], "target": None,
+    rows = prompt_rows(1) + [{"prompt": [{"role": "user", "content": "Name a colour."}], "target": None,
                         "target_range": None, "constraint": None, "unit": None, "line": 2}]
 
     def colour(prompts, completions, target, **kwargs):
@@ -137,7 +128,7 @@ def test_length_reward_is_a_plain_trl_reward_function(tiny_model_dir, tmp_path):
 
     from larft import length_reward, length_score
 
-    rows = _rows()
+    rows = prompt_rows(2)
     completions = [[{"role": "assistant", "content": "one two three four"}]] * 2
     got = length_reward(prompts=[r["prompt"] for r in rows], completions=completions,
                         target=[r["target"] for r in rows], constraint=[r["constraint"] for r in rows])

@@ -2,24 +2,19 @@
 `datasets`, Hub ids), --reward_funcs, LoRA / QLoRA (ModelConfig) and the YAML/CLI rules."""
 
 import json
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 
+import helpers
 from larft.cli import parse_train_args
 from larft.train import train
 
-LARFT = Path(sys.executable).with_name("larft")  # the console script: it does not put the cwd on sys.path
 PROMPTS = [f"Describe tea in {n} words." for n in (5, 6, 7, 8)]
-
-
-def larft(*args, cwd=None, env=None):
-    return subprocess.run([str(LARFT), *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})})
+#: the console script: it does not put the cwd on sys.path (--reward_funcs must do it)
+larft = partial(helpers.larft, console_script=True)
 
 
 def _common(model_dir, out):
@@ -82,6 +77,7 @@ BAD = [  # (file, where the bad row is reported): a JSONL line counts blank line
 ]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("suffix, line", BAD, ids=[b[0] for b in BAD])
 def test_a_bad_row_is_named_by_file_line_and_field(tmp_path, tiny_model_dir, suffix, line):
     rows = [{"messages": _chat(PROMPTS[0]), "target": 5}, {"messages": _chat(PROMPTS[1]), "target": 6},
@@ -96,6 +92,7 @@ def test_a_bad_row_is_named_by_file_line_and_field(tmp_path, tiny_model_dir, suf
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.subprocess
 def test_malformed_files_are_named_by_line_and_skip_invalid_keeps_the_good_rows(tmp_path, tiny_model_dir):
     jsonl = tmp_path / "broken.jsonl"  # datasets refuses the whole file for one bad line
     good = [json.dumps({"prompt": p, "target": 5}) for p in PROMPTS]
@@ -115,6 +112,7 @@ def test_malformed_files_are_named_by_line_and_skip_invalid_keeps_the_good_rows(
     assert json.loads((out / "larft_run.json").read_text())["train_rows"] == 4
 
 
+@pytest.mark.subprocess
 def test_a_hub_dataset_that_cannot_be_reached_is_one_clear_error(tmp_path, tiny_model_dir):
     out = larft("train", *_common(tiny_model_dir, tmp_path / "o"), "--dataset_name", "larft-test/no-such-prompts",
                 env={"HF_HUB_OFFLINE": "1"})
@@ -138,6 +136,7 @@ def constant(prompts, completions, **columns):
 '''
 
 
+@pytest.mark.subprocess
 def test_reward_funcs_are_added_to_the_length_reward_and_logged(tmp_path, tiny_model_dir):
     (tmp_path / "my_rewards.py").write_text(REWARDS)
     data = _write(tmp_path / "p.jsonl", [{"prompt": p, "target": 5, "source_id": f"id{i}"}
@@ -175,6 +174,7 @@ def test_reward_funcs_is_repeatable_comma_separated_and_overrides_the_yaml(tmp_p
     ("brevity", "expected a dotted path module.function"),
     ("broken_rewards.fn", "importing 'broken_rewards' failed: ZeroDivisionError"),
 ])
+@pytest.mark.subprocess
 def test_a_bad_reward_funcs_path_is_one_clear_error_before_the_model_loads(tmp_path, path, message):
     (tmp_path / "my_rewards.py").write_text(REWARDS + "\nNOT_A_FUNCTION = 3\n")
     (tmp_path / "broken_rewards.py").write_text("1 / 0\n")
@@ -185,6 +185,7 @@ def test_a_bad_reward_funcs_path_is_one_clear_error_before_the_model_loads(tmp_p
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.subprocess
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU refusal; QLoRA itself needs a GPU")
 def test_load_in_4bit_on_cpu_is_one_clear_error_before_the_model_loads(tmp_path):
     out = larft("train", "--model", str(tmp_path / "no-model-here"), "--load_in_4bit", "true", "--output_dir",
@@ -212,6 +213,7 @@ def test_lora_options_map_onto_trls_model_config():
     assert lora_config(trl_style).lora_alpha == 8
 
 
+@pytest.mark.subprocess
 def test_yaml_takes_trl_option_names_and_refuses_unknown_keys(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("dataset_name: data/train.jsonl\nuse_peft: true\nlearning_rate: 1e-5\n"
@@ -220,11 +222,12 @@ def test_yaml_takes_trl_option_names_and_refuses_unknown_keys(tmp_path):
     assert train_args.dataset_name == "data/train.jsonl" and train_args.use_peft and config.learning_rate == 1e-5
     assert train_args.lora_target_modules == ["q_proj", "v_proj"] and train_args.model == "some/model"
     cfg.write_text("dataset_name: data/train.jsonl\nuse_pef: true\n")
-    out = subprocess.run([sys.executable, "-m", "larft", "train", "--config", str(cfg)], capture_output=True, text=True)
+    out = helpers.larft("train", "--config", str(cfg))
     assert out.returncode == 2 and f"config file {cfg}: unknown key 'use_pef'" in out.stderr
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.subprocess
 def test_an_unknown_or_abbreviated_option_on_the_command_line_is_refused(tmp_path, tiny_model_dir):
     for option in ("--learning_rat", "--dataset_nam", "--no_such_option"):  # argparse would take a prefix as the option
         out = larft("train", *_common(tiny_model_dir, tmp_path / "o"), "--train_size", "8", option, "0.1")
@@ -233,6 +236,7 @@ def test_an_unknown_or_abbreviated_option_on_the_command_line_is_refused(tmp_pat
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.subprocess
 def test_help_lists_larft_and_trl_options():
     out = larft("train", "--help")
     assert out.returncode == 0

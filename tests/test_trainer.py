@@ -4,16 +4,16 @@ import math
 import pytest
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
+from helpers import grads, prompt_rows, two_step_trainer
 from larft.awareness import awareness_loss
 from larft.cli import parse_train_args
 from larft.config import LARFTConfig
-from larft.data import generate_rows, normalize_record
 from larft.schedule import awareness_lambda
 from larft.train import train
 from larft.rewards import length_score
-from larft.trainer import AWARENESS_KEYS, LARFTTrainer
+from larft.trainer import AWARENESS_KEYS
 
 METRIC_KEYS = [
     "step", "reward_mean", "length_error_mean", "completion_words_mean", "awareness_loss", "awareness_lambda",
@@ -21,39 +21,16 @@ METRIC_KEYS = [
 ]
 
 
-def _rows(n=8):
-    return [normalize_record(r, "-", i)[0] for i, r in enumerate(generate_rows(n, targets=[4, 8], seed=1), 1)]
-
-
-def _trainer(model_dir, tmp_path, **overrides):
-    args = dict(
-        output_dir=str(tmp_path / "out"), max_steps=2, num_generations=2, per_device_train_batch_size=4,
-        max_completion_length=12, report_to="none", learning_rate=1e-3, awareness_lambda_max=1.0,
-        awareness_warmup_ratio=0.0, seed=0, save_strategy="no",
-    )
-    args.update(overrides)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    return LARFTTrainer(model=str(model_dir), args=LARFTConfig(**args), train_dataset=Dataset.from_list(_rows()),
-                        processing_class=tok)
-
-
-def _grads(trainer, inputs):
-    trainer.model.zero_grad()
-    loss = trainer._compute_loss(trainer.model, inputs)
-    loss.backward()
-    return torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]), loss
-
-
 def test_awareness_loss_reaches_the_gradients(tiny_model_dir, tmp_path):
-    trainer = _trainer(tiny_model_dir, tmp_path)
+    trainer = two_step_trainer(tiny_model_dir, tmp_path)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
-    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(_rows(2)).repeat(2)))
+    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(prompt_rows(2)).repeat(2)))
     assert all(inputs[k].shape[0] == inputs["completion_ids"].shape[0] for k in AWARENESS_KEYS)
 
-    with_awareness, _ = _grads(trainer, inputs)
+    with_awareness, _ = grads(trainer, inputs)
     trainer.args.awareness_lambda_max = 0.0  # lambda(t) = 0: GRPO only
-    grpo_only, _ = _grads(trainer, inputs)
+    grpo_only, _ = grads(trainer, inputs)
     trainer.model.zero_grad()
     ce = awareness_loss(trainer.model, *(inputs[k] for k in AWARENESS_KEYS))
     ce.backward()
@@ -66,19 +43,20 @@ def test_awareness_loss_reaches_the_gradients(tiny_model_dir, tmp_path):
     # under gradient accumulation the added term is divided by the accumulation steps
     trainer.args.awareness_lambda_max = 1.0
     trainer.current_gradient_accumulation_steps = 2
-    accumulated, _ = _grads(trainer, inputs)
+    accumulated, _ = grads(trainer, inputs)
     trainer.args.awareness_lambda_max = 0.0
-    grpo_accumulated, _ = _grads(trainer, inputs)
+    grpo_accumulated, _ = grads(trainer, inputs)
     assert torch.allclose(accumulated - grpo_accumulated, expected / 2, atol=1e-5)
 
 
 def test_grpo_only_builds_no_counting_examples(tiny_model_dir, tmp_path):
-    trainer = _trainer(tiny_model_dir, tmp_path, awareness_lambda_max=0.0)
+    trainer = two_step_trainer(tiny_model_dir, tmp_path, awareness_lambda_max=0.0)
     trainer.model.train()
-    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(_rows(2)).repeat(2)))
+    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(prompt_rows(2)).repeat(2)))
     assert not any(k in inputs for k in AWARENESS_KEYS)
 
 
+@pytest.mark.slow
 def test_two_step_run_writes_metrics_and_a_loadable_checkpoint(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     train_args, config = parse_train_args([
@@ -107,9 +85,9 @@ def test_truncated_rollouts_are_counted_and_labelled_by_what_they_wrote(tiny_mod
     from larft.awareness import IGNORE_INDEX, parse_count
     from larft.length import count_words, final_text
 
-    trainer = _trainer(tiny_model_dir, tmp_path, mask_truncated_completions=True, max_completion_length=10)
+    trainer = two_step_trainer(tiny_model_dir, tmp_path, mask_truncated_completions=True, max_completion_length=10)
     trainer.model.train()
-    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(_rows(2)).repeat(2)))
+    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(prompt_rows(2)).repeat(2)))
     tok = trainer.processing_class
     cut = [i for i, row in enumerate(inputs["completion_ids"].tolist()) if tok.eos_token_id not in row]
     assert cut, "the random tiny model should run into max_completion_length"
@@ -128,17 +106,18 @@ def test_truncated_rollouts_are_counted_and_labelled_by_what_they_wrote(tiny_mod
     assert trainer._metrics["train"]["truncated_rate"][-1] == pytest.approx(len(cut) / 4)
 
 
+@pytest.mark.slow
 def test_number_only_awareness_loss_is_the_count_tokens_share(tiny_model_dir, tmp_path):
     """awareness_loss_on="number" adds lambda x CE over the count's tokens, and the option is checked."""
-    trainer = _trainer(tiny_model_dir, tmp_path, awareness_loss_on="number")
+    trainer = two_step_trainer(tiny_model_dir, tmp_path, awareness_loss_on="number")
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
-    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(_rows(2)).repeat(2)))
+    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(prompt_rows(2)).repeat(2)))
     mask = inputs["awareness_loss_mask"]
     assert mask.shape == inputs["awareness_labels"].shape and 0 < mask.sum() < (inputs["awareness_labels"] != -100).sum()
-    with_awareness, _ = _grads(trainer, inputs)
+    with_awareness, _ = grads(trainer, inputs)
     trainer.args.awareness_lambda_max = 0.0
-    grpo_only, _ = _grads(trainer, inputs)
+    grpo_only, _ = grads(trainer, inputs)
     trainer.model.zero_grad()
     awareness_loss(trainer.model, *(inputs[k] for k in AWARENESS_KEYS), loss_mask=mask).backward()
     expected = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])

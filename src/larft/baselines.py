@@ -20,7 +20,8 @@ re-synced to the weights each round). Optimizer settings (learning rate, schedul
 accumulation, seed, precision) are the run's own; GRPO-only fields (beta, entropy_coef,
 awareness_*, scale_rewards, ...) are not used. Outputs match `larft train`'s: the model and
 tokenizer in output_dir, larft_run.json, metrics.jsonl (one line per round, with the tokens
-generated), rollouts.jsonl and the held-out length check.
+generated), rollouts.jsonl, the held-out length check and the model card (README.md, the
+baseline's own); --push_to_hub uploads them as transformers' Trainer does.
 """
 
 from __future__ import annotations
@@ -306,19 +307,36 @@ NOTHING_TO_TRAIN = {"rft": "no answer reached rft_threshold", "dpo": "no prompt 
                     "hir": "no answer ended on its own inside the budget in a prompt whose number can be relabelled"}
 
 
+#: each method's own options, shown on its model card
+METHOD_OPTIONS = {"rft": ("baseline_rounds", "rft_threshold", "rft_epochs"), "hir": ("baseline_rounds", "rft_epochs"),
+                  "dpo": ("baseline_rounds", "dpo_beta", "dpo_epochs")}
+
+
+def write_card(setup: Any, train_args: Any, config: Any, rounds: int, repo_id: str | None) -> None:
+    """OUTPUT_DIR/README.md: the model card of a baseline run (`larft.card`, method `train_args.method`)."""
+    from larft.card import CardInfo, base_model_fields, model_card, read_length_check
+
+    method = train_args.method
+    info = CardInfo(
+        model_name=(config.hub_model_id or setup.output_dir.name).split("/")[-1], config=config,
+        **base_model_fields(setup.model_path), repo_id=repo_id, reward_funcs=[("length_reward", 1.0)], steps=rounds,
+        length_check=read_length_check(setup.output_dir), dataset_name=setup.hub_dataset, method=method,
+        method_settings={name: getattr(train_args, name) for name in METHOD_OPTIONS[method]},
+    )
+    model_card(info).save(setup.output_dir / "README.md")
+
+
 def train_baseline(train_args: Any, config: Any) -> Path:
-    """`larft train --method rft|hir|dpo`: rounds of sample -> score -> train, then the model and
-    tokenizer saved to output_dir (so `larft eval --model OUTPUT_DIR` works)."""
+    """`larft train --method rft|hir|dpo`: rounds of sample -> score -> train, then the model,
+    tokenizer and model card saved to output_dir (so `larft eval --model OUTPUT_DIR` works), and
+    uploaded with --push_to_hub. The run is prepared as LARFT's is (`larft.run_setup`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from larft.best_of import sample_groups
-    from larft.callbacks import LengthCheckCallback
     from larft.length import parse_delimiters
     from larft.malloc import tune_malloc
-    from larft.models import load_tokenizer, resolve_model
-    from larft.train import _write_json, check_prompt_lengths, model_init_kwargs, rows_fingerprint, split_held_out, \
-        training_rows, with_system_prompts
+    from larft.run_setup import hub_repo, prepare_run, push_output
 
     method = train_args.method
     BaselineConfig.check_baseline(train_args)
@@ -327,45 +345,28 @@ def train_baseline(train_args: Any, config: Any) -> Path:
     if config.world_size > 1:
         raise ValueError(f"--method {method} runs in one process (launch it without accelerate/torchrun)")
     tune_malloc()
-    output_dir = Path(config.output_dir)
-    if (output_dir / "metrics.jsonl").exists():
-        raise ValueError(f"{output_dir} already holds a run (metrics.jsonl); choose another --output_dir")
-
-    rows = training_rows(train_args)
-    rows, check_rows = split_held_out(rows, config.length_check_prompts, output_dir / "larft_run.json", resuming=False)
-    fingerprint = rows_fingerprint(rows + check_rows)
-    rows, check_rows = (with_system_prompts(r, config.system_prompt) for r in (rows, check_rows))
-    model_path = resolve_model(train_args.model)
-    init_kwargs = model_init_kwargs(train_args, config)
-    tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code,
-                               revision=init_kwargs.get("revision"))
-    source = getattr(train_args, "dataset_name", None) or train_args.train_file
-    check_prompt_lengths(rows, tokenizer, train_args.max_prompt_tokens, source or "<generated>")
+    setup = prepare_run(train_args, config, resumable=False)
+    output_dir, rows, tokenizer, init_kwargs = setup.output_dir, setup.rows, setup.tokenizer, setup.init_kwargs
     G = config.num_generations
     n_prompts = grpo_rollouts(config, len(rows)) // G
     plan = round_prompts(rows, n_prompts, train_args.baseline_rounds, config.seed)
-    output_dir.mkdir(parents=True, exist_ok=True)
     budget = {"grpo_rollouts": n_prompts * G, "prompts": n_prompts, "num_generations": G,
               "rounds": train_args.baseline_rounds, "max_completion_length": config.max_completion_length,
               "temperature": config.temperature, "top_p": config.top_p}
-    _write_json(output_dir / "larft_run.json", {
-        "model": train_args.model, "model_path": model_path, "train_rows": len(rows), "train_file": source,
-        "rows_fingerprint": fingerprint, "held_out": [r["_index"] for r in check_rows],
-        "method": method, "budget": budget,
-    })
+    setup.write_record(train_args, config, method=method, budget=budget)
+    repo_id = hub_repo(config)  # --push_to_hub: the repo exists (or the error is seen) before any training
     print(f"[larft] --method {method}: {train_args.baseline_rounds} rounds, {n_prompts} prompts x {G} samples "
           f"(the sampling budget of the GRPO run: {n_prompts * G} completions of <= {config.max_completion_length} "
           "tokens)")
 
     load_kwargs = {"trust_remote_code": config.trust_remote_code, **init_kwargs}
-    model = AutoModelForCausalLM.from_pretrained(model_path, **load_kwargs).to(config.device)
+    model = AutoModelForCausalLM.from_pretrained(setup.model_path, **load_kwargs).to(config.device)
     ref_model = None
     if method == "dpo":  # the base model, fixed: the reference GRPO's KL term uses
-        ref_model = AutoModelForCausalLM.from_pretrained(model_path, **load_kwargs).to(config.device).eval()
+        ref_model = AutoModelForCausalLM.from_pretrained(setup.model_path, **load_kwargs).to(config.device).eval()
     backend, sampler = rollout_sampler(config, model, tokenizer)
     reasoning = parse_delimiters(config.reasoning_delimiters)
-    check = LengthCheckCallback(check_rows, tokenizer, None, str(output_dir),
-                                config.chat_template_kwargs, reasoning) if check_rows else None
+    check = setup.length_check(config)
     if check:
         check.before(model)
     skip_truncated = bool(config.mask_truncated_completions)
@@ -414,6 +415,9 @@ def train_baseline(train_args: Any, config: Any) -> Path:
         check.finish(model)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
+    write_card(setup, train_args, config, rounds=len(plan), repo_id=repo_id)
+    if repo_id:
+        push_output(config, repo_id)
     print(f"[larft] model saved to {output_dir} (metrics: {output_dir / 'metrics.jsonl'}; {total_tokens} tokens "
           "generated in all)")
     return output_dir

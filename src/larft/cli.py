@@ -224,8 +224,10 @@ def run_train(argv: list[str]) -> int:
         _train_parser().print_help()
         return 0
     train_args, config = parse_train_args(argv)
-    from larft.train import train
-
+    if train_args.method == "larft":
+        from larft.train import train
+    else:  # --method rft / hir / dpo: the baselines, same data and outputs
+        from larft.baselines import train_baseline as train
     train(train_args, config)
     return 0
 

@@ -1,151 +1,37 @@
-"""`larft train`, top to bottom: data -> model -> LARFTTrainer -> checkpoints and metrics."""
+"""`larft train --method larft`, top to bottom: data -> model -> LARFTTrainer -> checkpoints and metrics.
+
+The run's preparation (rows, held-out split, run record, tokenizer, checks) is `larft.run_setup`'s,
+shared with the baselines (`larft.baselines`); `larft.cli` chooses between them by `--method`. The
+names below from `larft.run_setup` are kept importable from here.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from larft.callbacks import LengthCheckCallback, MetricsJsonlCallback
+from larft.callbacks import MetricsJsonlCallback
 from larft.config import LARFTConfig
-from larft.data import DataError, DataIssue, generate_rows, load_dataset_rows, normalize_record
 from larft.interrupt import GracefulStopCallback, TrainingInterrupted
-from larft.length import parse_delimiters
+from larft.run_setup import (  # noqa: F401  (re-exported: scripts and tests import them from larft.train)
+    FINGERPRINT_KEYS,
+    check_completion_budget,
+    check_prompt_lengths,
+    complete_checkpoints,
+    model_init_kwargs,
+    prepare_run,
+    rows_fingerprint,
+    split_held_out,
+    training_rows,
+    trim_metrics,
+    with_system_prompts,
+)
 
 
 class TrainingFailed(RuntimeError):
     """A numerical fault stopped training; the message names the step and the last good checkpoint."""
-
-
-def training_rows(train_args: Any) -> list[dict[str, Any]]:
-    """Rows of --dataset_name / --train_file (read by `datasets`, validated), or a generated prompt set."""
-    source = train_args.dataset_name or train_args.train_file
-    if source:
-        return load_dataset_rows(source, config=train_args.dataset_config, split=train_args.dataset_train_split,
-                                 skip_invalid=train_args.skip_invalid)
-    targets = [int(t) for t in str(train_args.train_targets).split(",") if t.strip()]
-    constraints = [c.strip() for c in str(train_args.train_constraints).split(",") if c.strip()]
-    styles = [c.strip() for c in str(train_args.train_styles).split(",") if c.strip()]
-    generated = generate_rows(train_args.train_size, targets=targets, constraints=constraints, seed=0, styles=styles)
-    return [normalize_record(r, "<generated>", i)[0] for i, r in enumerate(generated, start=1)]
-
-
-def check_prompt_lengths(rows: list[dict[str, Any]], tokenizer: Any, max_tokens: int | None, source: str) -> None:
-    """Every prompt fits `max_tokens` once the chat template is applied, or a DataError names them."""
-    if not max_tokens:
-        return
-    from larft.generation import prompt_length
-
-    issues = []
-    for row in rows:
-        n = prompt_length(tokenizer, row["prompt"])
-        if n > max_tokens:
-            issues.append(DataIssue(row.get("_source", source), row.get("line", 0), "prompt",
-                                    f"{n} tokens, above max_prompt_tokens={max_tokens}"))
-    if issues:
-        raise DataError(issues)
-
-
-def check_completion_budget(rows: list[dict[str, Any]], tokenizer: Any, config: LARFTConfig) -> None:
-    """Say so when max_completion_length cuts rollouts before 2x their target (`larft.budget`): a
-    rollout cut there has a known reward; one cut earlier is scored 0 as if it had run on."""
-    from larft.budget import training_budget
-    from larft.rewards import row_target
-
-    targets = [row_target(r) for r in rows if (r.get("unit") or "words") == "words"]
-    targets = [max(t) if isinstance(t, tuple) else t for t in targets if t is not None]
-    if not targets or config.mask_truncated_completions:
-        return
-    need = training_budget(max(targets), tokenizer)
-    if config.max_completion_length < need and config.process_index == 0:
-        print(f"[larft] max_completion_length={config.max_completion_length} cuts rollouts before 2x the largest "
-              f"target ({max(targets)} words, ~{need} tokens): a cut rollout is scored as one that ran on "
-              f"(0 for equal / at_most). Set max_completion_length >= {need}, or mask_truncated_completions: true")
-
-
-def with_system_prompts(rows: list[dict[str, Any]], system_prompt: str) -> list[dict[str, Any]]:
-    """Rows whose chat prompts carry the run's system message (`generation.with_system_prompt`)."""
-    from larft.generation import with_system_prompt
-
-    return [{**r, "prompt": with_system_prompt(r["prompt"], system_prompt)} for r in rows]
-
-
-#: what a row's length instruction is (normalize_record's fields): the fingerprint of a prompt set
-FINGERPRINT_KEYS = ("prompt", "target", "target_range", "constraint", "unit")
-
-
-def rows_fingerprint(rows: list[dict[str, Any]]) -> str:
-    """A hash of the prompt set in its order: a resumed run must see the same rows. Only the
-    length instructions count (a run started before extra columns were kept resumes)."""
-    import hashlib
-
-    ordered = sorted(rows, key=lambda r: r["_index"])
-    body = json.dumps([{k: r[k] for k in FINGERPRINT_KEYS if k in r} for r in ordered], sort_keys=True, default=str)
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
-
-
-def split_held_out(rows: list[dict[str, Any]], n: int, run_file: Path, resuming: bool) -> tuple[list, list]:
-    """(training rows, held-out rows for the length check). A new run holds out the last `n`
-    rows and records them (indices and a fingerprint of the prompt set) in larft_run.json; a
-    resumed run restores exactly that split, so it never trains on its held-out prompts."""
-    for i, row in enumerate(rows):
-        row["_index"] = i
-    if resuming and run_file.exists():
-        saved = json.loads(run_file.read_text(encoding="utf-8"))
-        if "rows_fingerprint" in saved:
-            if saved["rows_fingerprint"] != rows_fingerprint(rows):
-                raise ValueError(f"--resume: the training prompts differ from those the run in {run_file.parent} "
-                                 "started with (same --train_file / train_size / train_targets needed)")
-            held = set(saved.get("held_out", []))
-            return [r for r in rows if r["_index"] not in held], [r for r in rows if r["_index"] in held]
-    if n <= 0:
-        return rows, []
-    if n >= len(rows):
-        raise ValueError(f"length_check_prompts={n} leaves no training rows")
-    return rows[:-n], rows[-n:]
-
-
-def complete_checkpoints(output_dir: Path) -> list[Path]:
-    """checkpoint-N folders that were fully written (trainer_state.json comes last), newest first."""
-    found = []
-    for path in output_dir.glob("checkpoint-*"):
-        suffix = path.name.split("-")[-1]
-        if not suffix.isdigit():
-            continue
-        state = path / "trainer_state.json"
-        try:
-            json.loads(state.read_text())
-        except (OSError, json.JSONDecodeError):
-            print(f"[larft] {path}: incomplete checkpoint (no valid trainer_state.json), not used", file=sys.stderr)
-            continue
-        found.append((int(suffix), path))
-    return [p for _, p in sorted(found, reverse=True)]
-
-
-def trim_metrics(path: Path, last_step: int) -> None:
-    """Keep metrics lines up to the checkpoint's step: the steps after it are trained again."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and _step_of(line) is not None and _step_of(line) <= last_step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _step_of(line: str) -> int | None:
-    try:
-        return int(json.loads(line)["step"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None  # a line cut by a kill: that step is trained again
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def lora_config(train_args: Any) -> Any:
@@ -182,20 +68,6 @@ def quantization_config(train_args: Any) -> Any:
     return get_quantization_config(train_args)
 
 
-def model_init_kwargs(train_args: Any, config: LARFTConfig) -> dict[str, Any]:
-    """How TRL loads the policy and reference model: ModelConfig's dtype, revision and attention
-    implementation, under the user's own --model_init_kwargs (which win, as in TRL's grpo script)."""
-    kwargs: dict[str, Any] = {"dtype": getattr(train_args, "dtype", None) or "float32"}
-    if getattr(train_args, "model_revision", "main") != "main":
-        kwargs["revision"] = train_args.model_revision
-    if getattr(train_args, "attn_implementation", None):
-        kwargs["attn_implementation"] = train_args.attn_implementation
-    user = config.model_init_kwargs
-    if isinstance(user, str):
-        user = json.loads(user)
-    return {**kwargs, **(user or {})}
-
-
 def reward_functions(paths: list[str] | None) -> list[Any]:
     """The `--reward_funcs` dotted paths (module.function), imported; the current folder is
     importable (as in TRL's grpo script). A path that does not import or names no callable is
@@ -227,74 +99,39 @@ def reward_functions(paths: list[str] | None) -> list[Any]:
 
 
 def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = None) -> Path:
-    if getattr(train_args, "method", "larft") != "larft":  # --method rft / hir / dpo: the baselines, same data and outputs
-        if extra_callbacks:
-            raise ValueError(f"--method {train_args.method} runs no Trainer callbacks of yours")
-        from larft.baselines import train_baseline
-
-        return train_baseline(train_args, config)
+    """A LARFT (or GRPO-only) run of `larft train`: `train_args` the TrainArguments of `larft.cli`
+    (model, data, LoRA), `config` the LARFTConfig; `extra_callbacks` are added to the Trainer's.
+    Returns output_dir. The baselines (--method rft / hir / dpo) are `larft.baselines.train_baseline`."""
+    method = getattr(train_args, "method", "larft")
+    if method != "larft":
+        raise ValueError(f"larft.train.train runs --method larft; --method {method} is "
+                         "larft.baselines.train_baseline (the CLI chooses by --method)")
     from datasets import Dataset
 
     from larft.malloc import tune_malloc
-    from larft.models import load_tokenizer, resolve_model
     from larft.trainer import LARFTTrainer
 
     tune_malloc()
     quantization = quantization_config(train_args)  # user errors first: before data, model or output_dir
     reward_funcs = reward_functions(getattr(train_args, "reward_funcs", None))
-    output_dir = Path(config.output_dir)
     if config.resume_from_checkpoint:
         raise ValueError("--resume_from_checkpoint is not how larft resumes: pass --resume true with the same "
                          "--output_dir; it continues from the newest complete checkpoint there, with its held-out "
                          "split and metrics")
-    checkpoint = None
-    if train_args.resume:
-        found = complete_checkpoints(output_dir) if output_dir.is_dir() else []
-        if not found:
-            raise ValueError(f"--resume: no complete checkpoint-* folder in {output_dir}")
-        checkpoint = found[0]
-        step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
-        if config.process_index == 0:  # one writer: ranks racing on the same temp file lose a rename
-            trim_metrics(output_dir / "metrics.jsonl", step)
-            trim_metrics(output_dir / "rollouts.jsonl", step)
-        print(f"[larft] resuming from {checkpoint} (step {step})")
-    elif (output_dir / "metrics.jsonl").exists():
-        raise ValueError(
-            f"{output_dir} already holds a run (metrics.jsonl); pass --resume to continue it "
-            "or choose another --output_dir"
-        )
-
-    rows = training_rows(train_args)
-    rows, check_rows = split_held_out(rows, config.length_check_prompts, output_dir / "larft_run.json",
-                                      resuming=checkpoint is not None)
-    fingerprint = rows_fingerprint(rows + check_rows)  # of the prompt set as given: the system prompt is a setting
-    rows, check_rows = (with_system_prompts(r, config.system_prompt) for r in (rows, check_rows))
-
-    source = getattr(train_args, "dataset_name", None) or train_args.train_file
-    model_path = resolve_model(train_args.model)
-    init_kwargs = model_init_kwargs(train_args, config)
-    config.model_init_kwargs = init_kwargs
-    tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code,
-                               revision=init_kwargs.get("revision"))
-    check_prompt_lengths(rows, tokenizer, train_args.max_prompt_tokens, source or "<generated>")
+    setup = prepare_run(train_args, config)
+    output_dir, checkpoint, rows, tokenizer = setup.output_dir, setup.checkpoint, setup.rows, setup.tokenizer
+    config.model_init_kwargs = setup.init_kwargs
     check_completion_budget(rows, tokenizer, config)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if config.process_index == 0:  # one writer: ranks racing on the same temp file lose a rename
-        _write_json(output_dir / "larft_run.json", {
-            "model": train_args.model, "model_path": model_path, "train_rows": len(rows),
-            "train_file": source, "rows_fingerprint": fingerprint,
-            "held_out": [r["_index"] for r in check_rows],
-        })
+    setup.write_record(train_args, config)
     stop = GracefulStopCallback()
     callbacks = [MetricsJsonlCallback(output_dir), stop]
-    check = LengthCheckCallback(check_rows, tokenizer, None, str(output_dir),
-                                config.chat_template_kwargs, parse_delimiters(config.reasoning_delimiters)) if check_rows else None
+    check = setup.length_check(config)
     if check:
         callbacks.append(check)
     callbacks += extra_callbacks or []
     columns = list(dict.fromkeys(k for r in rows for k in r if k not in ("line", "_index", "_source")))
     trainer = LARFTTrainer(
-        model=model_path,
+        model=setup.model_path,
         reward_funcs=reward_funcs or None,
         args=config,
         train_dataset=Dataset.from_list([{k: r.get(k) for k in columns} for r in rows]),
@@ -303,8 +140,7 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
         peft_config=lora_config(train_args),
         quantization_config=quantization,
     )
-    if source and not Path(source).expanduser().exists():
-        trainer.dataset_name = source  # a Hub dataset: the model card links it
+    trainer.dataset_name = setup.hub_dataset  # a Hub dataset: the model card links it
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except FloatingPointError as e:
@@ -323,7 +159,7 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     # uploads output_dir (model, card, metrics; not checkpoints) to hub_model_id here
     trainer.save_model(str(output_dir))
     if merge and trainer.accelerator.is_main_process:
-        merged = merged_model(trainer, output_dir, model_path, init_kwargs, quantization)
+        merged = merged_model(trainer, output_dir, setup.model_path, setup.init_kwargs, quantization)
         merged.save_pretrained(output_dir / MERGED_SUBFOLDER)
         tokenizer.save_pretrained(output_dir / MERGED_SUBFOLDER)
         print(f"[larft] merged LoRA model saved to {output_dir / MERGED_SUBFOLDER}")

