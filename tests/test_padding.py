@@ -9,7 +9,9 @@ from larft.padding import sort_by_length, trim_padding
 
 
 def test_trimmed_micro_batch_gives_the_same_loss_and_gradient(tiny_model_dir, tmp_path):
-    trainer = two_step_trainer(tiny_model_dir, tmp_path, max_completion_length=24, beta=0.01, loss_type="bnpo")
+    # fp32: the cut shifts positions, which bf16 rounding would blur beyond an exact comparison
+    trainer = two_step_trainer(tiny_model_dir, tmp_path, max_completion_length=24, beta=0.01, loss_type="bnpo",
+                               bf16=False)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     inputs = trainer._generate_and_score_completions(list(Dataset.from_list(prompt_rows(4)).repeat(2)))
