@@ -18,12 +18,11 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
-from collections import defaultdict
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _runs import StepBreakdown, read_json, run_worker, write_json  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "learning_speed.json"
 
@@ -38,46 +37,15 @@ VARIANTS = {
 }
 
 
-def _timed(owner, name: str, bucket, times: dict) -> None:
-    original = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            times[bucket(args) if callable(bucket) else bucket] += time.perf_counter() - start
-
-    setattr(owner, name, wrapper)
-
-
 def step_worker(method: str, variant: str, steps: int, max_new: int, out: str) -> None:
     """One fresh run of `steps` optimizer steps; prints step times, lengths and the breakdown as JSON."""
     import resource
 
-    import accelerate
-    import torch
-    from transformers import TrainerCallback
-
-    import larft.trainer as T
     from larft.cli import TrainArguments
     from larft.config import LARFTConfig
     from larft.train import train
 
-    times: dict[str, float] = defaultdict(float)
-    per_step: list[dict] = []
-    _timed(T.LARFTTrainer, "_generate", "generation", times)
-    _timed(T.LARFTTrainer, "_calculate_rewards", "rewards", times)
-    _timed(T.LARFTTrainer, "_get_per_token_logps_and_entropies",
-           lambda a: "policy forward" if torch.is_grad_enabled() else "reference forward", times)
-    _timed(T, "awareness_loss", "awareness forward", times)
-    _timed(T, "build_awareness_batch", "awareness batch", times)
-    _timed(accelerate.Accelerator, "backward", "backward", times)
-
-    class Snap(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            per_step.append(dict(times))
-            times.clear()
+    breakdown = StepBreakdown()
 
     config = LARFTConfig(
         output_dir=out, max_steps=steps, num_generations=4, per_device_train_batch_size=8,
@@ -87,7 +55,7 @@ def step_worker(method: str, variant: str, steps: int, max_new: int, out: str) -
         length_check_prompts=0, **VARIANTS[variant],
     )
     train(TrainArguments(model="default", train_size=64, train_targets="16,32,64,128", train_constraints="equal",
-                         train_styles="plain,requirement"), config, extra_callbacks=[Snap()])
+                         train_styles="plain,requirement"), config, extra_callbacks=[breakdown.callback])
     records = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     print("RESULT " + json.dumps({
         "first_step_seconds": records[0]["step_seconds"],
@@ -97,20 +65,16 @@ def step_worker(method: str, variant: str, steps: int, max_new: int, out: str) -
         "reward_mean": [r.get("reward_mean") for r in records],
         "awareness_loss": [r.get("awareness_loss") for r in records],
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
-        "breakdown_later_steps": {k: statistics.mean(s.get(k, 0.0) for s in per_step[1:])
-                                  for k in sorted({k for s in per_step[1:] for k in s})},
+        "breakdown_later_steps": breakdown.later(),
     }))
 
 
 def _load() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    return read_json(RESULTS)
 
 
 def _save(result: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_name(f".{RESULTS.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(RESULTS)
+    write_json(RESULTS, result)
 
 
 def step_costs(args: argparse.Namespace) -> None:
@@ -132,15 +96,7 @@ def step_costs(args: argparse.Namespace) -> None:
             key = f"{method}-{variant}"
             if key in runs:
                 continue
-            with tempfile.TemporaryDirectory() as tmp:
-                cmd = [sys.executable, __file__, "--worker", key, "--out", tmp, "--steps", str(args.steps),
-                       "--max_new_tokens", str(args.max_new_tokens)]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-                    raise SystemExit(f"{key} worker failed (exit {proc.returncode})")
-                line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-                runs[key] = json.loads(line[len("RESULT "):])
+            runs[key] = run_worker(__file__, key, "--steps", str(args.steps), "--max_new_tokens", str(args.max_new_tokens))
             med = statistics.median(runs[key]["later_step_seconds"])
             print(f"{key:18s} median step {med:6.1f} s  breakdown "
                   + ", ".join(f"{k} {v:.1f}" for k, v in runs[key]["breakdown_later_steps"].items()), flush=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _runs import read_json, write_json  # noqa: E402
 from experiment import headline, larft, train_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,14 +41,11 @@ def work_dir(name: str) -> Path:
 
 
 def _load() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    return read_json(RESULTS)
 
 
 def _save(result: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_name(f".{RESULTS.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(RESULTS)
+    write_json(RESULTS, result)
 
 
 def evaluate(model: str, out: Path, log: Path, *, full: bool, limit: int, system_prompt: str = "default") -> dict:

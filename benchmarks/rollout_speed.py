@@ -21,12 +21,12 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _runs import StepBreakdown, run_worker  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "rollout_speed.json"
 PROMPTS = [
@@ -147,65 +147,29 @@ def generation_and_parity(repeats: int, max_new: int) -> dict:
 
 
 # -- whole steps, with a breakdown ---------------------------------------------------------------------
-def _timed(owner, name: str, bucket: str, times: dict, when=None) -> None:
-    original = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            key = bucket(args) if callable(bucket) else bucket
-            if when is None or when():
-                times[key] += time.perf_counter() - start
-
-    setattr(owner, name, wrapper)
-
-
 def step_worker(variant: str, steps: int, max_new: int, out: str) -> None:
     """One fresh run: `variant` is grpo-hf, grpo-ct2, larft-hf or larft-ct2; prints its step times and breakdown."""
-    import torch
-
-    import larft.trainer as T
     from larft.cli import TrainArguments
     from larft.config import LARFTConfig
     from larft.train import train
 
     method, backend = variant.split("-")
-    times: dict[str, float] = defaultdict(float)
-    per_step: list[dict] = []
-    _timed(T.LARFTTrainer, "_generate", "generation (incl. weight sync)", times)
-    _timed(T.LARFTTrainer, "_calculate_rewards", "rewards", times)
-    _timed(T.LARFTTrainer, "_get_per_token_logps_and_entropies",
-           lambda a: "policy forward" if torch.is_grad_enabled() else "reference + old-policy forward", times)
-    _timed(T, "awareness_loss", "awareness forward", times)
-    _timed(T, "build_awareness_batch", "awareness batch building", times)
-    import accelerate
-
-    _timed(accelerate.Accelerator, "backward", "backward", times)
-
-    from transformers import TrainerCallback
-
-    class Snap(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            per_step.append(dict(times))
-            times.clear()
-
+    breakdown = StepBreakdown()
     config = LARFTConfig(
         output_dir=out, max_steps=steps, num_generations=4, per_device_train_batch_size=8,
         gradient_accumulation_steps=2, max_completion_length=max_new, learning_rate=0.0, report_to="none",
         save_strategy="no", seed=0, awareness_lambda_max=1.0 if method == "larft" else 0.0,
         awareness_warmup_ratio=0.0, rollout_backend=backend, length_check_prompts=0,
     )
-    train(TrainArguments(model="default", train_size=64, train_targets="32,64,96"), config, extra_callbacks=[Snap()])
+    train(TrainArguments(model="default", train_size=64, train_targets="32,64,96"), config,
+          extra_callbacks=[breakdown.callback])
     records = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     print("RESULT " + json.dumps({
         "first_step_seconds": records[0]["step_seconds"],
         "later_step_seconds": [r["step_seconds"] for r in records[1:]],
         "completion_words_mean": [r["completion_words_mean"] for r in records],
         "truncated_rate": [r["truncated_rate"] for r in records],
-        "breakdown_later_steps": {k: statistics.mean(s.get(k, 0.0) for s in per_step[1:])
-                                  for k in sorted({k for s in per_step[1:] for k in s})},
+        "breakdown_later_steps": breakdown.later(),
     }))
 
 
@@ -230,16 +194,9 @@ def main() -> None:
     result.update(generation_and_parity(args.repeats, args.max_new_tokens))
     steps: dict[str, dict] = {}
     for variant in args.variants.split(","):
-        with tempfile.TemporaryDirectory() as tmp:
-            cmd = [sys.executable, __file__, "--worker", variant, "--out", tmp, "--steps", str(args.steps),
-                   "--max_new_tokens", str(args.max_new_tokens)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-                raise SystemExit(f"{variant} worker failed (exit {proc.returncode})")
-            line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-            steps[variant] = json.loads(line[len("RESULT "):])
-            print(variant, json.dumps(steps[variant]), flush=True)
+        steps[variant] = run_worker(__file__, variant, "--steps", str(args.steps),
+                                    "--max_new_tokens", str(args.max_new_tokens))
+        print(variant, json.dumps(steps[variant]), flush=True)
     med = {v: statistics.median(s["later_step_seconds"]) for v, s in steps.items()}
     result["steps"] = steps
     if "grpo-hf" in med:
