@@ -78,6 +78,13 @@ def token_budget(target: int, multiple: float, per_word: float) -> int:
     return int(math.ceil(multiple * target * per_word * MARGIN)) + SLACK_TOKENS
 
 
+def answer_budget(target: int | tuple[int, int], tokenizer: Any, constraint: str = "equal") -> int:
+    """max_new_tokens of one answer to judge (the length check, `larft generate`): room to reach the
+    length where its score is ~0 (a range: from its upper bound)."""
+    top = max(target) if isinstance(target, tuple) else target
+    return token_budget(top, zero_score_multiple(constraint), tokens_per_word(tokenizer))
+
+
 def training_budget(max_target: int, tokenizer: Any, lang: str = "en") -> int:
     """The completion budget that lets every rollout reach 2x the largest target: a rollout cut
     there has a known length reward (0 for `equal` / `at_most`, 1 for `at_least`)."""

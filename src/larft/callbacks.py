@@ -133,14 +133,13 @@ class LengthCheckCallback(TrainerCallback):
         self.results: dict[str, list[dict[str, Any]]] = {}
 
     def _run(self, model: Any, label: str) -> None:
-        from larft.budget import token_budget, tokens_per_word, zero_score_multiple
+        from larft.budget import answer_budget
         from larft.generation import generate_records
 
         budgets = self.max_new_tokens
         if budgets is None:
-            per_word = tokens_per_word(self.tokenizer)
-            budgets = [token_budget(max(t) if isinstance(t, tuple) else t, zero_score_multiple(r.get("constraint") or "equal"),
-                                    per_word) for r, t in ((r, target_from_row(r)) for r in self.rows)]
+            budgets = [answer_budget(target_from_row(r), self.tokenizer, r.get("constraint") or "equal")
+                       for r in self.rows]
         records = generate_records(model, self.tokenizer, [r["prompt"] for r in self.rows], max_new_tokens=budgets,
                                    chat_template_kwargs=self.chat_template_kwargs, reasoning=self.reasoning)
         results = []

@@ -281,9 +281,9 @@ def generation_budget(tokenizer: Any, target: int | None, unit: str, constraint:
     is ~0 (`larft.budget`; characters counted as words at the tokenizer's rate, a generous bound)."""
     if not target:
         return 256
-    from larft.budget import token_budget, tokens_per_word, zero_score_multiple
+    from larft.budget import answer_budget
 
-    return token_budget(target, zero_score_multiple(constraint), tokens_per_word(tokenizer))
+    return answer_budget(target, tokenizer, constraint)
 
 
 def run_generate(argv: list[str]) -> int:
