@@ -156,7 +156,8 @@ def restricted_prompt_file(settings: dict, only: str, path: Path) -> dict:
 
 def _held_out_prompts(settings: dict, work: Path) -> list[str] | None:
     """The user text of a run's held-out prompts, from its prompt file or its generated set."""
-    from larft.data import generate_rows, normalize_record
+    from larft.data import generate_rows
+    from larft.loader import normalize_record
 
     if settings.get("train_file"):
         rows = [json.loads(x) for x in Path(settings["train_file"]).read_text(encoding="utf-8").splitlines()]

@@ -21,7 +21,8 @@ LARFT_SCRIPT = Path(sys.executable).with_name("larft")
 
 def prompt_rows(n: int = 8, targets: tuple[int, ...] = (4, 8), seed: int = 1) -> list[dict[str, Any]]:
     """`n` generated prompt rows, validated as training reads them (`data.normalize_record`)."""
-    from larft.data import generate_rows, normalize_record
+    from larft.data import generate_rows
+    from larft.loader import normalize_record
 
     return [normalize_record(r, "-", i)[0] for i, r in enumerate(generate_rows(n, targets=list(targets), seed=seed), 1)]
 

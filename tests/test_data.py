@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from larft.data import DataError, MAX_TARGET, convert_file, generate_rows, load_rows, read_records, validate_file, write_rows
+from larft.data import convert_file, generate_rows, write_rows
+from larft.loader import MAX_TARGET, DataError, load_rows, read_rows
 
 
 def test_generate_is_seeded_and_in_the_official_shape():
@@ -34,7 +35,7 @@ def test_official_larft_format_is_accepted(tmp_path):
     path.write_text(json.dumps(record) + "\n")
     rows = load_rows(path)
     assert rows == [{"prompt": record["prompt"], "target": 500, "target_range": None, "constraint": "equal", "unit": "words",
-                     "line": 1}]
+                     "line": 1, "data_source": "length_control", "_source": str(path)}]
 
 
 def test_validate_reports_every_problem_with_file_line_field(tmp_path):
@@ -54,7 +55,7 @@ def test_validate_reports_every_problem_with_file_line_field(tmp_path):
         json.dumps({"prompt": "x"}),
     ]
     path.write_bytes(("\n".join(lines) + "\n").encode() + b'{"prompt": "\xff", "target": 3}\n')
-    rows, issues = validate_file(path)
+    rows, issues = read_rows(path)
     assert len(rows) == 1
     found = {(i.line, i.field) for i in issues}
     assert found == {
@@ -68,9 +69,9 @@ def test_validate_reports_every_problem_with_file_line_field(tmp_path):
 
 
 def test_missing_and_empty_files(tmp_path):
-    assert "file not found" in str(read_records(tmp_path / "nope.jsonl")[1][0])
+    assert "file not found" in str(read_rows(tmp_path / "nope.jsonl")[1][0])
     (tmp_path / "empty.jsonl").write_text("")
-    assert "empty" in str(read_records(tmp_path / "empty.jsonl")[1][0])
+    assert "empty" in str(read_rows(tmp_path / "empty.jsonl")[1][0])
 
 
 def test_convert_round_trip_jsonl_parquet(tmp_path):
@@ -78,7 +79,9 @@ def test_convert_round_trip_jsonl_parquet(tmp_path):
     write_rows(rows, tmp_path / "a.jsonl")
     assert convert_file(tmp_path / "a.jsonl", tmp_path / "a.parquet") == 12
     assert convert_file(tmp_path / "a.parquet", tmp_path / "b.jsonl") == 12
-    assert validate_file(tmp_path / "b.jsonl")[0] == validate_file(tmp_path / "a.jsonl")[0]
+    drop_source = lambda rows: [{k: v for k, v in r.items() if k != "_source"} for r in rows]  # noqa: E731
+    assert drop_source(read_rows(tmp_path / "b.jsonl")[0]) == drop_source(read_rows(tmp_path / "a.jsonl")[0])
+    assert [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()] == rows  # as they were
 
 
 def test_parquet_with_a_wrong_schema(tmp_path):
@@ -86,5 +89,42 @@ def test_parquet_with_a_wrong_schema(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"question": ["hi"], "answer": ["x"]}), tmp_path / "w.parquet")
-    _, issues = validate_file(tmp_path / "w.parquet")
-    assert issues[0].field == "schema" and "prompt" in issues[0].message
+    _, issues = read_rows(tmp_path / "w.parquet")
+    assert len(issues) == 1 and issues[0].field == "columns" and "'prompt' or 'messages'" in issues[0].message
+
+
+def test_rows_whose_fields_differ_in_type_are_checked_one_by_one(tmp_path):
+    """`datasets` cannot put a string prompt and a chat prompt (or an int and a text target) in one
+    column: the loader reads such a file line by line and still names each bad field."""
+    path = tmp_path / "mixed.jsonl"
+    lines = [{"prompt": "Describe tea in 20 words.", "target": 20},
+             {"prompt": [{"role": "user", "content": "Describe rain in 30 words."}], "target": 30},
+             {"prompt": "Describe snow in ten words.", "target": "ten"}]
+    path.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    rows, issues = read_rows(path)
+    assert [r["target"] for r in rows] == [20, 30]
+    assert [str(i) for i in issues] == [f"{path}:3: target: must be an integer, got 'ten'"]
+
+
+def test_a_row_without_a_target_is_kept_only_when_asked(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "Name a colour.", "topic": "colours"}) + "\n"
+                    + json.dumps({"prompt": "Tea in 9 words.", "target": 9}) + "\n"
+                    + json.dumps({"prompt": "Tea.", "target": "nine"}) + "\n")
+    _, issues = read_rows(path)
+    assert [(i.line, i.field) for i in issues] == [(1, "target"), (3, "target")]
+    rows, issues = read_rows(path, require_target=False)
+    assert [(i.line, i.field) for i in issues] == [(3, "target")]  # a bad target is still an error
+    assert [(r["target"], r.get("topic")) for r in rows] == [(None, "colours"), (9, None)]
+
+
+def test_length_spec_reads_every_row_form():
+    from larft.length_spec import LengthSpec
+
+    assert LengthSpec.of({"target": 10}) == LengthSpec(10, "equal", "words")
+    assert LengthSpec.of({"target": None, "constraint": None, "unit": None}).goal is None  # datasets' filled gaps
+    assert LengthSpec.of({"reward_model": {"ground_truth": 500}}).goal == 500  # the official LARFT format
+    spec = LengthSpec.of({"constraint": "range", "target_range": [10, 20], "unit": "chars"})
+    assert spec.goal == (10, 20) and spec.largest == 20 and spec.as_json() == [10, 20] and spec.unit == "chars"
+    with pytest.raises(KeyError, match="range row has no 'target_range'"):
+        LengthSpec.of({"constraint": "range"}).required_goal()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers import larft, prompt_rows, tiny_trainer
-from larft.data import MAX_TARGET
+from larft.loader import MAX_TARGET
 
 HERE = Path(__file__).parent
 
@@ -59,7 +59,7 @@ def test_train_refuses_invalid_data_unless_skip_invalid(tmp_path, tiny_model_dir
     assert "Traceback" not in out.stderr
     out = larft("train", *common, "--output_dir", str(tmp_path / "b"), "--skip_invalid", "true")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "skipped 1 invalid record" in out.stdout and f"{path}:5" in out.stdout
+    assert "[larft] --skip_invalid: skipped 1 invalid record" in out.stderr and f"{path}:5" in out.stderr
 
 
 @pytest.mark.subprocess
@@ -69,7 +69,7 @@ def test_other_bad_inputs_are_one_clear_error(tmp_path, tiny_model_dir):
 
     cases = []
     pq.write_table(pa.table({"text": ["a"]}), tmp_path / "wrong.parquet")
-    cases.append((["data", "validate", str(tmp_path / "wrong.parquet")], 1, f"{tmp_path / 'wrong.parquet'}: schema:"))
+    cases.append((["data", "validate", str(tmp_path / "wrong.parquet")], 1, f"{tmp_path / 'wrong.parquet'}: columns: needs a 'prompt' or 'messages' column"))
     (tmp_path / "empty.jsonl").write_text("")
     cases.append((["data", "validate", str(tmp_path / "empty.jsonl")], 1, "file is empty"))
     cases.append((["data", "validate", str(tmp_path / "missing.jsonl")], 1, "file not found"))

@@ -157,6 +157,40 @@ def test_reward_funcs_are_added_to_the_length_reward_and_logged(tmp_path, tiny_m
                                                                  "reward/constant"]
 
 
+MIXED_REWARDS = '''
+def colour(prompts, completions, target, **columns):
+    """Scores only the prompts without a length target (the length reward scores the others)."""
+    return [None if t is not None else 0.5 for t in target]
+'''
+
+
+@pytest.mark.subprocess
+def test_a_file_mixing_length_prompts_with_prompts_only_your_reward_scores_trains_from_the_cli(tmp_path,
+                                                                                               tiny_model_dir):
+    (tmp_path / "mixed_rewards.py").write_text(MIXED_REWARDS)
+    rows = [{"prompt": p, "target": n} for p, n in zip(PROMPTS, (5, 6, 7))] + [{"prompt": "Name a colour."},
+                                                                                {"prompt": "Name a fruit."}]
+    data = _write(tmp_path / "mixed.jsonl", rows)
+    refused = larft("train", *_common(tiny_model_dir, tmp_path / "a"), "--train_file", str(data), cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"{data}:4: target: missing" in refused.stderr and f"{data}:5: target: missing" in refused.stderr
+    assert "--reward_funcs" in refused.stderr  # what to do about it
+
+    out = larft("train", *_common(tiny_model_dir, tmp_path / "run"), "--train_file", str(data), "--reward_funcs",
+                "mixed_rewards.colour", "--length_check_prompts", "1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "larft_run.json").read_text())
+    assert record["train_rows"] == 4 and record["held_out"] == [2]  # the last row *with a target* is held out
+    trace = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    for rollout in trace:
+        if rollout["target"] is None:
+            assert rollout["prompt"] in ("Name a colour.", "Name a fruit.") and rollout["reward/colour"] == 0.5
+        else:
+            assert rollout["prompt"] in PROMPTS[:2] and rollout["reward/length_reward"] is not None
+    check = json.loads((tmp_path / "run" / "length_check.json").read_text())
+    assert [r["target"] for r in check["before"]] == [7]
+
+
 def test_reward_funcs_is_repeatable_comma_separated_and_overrides_the_yaml(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("reward_funcs: a.one,b.two\n")

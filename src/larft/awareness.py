@@ -198,9 +198,12 @@ def awareness_loss(
     chunks: int | None = None,
     predictions: dict[int, list[int]] | None = None,
     loss_mask: torch.Tensor | None = None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """Mean next-token cross-entropy over the label tokens only (with `loss_mask`: over the
     label tokens it marks, e.g. the count's own; predictions still cover the whole label).
+    `reduction="sum"`: the sum instead, for a mean over a batch split across micro-batches and
+    processes (`awareness_normalizer`).
 
     With a `predictions` dict, it also receives, per row, the argmax token at every label
     position (teacher-forced: what the model would answer given the right tokens before): a
@@ -216,6 +219,8 @@ def awareness_loss(
     """
     loss_labels = labels if loss_mask is None else labels.masked_fill(~loss_mask.bool(), IGNORE_INDEX)
     has_label = loss_labels != IGNORE_INDEX
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
     if not has_label.any():
         return torch.zeros((), device=input_ids.device, requires_grad=True)
     rows = input_ids.size(0)
@@ -232,7 +237,23 @@ def awareness_loss(
         sink = _RowSink(part.tolist(), predictions) if predictions is not None else None
         loss = _cached_prefix_loss(model, ids, mask, lab, prefix, sink, loss_lab) if prefix is not None else None
         total = total + (loss if loss is not None else _plain_loss(model, ids, mask, lab, sink, loss_lab))
-    return total / has_label.sum()
+    return total if reduction == "sum" else total / has_label.sum()
+
+
+def label_token_count(labels: torch.Tensor, loss_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """How many tokens the awareness loss is taken over (the label tokens, or those `loss_mask` marks)."""
+    has_label = labels != IGNORE_INDEX
+    return (has_label if loss_mask is None else has_label & loss_mask.bool()).sum()
+
+
+def awareness_normalizer(items_in_batch: float, num_processes: int, accumulation: int,
+                         steps_per_generation: int) -> float:
+    """What one micro-batch's summed awareness loss is divided by, so that the loss over a
+    generation batch is the mean over all its label tokens (`items_in_batch`, every process's),
+    whatever the split into processes and micro-batches: DDP averages the processes' gradients
+    and each optimizer step sums `accumulation` micro-batches of the batch's `steps_per_generation`.
+    The same rule as TRL's token-level `dapo` loss."""
+    return max(float(items_in_batch), 1.0) / num_processes * accumulation / steps_per_generation
 
 
 def read_count(tokenizer: Any, label: list[int], predicted: list[int]) -> tuple[int, int | None] | None:

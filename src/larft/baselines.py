@@ -35,6 +35,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from larft.errors import UserError
+from larft.logs import get_logger
+
+logger = get_logger(__name__)
+
 METHODS = ("larft", "rft", "hir", "dpo")
 
 
@@ -63,23 +68,23 @@ class BaselineConfig:
     def check_baseline(self) -> None:
         """Bad values, and options the baselines do not support, are one clear error naming the option."""
         if self.method not in METHODS:
-            raise ValueError(f"--method: unknown value {self.method!r}; expected one of {', '.join(METHODS)} "
-                             "(GRPO only: --method larft --awareness_lambda_max 0)")
+            raise UserError(f"--method: unknown value {self.method!r}; expected one of {', '.join(METHODS)} "
+                            "(GRPO only: --method larft --awareness_lambda_max 0)")
         if self.baseline_rounds < 1:
-            raise ValueError(f"--baseline_rounds must be >= 1, got {self.baseline_rounds}")
+            raise UserError(f"--baseline_rounds must be >= 1, got {self.baseline_rounds}")
         if not 0.0 <= self.rft_threshold <= 1.0:
-            raise ValueError(f"--rft_threshold must be in [0, 1] (a length reward), got {self.rft_threshold}")
+            raise UserError(f"--rft_threshold must be in [0, 1] (a length reward), got {self.rft_threshold}")
         for name in ("rft_epochs", "dpo_epochs", "dpo_beta"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
+                raise UserError(f"--{name} must be > 0, got {getattr(self, name)}")
         if self.method == "larft":
             return
         for option, used in (("--use_peft / --lora_r / --load_in_4bit", getattr(self, "use_peft", False)),
                              ("--reward_funcs", getattr(self, "reward_funcs", None)),
                              ("--resume", getattr(self, "resume", False))):
             if used:
-                raise ValueError(f"--method {self.method} does not support {option} (the baselines train all weights "
-                                 "with the length reward only, in one go)")
+                raise UserError(f"--method {self.method} does not support {option} (the baselines train all weights "
+                                "with the length reward only, in one go)")
 
 
 # -- the budget ------------------------------------------------------------------------------
@@ -98,10 +103,10 @@ def round_prompts(rows: Sequence[dict[str, Any]], n_prompts: int, rounds: int, s
     """`n_prompts` rows in a seeded shuffled order (a new shuffle each pass over the rows, as
     GRPO's sampler), split into `rounds` consecutive parts of (nearly) equal size."""
     if not rows:
-        raise ValueError("no training rows")
+        raise UserError("no training rows")
     if n_prompts < rounds:
-        raise ValueError(f"--baseline_rounds {rounds} is more than the {n_prompts} prompts of the GRPO budget "
-                         "(max_steps x per_device_train_batch_size x gradient_accumulation_steps / num_generations)")
+        raise UserError(f"--baseline_rounds {rounds} is more than the {n_prompts} prompts of the GRPO budget "
+                        "(max_steps x per_device_train_batch_size x gradient_accumulation_steps / num_generations)")
     order: list[int] = []
     epoch = 0
     while len(order) < n_prompts:
@@ -136,9 +141,9 @@ def relabel_prompt(row: dict[str, Any], length: int) -> list[dict[str, Any]] | N
     """The row's prompt with its asked length replaced by `length` in the last user message, or None
     when that cannot be done safely: a range row (two numbers), a target that is not written exactly
     once as a number there, or a prompt that is not a list of chat messages."""
-    from larft.rewards import row_target
+    from larft.length_spec import LengthSpec
 
-    target, prompt = row_target(row), row.get("prompt")
+    target, prompt = LengthSpec.of(row).goal, row.get("prompt")
     if not isinstance(target, int) or not isinstance(prompt, list):
         return None
     users = [i for i, m in enumerate(prompt) if isinstance(m, dict) and m.get("role") == "user"]
@@ -159,10 +164,11 @@ def hir_examples(groups: Sequence[Any], tokenizer: Any = None) -> list[dict[str,
     answer's true length in the row's unit (`relabel_prompt`); rows whose prompt cannot be relabelled
     give none. `length` in each example is that true length."""
     from larft.length import final_text, measure
+    from larft.length_spec import LengthSpec
 
     out = []
     for group in groups:
-        unit = group.row.get("unit") or "words"
+        unit = LengthSpec.of(group.row).unit
         for sample in group.samples:
             if sample.truncated:
                 continue
@@ -252,20 +258,21 @@ def dpo_round(model: Any, ref_model: Any, tokenizer: Any, pairs: list[dict[str, 
 def _round_record(groups: Sequence[Any], tokenizer: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The round's sampling metrics (GRPO's metric names where they exist) and its rollout lines."""
     from larft.length import final_text, measure
-    from larft.rewards import length_deviation, target_from_row
+    from larft.length_spec import LengthSpec
+    from larft.rewards import length_deviation
 
     lines, words, errors = [], [], []
     for group in groups:
         row = group.row
-        target, unit = target_from_row(row), row.get("unit") or "words"
-        constraint = row.get("constraint") or "equal"
+        spec = LengthSpec.of(row)
+        target, unit, constraint = spec.required_goal(), spec.unit, spec.constraint
         for sample, reward in zip(group.samples, group.rewards):
             answer = final_text(sample.text, group.reasoning)
             length = measure(answer, unit, tokenizer=tokenizer, extract=False)
             words.append(measure(answer, "words", extract=False))
             errors.append(length_deviation(length, target, constraint))
             lines.append({"prompt": row["prompt"][-1]["content"],
-                          "target": list(target) if isinstance(target, tuple) else target, "constraint": constraint,
+                          "target": spec.as_json(), "constraint": constraint,
                           "unit": unit, "length": length, "truncated": sample.truncated, "text": sample.text,
                           "reward/length_reward": reward})
     samples = [s for g in groups for s in g.samples]
@@ -289,7 +296,7 @@ def rollout_sampler(config: Any, model: Any, tokenizer: Any) -> tuple[str, Any]:
 
     backend = choose_backend(config, model)
     if backend == "vllm":
-        raise ValueError("--method rft/hir/dpo samples with rollout_backend hf or ct2; vllm is the GRPO trainer's path")
+        raise UserError("--method rft/hir/dpo samples with rollout_backend hf or ct2; vllm is the GRPO trainer's path")
     if backend == "hf":
         return "hf", None
     from larft.ct2_engine import records_generator
@@ -343,8 +350,8 @@ def train_baseline(train_args: Any, config: Any) -> Path:
     if method not in NOTHING_TO_TRAIN:
         raise ValueError(f"train_baseline runs --method rft, hir or dpo, not {method!r}")
     if config.world_size > 1:
-        raise ValueError(f"--method {method} runs in one process (launch it without accelerate/torchrun)")
-    tune_malloc()
+        raise UserError(f"--method {method} runs in one process (launch it without accelerate/torchrun)")
+    tune_malloc(config.device)  # CPU training only: where it was measured to help
     setup = prepare_run(train_args, config, resumable=False)
     output_dir, rows, tokenizer, init_kwargs = setup.output_dir, setup.rows, setup.tokenizer, setup.init_kwargs
     G = config.num_generations
@@ -355,9 +362,9 @@ def train_baseline(train_args: Any, config: Any) -> Path:
               "temperature": config.temperature, "top_p": config.top_p}
     setup.write_record(train_args, config, method=method, budget=budget)
     repo_id = hub_repo(config)  # --push_to_hub: the repo exists (or the error is seen) before any training
-    print(f"[larft] --method {method}: {train_args.baseline_rounds} rounds, {n_prompts} prompts x {G} samples "
-          f"(the sampling budget of the GRPO run: {n_prompts * G} completions of <= {config.max_completion_length} "
-          "tokens)")
+    logger.info(f"--method {method}: {train_args.baseline_rounds} rounds, {n_prompts} prompts x {G} samples "
+                f"(the sampling budget of the GRPO run: {n_prompts * G} completions of <= {config.max_completion_length} "
+                "tokens)")
 
     load_kwargs = {"trust_remote_code": config.trust_remote_code, **init_kwargs}
     model = AutoModelForCausalLM.from_pretrained(setup.model_path, **load_kwargs).to(config.device)
@@ -400,8 +407,7 @@ def train_baseline(train_args: Any, config: Any) -> Path:
                 trained = dpo_round(model, ref_model, tokenizer, pairs, config, train_args.dpo_beta,
                                     train_args.dpo_epochs)
         if not trained["train_steps"]:
-            print(f"[larft] round {number}: nothing to train on "
-                  f"({NOTHING_TO_TRAIN[method]})")
+            logger.warning(f"round {number}: nothing to train on ({NOTHING_TO_TRAIN[method]})")
         seconds = time.perf_counter() - t0
         line = {"step": number, "round": number, "method": method, "rollout_backend": backend, **record, "gen_tokens_total": total_tokens,
                 **trained, "gen_seconds": gen_seconds, "train_seconds": seconds - gen_seconds, "step_seconds": seconds}
@@ -418,8 +424,8 @@ def train_baseline(train_args: Any, config: Any) -> Path:
     write_card(setup, train_args, config, rounds=len(plan), repo_id=repo_id)
     if repo_id:
         push_output(config, repo_id)
-    print(f"[larft] model saved to {output_dir} (metrics: {output_dir / 'metrics.jsonl'}; {total_tokens} tokens "
-          "generated in all)")
+    logger.info(f"model saved to {output_dir} (metrics: {output_dir / 'metrics.jsonl'}; {total_tokens} tokens "
+                "generated in all)")
     return output_dir
 
 

@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 
 from larft.generation import Generation
 from larft.length import DEFAULT_REASONING, final_text
-from larft.rewards import REFUSAL_FLOOR, length_score, target_from_row
+from larft.length_spec import LengthSpec
+from larft.rewards import REFUSAL_FLOOR, length_score
 
 
 def pick_best(rewards: Sequence[float]) -> int:
@@ -38,9 +39,10 @@ def row_rewards(texts: Sequence[str], row: dict[str, Any], *, tokenizer: Any = N
                 truncated: Sequence[bool] | None = None) -> list[float]:
     """The length reward of each text for one row (its target, constraint and unit; see `length_score`);
     a text cut at its budget (`truncated`) gets the reward of one that ran on (`truncated_reward`)."""
-    target = target_from_row(row)
+    spec = LengthSpec.of(row)
+    target = spec.required_goal()
     cut = [False] * len(texts) if truncated is None else list(truncated)
-    return [length_score(text, target, unit=row.get("unit") or "words", constraint=row.get("constraint") or "equal",
+    return [length_score(text, target, unit=spec.unit, constraint=spec.constraint,
                           tokenizer=tokenizer, degenerate_guard=degenerate_guard, refusal_floor=refusal_floor,
                           reasoning=reasoning, truncated=was_cut) for text, was_cut in zip(texts, cut)]
 
@@ -97,7 +99,7 @@ def sample_groups(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], n:
     if len(budgets) != len(rows):
         raise ValueError(f"{len(budgets)} budgets for {len(rows)} prompts")
     for row in rows:
-        target_from_row(row)  # a row without a target fails before anything is generated
+        LengthSpec.of(row).required_goal()  # a row without a target fails before anything is generated
     prompts = [row["prompt"] for row in rows for _ in range(n)]
     records = generate(model, tokenizer, prompts, max_new_tokens=[b for b in budgets for _ in range(n)],
                        batch_size=batch_size, do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k,

@@ -13,7 +13,8 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from larft.length import DEFAULT_REASONING, measure
-from larft.rewards import length_deviation, target_from_row
+from larft.length_spec import LengthSpec
+from larft.rewards import length_deviation
 
 #: metric name in metrics.jsonl -> name in the Trainer's logs (TRL's names where it has one)
 METRIC_KEYS = {
@@ -138,24 +139,23 @@ class LengthCheckCallback(TrainerCallback):
 
         budgets = self.max_new_tokens
         if budgets is None:
-            budgets = [answer_budget(target_from_row(r), self.tokenizer, r.get("constraint") or "equal")
-                       for r in self.rows]
+            specs = [LengthSpec.of(r) for r in self.rows]
+            budgets = [answer_budget(s.required_goal(), self.tokenizer, s.constraint) for s in specs]
         records = generate_records(model, self.tokenizer, [r["prompt"] for r in self.rows], max_new_tokens=budgets,
                                    chat_template_kwargs=self.chat_template_kwargs, reasoning=self.reasoning)
         results = []
         for row, record in zip(self.rows, records):
             text = record.text
-            unit = row.get("unit") or "words"
-            delivered = measure(text, unit, tokenizer=self.tokenizer, extract=False)
-            target = target_from_row(row)
+            spec = LengthSpec.of(row)
+            delivered = measure(text, spec.unit, tokenizer=self.tokenizer, extract=False)
             results.append(
                 {
                     "prompt": row["prompt"][-1]["content"],
-                    "constraint": row.get("constraint") or "equal",
-                    "unit": unit,
-                    "target": list(target) if isinstance(target, tuple) else target,
+                    "constraint": spec.constraint,
+                    "unit": spec.unit,
+                    "target": spec.as_json(),
                     "delivered": delivered,
-                    "deviation": length_deviation(delivered, target, row.get("constraint") or "equal"),
+                    "deviation": length_deviation(delivered, spec.required_goal(), spec.constraint),
                     "truncated": record.truncated,
                     "text": text,
                 }

@@ -18,6 +18,7 @@ from trl import ModelConfig, ScriptArguments  # light: trl imports its modules l
 
 from larft.baselines import BaselineConfig  # a dataclass only: torch / TRL trainers load when a baseline runs
 from larft.errors import UserError
+from larft.logs import to_console
 
 UsageError = UserError  # the earlier name: a problem with how larft was called (bad config key, missing file, ...)
 
@@ -197,6 +198,10 @@ def parse_train_args(argv: list[str]) -> tuple[TrainArguments, Any]:
         )
     except SystemExit as e:  # argparse already printed the problem
         raise UsageError("invalid command-line or config value (see the message above)") from e
+    except UserError:
+        raise
+    except ValueError as e:  # a TRL / transformers config check (__post_init__) refused the values given
+        raise UsageError(str(e)) from e
     if config_rest:
         keys = parser.unknown_config_keys
         raise UsageError(f"config file {config_path}: unknown key{'s' if len(keys) > 1 else ''} "
@@ -241,6 +246,7 @@ def _csv(value: str) -> list[str]:
 
 def run_data(argv: list[str]) -> int:
     from larft import data
+    from larft.loader import read_rows
     from larft.options import DataConvertArguments, DataGenerateArguments, DataValidateArguments, parse_options
 
     commands = {"generate": DataGenerateArguments, "convert": DataConvertArguments, "validate": DataValidateArguments}
@@ -264,7 +270,7 @@ def run_data(argv: list[str]) -> int:
         return 0
     bad = 0
     for path in args.files:
-        rows, issues = data.validate_file(path)
+        rows, issues = read_rows(path)
         for issue in issues:
             print(issue)
         bad += len(issues)
@@ -394,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         argv.remove("--debug")
     command = argv[0] if argv else None
+    to_console()  # larft's log lines as `[larft] message` on stderr (main process only under accelerate)
     try:
         if argv and argv[0] == "train":
             return run_train(argv[1:])
@@ -418,9 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, TrainingFailed):
             print(f"larft: error: {e}", file=sys.stderr)
             return 1
-        # train.py and baselines.py still raise ValueError for bad options and input (the rest of larft
-        # raises larft.errors.UserError): for `larft train` those are the user's too
-        if isinstance(e, UserError) or (command == "train" and isinstance(e, (ValueError, FileNotFoundError))):
+        if isinstance(e, UserError):
             print(f"larft: error: {e}", file=sys.stderr)
             return 2
         raise

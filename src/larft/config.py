@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from larft.errors import UserError
+
 
 ROLLOUT_BACKENDS = ("hf", "ct2", "vllm", "auto")
 
@@ -142,25 +144,25 @@ class LARFTConfig(GRPOConfig):
             on_gpu = torch.cuda.is_available() and not self.use_cpu
             self.bf16 = not self.fp16 and (on_gpu or (not torch.cuda.is_available() and not mps and cpu_has_native_bf16()))
         if self.rollout_backend not in ROLLOUT_BACKENDS:
-            raise ValueError(f"rollout_backend: unknown value {self.rollout_backend!r}; expected one of "
-                             f"{', '.join(ROLLOUT_BACKENDS)}")
+            raise UserError(f"rollout_backend: unknown value {self.rollout_backend!r}; expected one of "
+                            f"{', '.join(ROLLOUT_BACKENDS)}")
         if self.rollout_backend == "vllm":
             self.use_vllm = True
         super().__post_init__()
         if self.awareness_lambda_max < 0:
-            raise ValueError(f"awareness_lambda_max must be >= 0, got {self.awareness_lambda_max}")
+            raise UserError(f"awareness_lambda_max must be >= 0, got {self.awareness_lambda_max}")
         from larft.awareness import LOSS_ON
 
         from larft.awareness import PROMPT_STYLES
 
         if self.awareness_prompt not in PROMPT_STYLES:
-            raise ValueError(f"awareness_prompt must be one of {', '.join(PROMPT_STYLES)}, got {self.awareness_prompt!r}")
+            raise UserError(f"awareness_prompt must be one of {', '.join(PROMPT_STYLES)}, got {self.awareness_prompt!r}")
         if self.awareness_loss_on not in LOSS_ON:
-            raise ValueError(f"awareness_loss_on must be one of {', '.join(LOSS_ON)}, got {self.awareness_loss_on!r}")
+            raise UserError(f"awareness_loss_on must be one of {', '.join(LOSS_ON)}, got {self.awareness_loss_on!r}")
         if not 0.0 <= self.refusal_floor < 1.0:
-            raise ValueError(f"refusal_floor must be in [0, 1), got {self.refusal_floor}")
+            raise UserError(f"refusal_floor must be in [0, 1), got {self.refusal_floor}")
         from larft.length import parse_delimiters
 
         parse_delimiters(self.reasoning_delimiters)  # a malformed value fails here, not mid-training
         if not 0.0 <= self.awareness_warmup_ratio < 1.0:
-            raise ValueError(f"awareness_warmup_ratio must be in [0, 1), got {self.awareness_warmup_ratio}")
+            raise UserError(f"awareness_warmup_ratio must be in [0, 1), got {self.awareness_warmup_ratio}")

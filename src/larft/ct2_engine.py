@@ -13,6 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from larft.errors import UserError
+from larft.logs import get_logger
+
+logger = get_logger(__name__)
+
 INSTALL_HINT = "pip install 'larft[ct2]'  (or: pip install ctranslate2)"
 
 
@@ -223,15 +228,14 @@ class CT2Rollouts:
         import json
 
         from larft.budget import training_budget
-        from larft.rewards import row_target
+        from larft.length_spec import LengthSpec
 
         if getattr(self, "_targets", None) is None:
             self._targets = {}
             for row in trainer.train_dataset:
-                target = row_target(row) if (row.get("unit") or "words") == "words" else None
-                if target is not None:
-                    self._targets[json.dumps(row["prompt"], sort_keys=True)] = max(target) if isinstance(
-                        target, tuple) else target
+                spec = LengthSpec.of(row)
+                if spec.has_target and spec.unit == "words":
+                    self._targets[json.dumps(row["prompt"], sort_keys=True)] = spec.largest
         cap = trainer.max_completion_length
         out = []
         for prompt in prompts:
@@ -250,8 +254,8 @@ def check_sampling_supported(args: Any) -> None:
     if getattr(args, "generation_kwargs", None):
         unsupported.append(f"generation_kwargs={args.generation_kwargs}")
     if unsupported:
-        raise ValueError(f"rollout_backend 'ct2' does not reproduce {', '.join(unsupported)} with transformers' "
-                         "semantics; use rollout_backend: hf")
+        raise UserError(f"rollout_backend 'ct2' does not reproduce {', '.join(unsupported)} with transformers' "
+                        "semantics; use rollout_backend: hf")
 
 
 def choose_backend(args: Any, model: Any, peft_config: Any = None) -> str:
@@ -265,7 +269,7 @@ def choose_backend(args: Any, model: Any, peft_config: Any = None) -> str:
         return asked
     if getattr(args, "use_vllm", False):
         if asked == "ct2":
-            raise ValueError("rollout_backend 'ct2' and use_vllm both choose the rollout engine: set one")
+            raise UserError("rollout_backend 'ct2' and use_vllm both choose the rollout engine: set one")
         return "vllm"
     problem = None
     try:
@@ -281,15 +285,15 @@ def choose_backend(args: Any, model: Any, peft_config: Any = None) -> str:
         problem = str(err)
     if asked == "ct2":
         if problem:
-            raise ValueError(problem)
+            raise UserError(problem)
         if args.rollout_compute_type not in ("float32", "default"):
-            print(f"[larft] rollout_compute_type {args.rollout_compute_type}: rollouts come from a quantized copy "
-                  "of the policy (off-policy; no importance-sampling correction is applied)")
+            logger.warning(f"rollout_compute_type {args.rollout_compute_type}: rollouts come from a quantized copy "
+                           "of the policy (off-policy; no importance-sampling correction is applied)")
         return "ct2"
     if problem:
-        print(f"[larft] rollout_backend auto -> hf ({problem})")
+        logger.info(f"rollout_backend auto -> hf ({problem})")
         return "hf"
-    print("[larft] rollout_backend auto -> ct2 (CTranslate2, fp32, weights synced every step)")
+    logger.info("rollout_backend auto -> ct2 (CTranslate2, fp32, weights synced every step)")
     return "ct2"
 
 

@@ -1,9 +1,10 @@
-"""glibc allocator settings for CPU training.
+"""glibc allocator settings for training on the CPU, the one place they were measured to help.
 
 PyTorch on CPU allocates and frees large activation buffers every step. glibc returns freed
 memory to the OS (trim / munmap) and page-faults it back in on the next allocation, which
 costs system time every step. Keeping freed memory in the process (high trim threshold, top
-pad) removes that churn (docs/usage.md, "CPU note"). Set LARFT_MALLOC_TUNING=0 to skip.
+pad) removes that churn (`benchmarks/step_overhead.py`; docs/usage.md, "CPU note"). A run on a
+GPU, evaluation and generation leave the allocator alone. Set LARFT_MALLOC_TUNING=0 to skip.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from typing import Any
 
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 
 
-def tune_malloc() -> bool:
-    """Apply the settings when running on glibc; returns whether they were applied."""
-    if os.environ.get("LARFT_MALLOC_TUNING", "1") == "0":
+def tune_malloc(device: Any = "cpu") -> bool:
+    """Apply the settings when training runs on the CPU (`device`: the run's torch device) under
+    glibc; returns whether they were applied."""
+    if os.environ.get("LARFT_MALLOC_TUNING", "1") == "0" or getattr(device, "type", str(device)) != "cpu":
         return False
     name = ctypes.util.find_library("c")
     if not name:

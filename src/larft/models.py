@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from larft.errors import MissingFileError, UserError
+from larft.logs import get_logger
+
+logger = get_logger(__name__)
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -65,7 +68,7 @@ def gguf_to_hf(gguf: Path, target: Path) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"[larft] converting {gguf.name} to an HF folder (once) -> {target}")
+    logger.info(f"converting {gguf.name} to an HF folder (once) -> {target}")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
     if getattr(model, "hf_quantizer", None) is not None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import math
 
 from larft.length import DEFAULT_REASONING, WORD_PATTERN, completion_text, count_words, final_text, measure
+from larft.length_spec import LengthSpec
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -156,32 +157,6 @@ def truncated_reward(length: int, target: int | Sequence[int], constraint: str =
     return 1.0  # inside a range, or under at_most's bound: as if it had ended
 
 
-def row_target(row: dict[str, Any]) -> int | tuple[int, int] | None:
-    """The target of a dataset row: `target_range` for `range` rows, else `target`, else the
-    official LARFT `reward_model.ground_truth`; None when the row has none (a dataset that
-    mixes length prompts with others: `datasets` fills the missing columns with None)."""
-    if (row.get("constraint") or "equal") == "range":
-        if row.get("target_range") is None:
-            return None
-        lo, hi = row["target_range"]
-        return int(lo), int(hi)
-    if row.get("target") is not None:
-        return int(row["target"])
-    if isinstance(row.get("reward_model"), dict) and row["reward_model"].get("ground_truth") is not None:
-        return int(row["reward_model"]["ground_truth"])
-    return None
-
-
-def target_from_row(row: dict[str, Any]) -> int | tuple[int, int]:
-    """`row_target`, for rows that must have a target."""
-    target = row_target(row)
-    if target is None:
-        if (row.get("constraint") or "equal") == "range":
-            raise KeyError("range row has no 'target_range'")
-        raise KeyError("row has neither 'target' nor 'reward_model.ground_truth'")
-    return target
-
-
 class LengthReward:
     """TRL reward function: reads each rollout's target/constraint/unit from its dataset row.
 
@@ -224,7 +199,8 @@ class LengthReward:
         stops = self._stops() if completion_ids is not None else set()  # none known: every text scored as written
         rewards: list[float | None] = []
         for i, (prompt, completion, row) in enumerate(zip(prompts, completions, rows)):
-            target = row_target(row)
+            spec = LengthSpec.of(row)
+            target = spec.goal
             if target is None:
                 if not self.allow_missing_target:
                     raise ValueError(
@@ -238,8 +214,8 @@ class LengthReward:
             rewards.append(length_score(
                 completion_text(completion),
                 target,
-                unit=row.get("unit") or "words",
-                constraint=row.get("constraint") or "equal",
+                unit=spec.unit,
+                constraint=spec.constraint,
                 tokenizer=self.tokenizer,
                 degenerate_guard=self.degenerate_guard,
                 refusal_floor=self.refusal_floor,
@@ -288,7 +264,5 @@ __all__ = [
     "length_score",
     "refusal_length",
     "repeated_trigram_share",
-    "row_target",
-    "target_from_row",
     "truncated_reward",
 ]

@@ -12,24 +12,29 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from larft.data import DataError, DataIssue, generate_rows, load_dataset_rows, normalize_record
+from larft.data import generate_rows
+from larft.errors import UserError
+from larft.loader import DataError, DataIssue, load_rows, normalize_record
+from larft.logs import get_logger
+
+logger = get_logger(__name__)
 
 #: the file of output_dir that records a run (model, rows, held-out split); a resumed run reads it
 RUN_RECORD = "larft_run.json"
 
 
 # -- the prompt rows ------------------------------------------------------------------------
-def training_rows(train_args: Any) -> list[dict[str, Any]]:
-    """Rows of --dataset_name / --train_file (read by `datasets`, validated), or a generated prompt set."""
+def training_rows(train_args: Any, require_target: bool = True) -> list[dict[str, Any]]:
+    """Rows of --dataset_name / --train_file (`larft.loader`), or a generated prompt set. Rows without
+    a length target are accepted only when `require_target` is off (reward functions of yours score them)."""
     source = train_args.dataset_name or train_args.train_file
     if source:
-        return load_dataset_rows(source, config=train_args.dataset_config, split=train_args.dataset_train_split,
-                                 skip_invalid=train_args.skip_invalid)
+        return load_rows(source, config=train_args.dataset_config, split=train_args.dataset_train_split,
+                         skip_invalid=train_args.skip_invalid, require_target=require_target)
     targets = [int(t) for t in str(train_args.train_targets).split(",") if t.strip()]
     constraints = [c.strip() for c in str(train_args.train_constraints).split(",") if c.strip()]
     styles = [c.strip() for c in str(train_args.train_styles).split(",") if c.strip()]
@@ -60,7 +65,7 @@ def rows_fingerprint(rows: list[dict[str, Any]]) -> str:
 
 def split_held_out(rows: list[dict[str, Any]], n: int, run_file: Path, resuming: bool) -> tuple[list, list]:
     """(training rows, held-out rows for the length check). A new run holds out the last `n`
-    rows and records them (indices and a fingerprint of the prompt set) in larft_run.json; a
+    rows that have a length target and records them (indices and a fingerprint of the prompt set) in larft_run.json; a
     resumed run restores exactly that split, so it never trains on its held-out prompts."""
     for i, row in enumerate(rows):
         row["_index"] = i
@@ -68,15 +73,19 @@ def split_held_out(rows: list[dict[str, Any]], n: int, run_file: Path, resuming:
         saved = json.loads(run_file.read_text(encoding="utf-8"))
         if "rows_fingerprint" in saved:
             if saved["rows_fingerprint"] != rows_fingerprint(rows):
-                raise ValueError(f"--resume: the training prompts differ from those the run in {run_file.parent} "
-                                 "started with (same --train_file / train_size / train_targets needed)")
+                raise UserError(f"--resume: the training prompts differ from those the run in {run_file.parent} "
+                                "started with (same --train_file / train_size / train_targets needed)")
             held = set(saved.get("held_out", []))
             return [r for r in rows if r["_index"] not in held], [r for r in rows if r["_index"] in held]
-    if n <= 0:
+    from larft.length_spec import LengthSpec
+
+    targeted = [r["_index"] for r in rows if LengthSpec.of(r).has_target]  # rows your own rewards score are not checked
+    if n <= 0 or not targeted:
         return rows, []
-    if n >= len(rows):
-        raise ValueError(f"length_check_prompts={n} leaves no training rows")
-    return rows[:-n], rows[-n:]
+    if n >= len(targeted):
+        raise UserError(f"length_check_prompts={n} leaves no training rows with a length target")
+    held = set(targeted[-n:])
+    return [r for r in rows if r["_index"] not in held], [r for r in rows if r["_index"] in held]
 
 
 # -- checks before any model is loaded --------------------------------------------------------
@@ -100,17 +109,18 @@ def check_completion_budget(rows: list[dict[str, Any]], tokenizer: Any, config: 
     """Say so when max_completion_length cuts rollouts before 2x their target (`larft.budget`): a
     rollout cut there has a known reward; one cut earlier is scored 0 as if it had run on."""
     from larft.budget import training_budget
-    from larft.rewards import row_target
+    from larft.length_spec import LengthSpec
 
-    targets = [row_target(r) for r in rows if (r.get("unit") or "words") == "words"]
-    targets = [max(t) if isinstance(t, tuple) else t for t in targets if t is not None]
+    specs = [LengthSpec.of(r) for r in rows]
+    targets = [s.largest for s in specs if s.has_target and s.unit == "words"]
     if not targets or config.mask_truncated_completions:
         return
     need = training_budget(max(targets), tokenizer)
     if config.max_completion_length < need and config.process_index == 0:
-        print(f"[larft] max_completion_length={config.max_completion_length} cuts rollouts before 2x the largest "
-              f"target ({max(targets)} words, ~{need} tokens): a cut rollout is scored as one that ran on "
-              f"(0 for equal / at_most). Set max_completion_length >= {need}, or mask_truncated_completions: true")
+        logger.warning(f"max_completion_length={config.max_completion_length} cuts rollouts before 2x the largest "
+                       f"target ({max(targets)} words, ~{need} tokens): a cut rollout is scored as one that ran on "
+                       f"(0 for equal / at_most). Set max_completion_length >= {need}, or mask_truncated_completions: "
+                       "true")
 
 
 def model_init_kwargs(train_args: Any, config: Any) -> dict[str, Any]:
@@ -139,7 +149,7 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
         try:
             json.loads(state.read_text())
         except (OSError, json.JSONDecodeError):
-            print(f"[larft] {path}: incomplete checkpoint (no valid trainer_state.json), not used", file=sys.stderr)
+            logger.warning(f"{path}: incomplete checkpoint (no valid trainer_state.json), not used")
             continue
         found.append((int(suffix), path))
     return [p for _, p in sorted(found, reverse=True)]
@@ -169,18 +179,18 @@ def start_output_dir(output_dir: Path, *, resume: bool, resumable: bool = True, 
     if resume:
         found = complete_checkpoints(output_dir) if output_dir.is_dir() else []
         if not found:
-            raise ValueError(f"--resume: no complete checkpoint-* folder in {output_dir}")
+            raise UserError(f"--resume: no complete checkpoint-* folder in {output_dir}")
         checkpoint = found[0]
         step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
         if process_index == 0:  # one writer: ranks racing on the same temp file lose a rename
             trim_metrics(output_dir / "metrics.jsonl", step)
             trim_metrics(output_dir / "rollouts.jsonl", step)
-        print(f"[larft] resuming from {checkpoint} (step {step})")
+        logger.info(f"resuming from {checkpoint} (step {step})")
         return checkpoint
     if (output_dir / "metrics.jsonl").exists():
         hint = "pass --resume to continue it or choose another --output_dir" if resumable else \
             "choose another --output_dir"
-        raise ValueError(f"{output_dir} already holds a run (metrics.jsonl); {hint}")
+        raise UserError(f"{output_dir} already holds a run (metrics.jsonl); {hint}")
     return None
 
 
@@ -245,7 +255,7 @@ def prepare_run(train_args: Any, config: Any, *, resumable: bool = True) -> RunS
     output_dir = Path(config.output_dir)
     checkpoint = start_output_dir(output_dir, resume=bool(getattr(train_args, "resume", False)) and resumable,
                                   resumable=resumable, process_index=config.process_index)
-    rows = training_rows(train_args)
+    rows = training_rows(train_args, require_target=not getattr(train_args, "reward_funcs", None))
     rows, check_rows = split_held_out(rows, config.length_check_prompts, output_dir / RUN_RECORD,
                                       resuming=checkpoint is not None)
     fingerprint = rows_fingerprint(rows + check_rows)  # of the prompt set as given: the system prompt is a setting
@@ -282,7 +292,7 @@ def push_output(config: Any, repo_id: str) -> None:
     hf_api().upload_folder(repo_id=repo_id, folder_path=str(config.output_dir), commit_message="End of training",
                            token=config.hub_token, revision=config.hub_revision,
                            ignore_patterns=["_*", "checkpoint-*"])
-    print(f"[larft] pushed {config.output_dir} to {repo_id}")
+    logger.info(f"pushed {config.output_dir} to {repo_id}")
 
 
 __all__ = ["FINGERPRINT_KEYS", "RUN_RECORD", "RunSetup", "check_completion_budget", "check_prompt_lengths",

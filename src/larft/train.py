@@ -14,7 +14,9 @@ from typing import Any
 
 from larft.callbacks import MetricsJsonlCallback
 from larft.config import LARFTConfig
+from larft.errors import UserError
 from larft.interrupt import GracefulStopCallback, TrainingInterrupted
+from larft.logs import get_logger
 from larft.run_setup import (  # noqa: F401  (re-exported: scripts and tests import them from larft.train)
     FINGERPRINT_KEYS,
     check_completion_budget,
@@ -29,6 +31,22 @@ from larft.run_setup import (  # noqa: F401  (re-exported: scripts and tests imp
     with_system_prompts,
 )
 
+logger = get_logger(__name__)
+
+
+def check_distributed_engine(accelerator: Any) -> None:
+    """Say so when `accelerate launch` was given an FSDP or DeepSpeed config that accelerate does not
+    apply: it enables them only on accelerators (GPUs, ...), so on CPU processes the run is plain data
+    parallel (every process holds the whole model), which would otherwise pass unnoticed."""
+    from accelerate.utils import DistributedType
+
+    for name, variable, engine in (("FSDP", "ACCELERATE_USE_FSDP", DistributedType.FSDP),
+                                   ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED)):
+        if os.environ.get(variable, "false").lower() == "true" and accelerator.distributed_type != engine:
+            logger.warning(f"the accelerate config asks for {name}, but accelerate runs this as "
+                           f"{accelerator.distributed_type.value} on {accelerator.device.type}: {name} needs GPUs "
+                           "(accelerate does not shard on CPU processes); every process holds the whole model")
+
 
 class TrainingFailed(RuntimeError):
     """A numerical fault stopped training; the message names the step and the last good checkpoint."""
@@ -41,7 +59,7 @@ def lora_config(train_args: Any) -> Any:
     import importlib.util
 
     if importlib.util.find_spec("peft") is None:
-        raise ValueError("LoRA (--use_peft / --lora_r) needs PEFT: pip install 'larft[peft]'")
+        raise UserError("LoRA (--use_peft / --lora_r) needs PEFT: pip install 'larft[peft]'")
     from trl import get_peft_config
 
     return get_peft_config(train_args)
@@ -61,8 +79,8 @@ def quantization_config(train_args: Any) -> Any:
     missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
                                      ("bitsandbytes", importlib.util.find_spec("bitsandbytes") is not None)) if not ok]
     if missing:
-        raise ValueError(f"--load_in_{bits}bit (QLoRA) needs a CUDA GPU and `pip install bitsandbytes`; missing "
-                         f"here: {' and '.join(missing)}")
+        raise UserError(f"--load_in_{bits}bit (QLoRA) needs a CUDA GPU and `pip install bitsandbytes`; missing "
+                        f"here: {' and '.join(missing)}")
     from trl import get_quantization_config
 
     return get_quantization_config(train_args)
@@ -80,20 +98,20 @@ def reward_functions(paths: list[str] | None) -> list[Any]:
     for path in paths or []:
         module_name, _, attr = path.rpartition(".")
         if not module_name:
-            raise ValueError(f"--reward_funcs {path}: expected a dotted path module.function, e.g. my_rewards.brevity")
+            raise UserError(f"--reward_funcs {path}: expected a dotted path module.function, e.g. my_rewards.brevity")
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
-            raise ValueError(f"--reward_funcs {path}: cannot import module {module_name!r} ({e}); run from the folder "
-                             "that holds it or put it on PYTHONPATH") from None
+            raise UserError(f"--reward_funcs {path}: cannot import module {module_name!r} ({e}); run from the folder "
+                            "that holds it or put it on PYTHONPATH") from None
         except Exception as e:  # the module itself failed: show why, with --debug for its traceback
-            raise ValueError(f"--reward_funcs {path}: importing {module_name!r} failed: {type(e).__name__}: {e}") from e
+            raise UserError(f"--reward_funcs {path}: importing {module_name!r} failed: {type(e).__name__}: {e}") from e
         func = getattr(module, attr, None)
         if func is None:
-            raise ValueError(f"--reward_funcs {path}: module {module_name!r} has no attribute {attr!r}")
+            raise UserError(f"--reward_funcs {path}: module {module_name!r} has no attribute {attr!r}")
         if not callable(func):
-            raise ValueError(f"--reward_funcs {path}: {type(func).__name__} is not callable (expected a function "
-                             "f(prompts, completions, **columns) -> list of float)")
+            raise UserError(f"--reward_funcs {path}: {type(func).__name__} is not callable (expected a function "
+                            "f(prompts, completions, **columns) -> list of float)")
         funcs.append(func)
     return funcs
 
@@ -111,13 +129,13 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     from larft.malloc import tune_malloc
     from larft.trainer import LARFTTrainer
 
-    tune_malloc()
+    tune_malloc(config.device)  # CPU training only: where it was measured to help
     quantization = quantization_config(train_args)  # user errors first: before data, model or output_dir
     reward_funcs = reward_functions(getattr(train_args, "reward_funcs", None))
     if config.resume_from_checkpoint:
-        raise ValueError("--resume_from_checkpoint is not how larft resumes: pass --resume true with the same "
-                         "--output_dir; it continues from the newest complete checkpoint there, with its held-out "
-                         "split and metrics")
+        raise UserError("--resume_from_checkpoint is not how larft resumes: pass --resume true with the same "
+                        "--output_dir; it continues from the newest complete checkpoint there, with its held-out "
+                        "split and metrics")
     setup = prepare_run(train_args, config)
     output_dir, checkpoint, rows, tokenizer = setup.output_dir, setup.checkpoint, setup.rows, setup.tokenizer
     config.model_init_kwargs = setup.init_kwargs
@@ -141,6 +159,7 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
         quantization_config=quantization,
     )
     trainer.dataset_name = setup.hub_dataset  # a Hub dataset: the model card links it
+    check_distributed_engine(trainer.accelerator)
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except FloatingPointError as e:
@@ -162,11 +181,10 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
         merged = merged_model(trainer, output_dir, setup.model_path, setup.init_kwargs, quantization)
         merged.save_pretrained(output_dir / MERGED_SUBFOLDER)
         tokenizer.save_pretrained(output_dir / MERGED_SUBFOLDER)
-        print(f"[larft] merged LoRA model saved to {output_dir / MERGED_SUBFOLDER}")
+        logger.info(f"merged LoRA model saved to {output_dir / MERGED_SUBFOLDER}")
         if config.push_to_hub:
             push_merged(trainer, output_dir / MERGED_SUBFOLDER)
-    if trainer.accelerator.is_main_process:
-        print(f"[larft] model saved to {output_dir} (metrics: {output_dir / 'metrics.jsonl'})")
+    logger.info(f"model saved to {output_dir} (metrics: {output_dir / 'metrics.jsonl'})")
     return output_dir
 
 
@@ -197,4 +215,4 @@ def push_merged(trainer: Any, folder: Path) -> None:
         repo_id=trainer.hub_model_id, folder_path=str(folder), path_in_repo=MERGED_SUBFOLDER,
         commit_message="Merged LoRA model", token=trainer.args.hub_token, revision=trainer.args.hub_revision,
     )
-    print(f"[larft] merged LoRA model pushed to {trainer.hub_model_id}/{MERGED_SUBFOLDER}")
+    logger.info(f"merged LoRA model pushed to {trainer.hub_model_id}/{MERGED_SUBFOLDER}")

@@ -21,12 +21,14 @@ from transformers import PreTrainedModel, TrainerCallback
 from trl import GRPOTrainer
 from trl.trainer.grpo_trainer import RewardFunc
 
-from larft.awareness import awareness_loss, build_awareness_batch
+from larft.awareness import awareness_loss, awareness_normalizer, build_awareness_batch, label_token_count
 from larft.card import (LARFT_BIBTEX, PAPER_ID, PAPER_TITLE, TAGS, CardInfo, base_model_fields, model_card,
                         read_length_check)
 from larft.config import LARFTConfig
+from larft.errors import UserError
 from larft.length import count_words, final_text, measure, parse_delimiters
-from larft.rewards import LengthReward, is_refusal, length_deviation, row_target
+from larft.length_spec import LengthSpec
+from larft.rewards import LengthReward, is_refusal, length_deviation
 from larft.schedule import awareness_lambda
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 AWARENESS_KEYS = ("awareness_input_ids", "awareness_attention_mask", "awareness_labels", "awareness_prefix_length")
 AWARENESS_LOSS_MASK = "awareness_loss_mask"  # only with awareness_loss_on="number"
+AWARENESS_ITEMS = "awareness_items_in_batch"  # label tokens in the generation batch, all processes
 
 
 class LARFTTrainer(GRPOTrainer):
@@ -79,19 +82,19 @@ class LARFTTrainer(GRPOTrainer):
                 classes = list(classes) if isinstance(classes, (list, tuple)) else [classes]
                 kwargs["reward_processing_classes"] = [None, *classes]
         if not funcs:
-            raise ValueError("LARFTTrainer has no reward function: with length_reward=False, pass reward_funcs")
+            raise UserError("LARFTTrainer has no reward function: with length_reward=False, pass reward_funcs")
         if args.reward_weights is not None and len(args.reward_weights) != len(funcs):
             names = ["length_reward" if isinstance(f, LengthReward) else getattr(f, "__name__", repr(f)) for f in funcs]
-            raise ValueError(f"reward_weights has {len(args.reward_weights)} value(s) for {len(funcs)} reward "
-                             f"functions: {', '.join(names)} (the length reward comes first; length_reward=False "
-                             "drops it)")
+            raise UserError(f"reward_weights has {len(args.reward_weights)} value(s) for {len(funcs)} reward "
+                            f"functions: {', '.join(names)} (the length reward comes first; length_reward=False "
+                            "drops it)")
         from larft.ct2_engine import CT2Rollouts, choose_backend
 
         self.rollout_backend = choose_backend(args, model, kwargs.get("peft_config"))
         if self.rollout_backend == "ct2":
             if kwargs.get("rollout_func") is not None:
-                raise ValueError("rollout_backend 'ct2' generates the rollouts itself; with a rollout_func of your "
-                                 "own, set rollout_backend: hf")
+                raise UserError("rollout_backend 'ct2' generates the rollouts itself; with a rollout_func of your "
+                                "own, set rollout_backend: hf")
             kwargs["rollout_func"] = CT2Rollouts(args.rollout_compute_type)
         self._base_model_name = model if isinstance(model, str) else None
         #: subfolder of the output (and Hub repo) with the merged LoRA model, for the card; set by `larft train`
@@ -212,7 +215,7 @@ class LARFTTrainer(GRPOTrainer):
         output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
         texts, truncated = self._completion_texts(output["completion_ids"])
-        units = [row.get("unit") or "words" for row in inputs]
+        units = [LengthSpec.of(row).unit for row in inputs]
         lengths = self._log_length_metrics(mode, texts, truncated, inputs, units)
         if mode == "train" and self.args.log_rollouts:
             self._write_rollouts(inputs, texts, lengths, truncated)
@@ -226,6 +229,9 @@ class LARFTTrainer(GRPOTrainer):
                 output[key] = batch[name].to(device)
             if "loss_mask" in batch:
                 output[AWARENESS_LOSS_MASK] = batch["loss_mask"].to(device)
+            # the label tokens of the whole generation batch, every process's: the awareness loss is their mean
+            local = label_token_count(batch["labels"], batch.get("loss_mask")).to(device)
+            output[AWARENESS_ITEMS] = self.accelerator.gather(local.reshape(1)).sum()
         return output
 
     def _completion_texts(self, completion_ids: torch.Tensor) -> tuple[list[str], list[bool]]:
@@ -249,7 +255,8 @@ class LARFTTrainer(GRPOTrainer):
         lengths = [measure(t, u, tokenizer=self._tokenizer, extract=False) for t, u in zip(texts, units)]
         errors, refusals = [], []
         for n, row in zip(lengths, rows):
-            target, constraint = row_target(row), row.get("constraint") or "equal"
+            spec = LengthSpec.of(row)
+            target, constraint = spec.goal, spec.constraint
             if target is None:  # a prompt only other reward functions score: no length error
                 errors.append(float("nan"))
                 refusals.append(n <= 1)
@@ -274,10 +281,9 @@ class LARFTTrainer(GRPOTrainer):
 
         local = []
         for row, text, n, cut in zip(rows, texts, lengths, truncated):
-            target = row_target(row)
+            spec = LengthSpec.of(row)
             prompt = row["prompt"][-1]["content"] if isinstance(row["prompt"], list) else str(row["prompt"])
-            local.append({"prompt": prompt, "target": list(target) if isinstance(target, tuple) else target,
-                          "constraint": row.get("constraint") or "equal", "unit": row.get("unit") or "words",
+            local.append({"prompt": prompt, "target": spec.as_json(), "constraint": spec.constraint, "unit": spec.unit,
                           "length": n, "truncated": cut, "text": text})
         records = gather_object(local)
         if not self.accelerator.is_main_process:
@@ -331,12 +337,17 @@ class LARFTTrainer(GRPOTrainer):
         batch = [inputs[k] for k in AWARENESS_KEYS]
         loss_mask = inputs.get(AWARENESS_LOSS_MASK)
         predicted: dict[int, list[int]] = {}
+        # summed here, divided by the generation batch's label tokens: the mean over the whole batch,
+        # the same on 1 or N processes and for any micro-batch split (as TRL's dapo loss)
+        normalizer = awareness_normalizer(inputs[AWARENESS_ITEMS].item(), self.accelerator.num_processes,
+                                          accumulation, self.args.steps_per_generation)
         if lam > 0:
-            counting = awareness_loss(model, *batch, predictions=predicted, loss_mask=loss_mask)
-            loss = loss + lam * counting / accumulation
+            summed = awareness_loss(model, *batch, predictions=predicted, loss_mask=loss_mask, reduction="sum")
+            loss = loss + lam * summed / normalizer
         else:  # warm-up starts at exactly 0: measure the loss, spend no backward on it
             with torch.no_grad():
-                counting = awareness_loss(model, *batch, predictions=predicted, loss_mask=loss_mask)
+                summed = awareness_loss(model, *batch, predictions=predicted, loss_mask=loss_mask, reduction="sum")
+        counting = summed.detach() / label_token_count(batch[2], loss_mask).clamp(min=1)  # this micro-batch's mean
         self._log_count_error(mode, batch[2], predicted)
         if not torch.isfinite(counting):
             raise FloatingPointError(f"the awareness loss is {counting.item()} at step {self.state.global_step + 1}")

@@ -8,7 +8,6 @@ from the data folder found by `benchmark_data_dir()` (`$LARFT_BENCHMARKS`, else 
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from larft.data import DataError, DataIssue, read_records
+from larft.loader import DataError, DataIssue, read_dataset
 from larft.errors import MissingFileError
 
 LIFEBENCH_LENGTHS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -61,17 +60,20 @@ def benchmark_data_dir() -> Path:
 
 
 def _records(path: Path, required: Iterable[str]) -> list[tuple[int, dict]]:
-    records, issues = read_records(path)
-    for line, record in records:
+    """(line, record) of a benchmark file, read by `larft.loader` (through `datasets`), each record
+    holding the `required` fields, or a DataError naming every file:line: field that does not."""
+    records, issues = read_dataset(str(path))
+    out = []
+    for _, line, record in records:
         if not isinstance(record, dict):
             issues.append(DataIssue(str(path), line, "", "expected a JSON object"))
             continue
-        for key in required:
-            if key not in record or record[key] in (None, ""):
-                issues.append(DataIssue(str(path), line, key, "missing"))
+        missing = [key for key in required if record.get(key) in (None, "")]
+        issues += [DataIssue(str(path), line, key, "missing") for key in missing]
+        out.append((line, {k: v for k, v in record.items() if v is not None}))
     if issues:
         raise DataError(issues)
-    return records
+    return out
 
 
 def _user(text: str) -> list[dict[str, str]]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from larft.errors import UserError
+from larft.logs import get_logger
+
+logger = get_logger(__name__)
 
 if TYPE_CHECKING:
     from larft.eval.generators import Batched, Job, Sampling
@@ -37,8 +39,7 @@ class GenerationCache:
                 key = record["key"]
             except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
                 if number == len(lines):  # a line cut by a kill mid-write: that prompt is generated again
-                    print(f"[larft] {self.path}:{number}: incomplete last line ignored ({e}); it will be redone",
-                          file=sys.stderr)
+                    logger.warning(f"{self.path}:{number}: incomplete last line ignored ({e}); it will be redone")
                     last_line_cut = True
                     continue
                 raise UserError(f"{self.path}:{number}: corrupt cache line ({e}); delete the file to start over") from None

@@ -16,6 +16,9 @@ from larft.eval.metrics import (
 )
 from larft.eval.settings import EvalSettings
 from larft.eval.stats import bootstrap_cis
+from larft.logs import get_logger
+
+logger = get_logger(__name__)
 
 Reader = Callable[[Path], "list[B.EvalItem]"]
 
@@ -124,8 +127,8 @@ class LengthBenchmark(Benchmark):
             n = prompt_length(ev.tokenizer, messages, ev.settings.chat_template_kwargs)
             (fit.append(it) if n + ev.item_budget(it)[0] <= window else skipped.append(it.id))
         if skipped:
-            print(f"[larft] {len(skipped)} prompt(s) longer than the model's context window ({window} tokens) "
-                  f"are skipped and listed in results.json: {skipped[:5]}{' ...' if len(skipped) > 5 else ''}")
+            logger.warning(f"{len(skipped)} prompt(s) longer than the model's context window ({window} tokens) "
+                           f"are skipped and listed in results.json: {skipped[:5]}{' ...' if len(skipped) > 5 else ''}")
         return fit, skipped
 
     @staticmethod
@@ -136,14 +139,14 @@ class LengthBenchmark(Benchmark):
         for it in items:
             (limited.append(it.id) if ev.item_budget(it)[1] else kept.append(it))
         if limited:
-            print(f"[larft] {len(limited)} prompt(s) need more than --max-new-tokens-cap={ev.settings.max_new_tokens_cap} "
-                  f"new tokens to reach their target: not generated, listed in results.json as budget_limited")
+            logger.warning(f"{len(limited)} prompt(s) need more than --max-new-tokens-cap={ev.settings.max_new_tokens_cap} "
+                           f"new tokens to reach their target: not generated, listed in results.json as budget_limited")
         return kept, limited
 
     def nothing_to_score(self, name: str, excluded: dict) -> dict:
         note = (f"{name}: no prompt left to score ({len(excluded['skipped_too_long'])} longer than the context "
                 f"window, {len(excluded['budget_limited'])} above --max-new-tokens-cap)")
-        print(f"[larft] {note}")
+        logger.warning(note)
         return {"metrics": {"n": 0, "note": note}, "samples": [], "counter": self.counter, **excluded}
 
 
