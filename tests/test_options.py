@@ -117,3 +117,12 @@ def test_data_generate_through_the_cli(tmp_path, capsys):
                      "plain,requirement"]) == 0
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) == 5 and {r["reward_model"]["ground_truth"] for r in rows} <= {8, 16}
+
+
+def test_data_validate_accepts_rows_without_a_target_when_told(tmp_path, capsys):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps({"prompt": "Tea in 9 words.", "target": 9}) + "\n" + json.dumps({"prompt": "Hi."}) + "\n")
+    assert cli.main(["data", "validate", str(path)]) == 1
+    assert f"{path}:2: target: missing" in capsys.readouterr().out
+    assert cli.main(["data", "validate", str(path), "--require_target", "false"]) == 0
+    assert f"{path}: 2 valid row(s), 0 problem(s)" in capsys.readouterr().out

@@ -349,12 +349,14 @@ def _cached_prefix_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, lab: 
     own_mask = (column[None, :] >= (width - own)[:, None]).long()
     positions = (p + own_mask.cumsum(dim=1) - 1).clamp(min=p)
     first = model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-    cache = getattr(first, "cache", None)
+    # transformers >= 5.24 names the cache `cache` (input and output), earlier 5.x `past_key_values`
+    key = "cache" if getattr(first, "cache", None) is not None else "past_key_values"
+    cache = getattr(first, key, None)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         return None
     cache.batch_repeat_interleave(rows)
     span = _label_span(own_lab)
     full_mask = torch.cat([torch.ones(rows, p, dtype=own_mask.dtype, device=ids.device), own_mask], dim=1)
-    outputs = model(input_ids=own_ids, attention_mask=full_mask, position_ids=positions, cache=cache,
-                    use_cache=True, logits_to_keep=span + 1)
+    outputs = model(input_ids=own_ids, attention_mask=full_mask, position_ids=positions, use_cache=True,
+                    logits_to_keep=span + 1, **{key: cache})
     return _sum_ce(outputs.logits, own_lab[:, -span:], sink, None if loss_lab is None else loss_lab[:, -span:])

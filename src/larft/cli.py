@@ -270,7 +270,7 @@ def run_data(argv: list[str]) -> int:
         return 0
     bad = 0
     for path in args.files:
-        rows, issues = read_rows(path)
+        rows, issues = read_rows(path, require_target=args.require_target)
         for issue in issues:
             print(issue)
         bad += len(issues)

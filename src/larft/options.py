@@ -206,6 +206,8 @@ class DataValidateArguments:
     """`larft data validate FILE...`: report every problem as file:line: field: message."""
 
     files: list[str] = _positional("prompt files", nargs="+")
+    require_target: bool = _opt(True, "a row without a length target is a problem (false: rows your own reward "
+                                      "functions score, as `larft train --reward_funcs` accepts them)")
 
 
 # -- report -------------------------------------------------------------------------------------
