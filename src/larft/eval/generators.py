@@ -137,8 +137,19 @@ class VLLMGenerator:
     """vLLM: one SamplingParams per prompt (its own budget), one seed per draw."""
 
     def __init__(self, local: LocalModel, chat_template_kwargs: dict | None = None, seed: int = 0):
+        from types import SimpleNamespace
+
+        from transformers import GenerationConfig
+
+        from larft.generation import stop_token_ids
+
         self.llm = load_vllm(local.path, local.dtype, seed, local.trust_remote_code)
         self.local, self.chat_template_kwargs = local, chat_template_kwargs
+        try:  # the turn ends where transformers' generate ends it: the generation config's eos and the tokenizer's
+            config = GenerationConfig.from_pretrained(local.path)
+        except OSError:
+            config = None
+        self.stop_ids = sorted(stop_token_ids(SimpleNamespace(generation_config=config), local.tokenizer))
 
     def generate(self, jobs: Sequence[Job], sampling: Sampling) -> list[Generation]:
         from larft.generation import generate_records_vllm
@@ -149,6 +160,7 @@ class VLLMGenerator:
             self.llm, self.local.tokenizer, [j.messages for j in jobs], max_new_tokens=[j.budget for j in jobs],
             do_sample=sampling.do_sample, temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
             seeds=[sampling.seed * sampling.draws + j.draw for j in jobs], chat_template_kwargs=self.chat_template_kwargs,
+            stop_ids=self.stop_ids, reasoning=(),
         )
 
 
