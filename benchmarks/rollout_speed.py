@@ -53,16 +53,11 @@ def _interval(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-def generation_and_parity(repeats: int, max_new: int) -> dict:
+def _bundled_model(path) -> tuple:
+    """(tokenizer, fp32 model, the stop ids, the chat-rendered prompt ids of PROMPTS)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import ctranslate2
-
-    from larft.ct2_engine import CT2Engine
-    from larft.models import default_model_path
-
-    path = default_model_path()
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     stops = sorted({tok.eos_token_id, *([model.generation_config.eos_token_id]
@@ -70,22 +65,43 @@ def generation_and_parity(repeats: int, max_new: int) -> dict:
                                          else model.generation_config.eos_token_id or [])})
     prompt_ids = [list(tok.apply_chat_template(_messages(p), add_generation_prompt=True, tokenize=True,
                                                return_dict=True)["input_ids"]) for p in PROMPTS]
+    return tok, model, stops, prompt_ids
+
+
+def _hf_generate(model, tok, stops: list[int], prompts: list[list[int]], do_sample: bool,
+                 max_new: int) -> list[list[int]]:
+    """transformers `generate` on left-padded prompt ids; each row cut after its first stop token."""
+    import torch
+
+    width = max(map(len, prompts))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
+    mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
+    kw = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": None} if do_sample else \
+        {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, eos_token_id=stops,
+                             pad_token_id=tok.pad_token_id, **kw)[:, width:].tolist()
+    cut = []
+    for row in out:
+        end = next((i for i, t in enumerate(row) if t in stops), None)
+        cut.append(row[: end + 1] if end is not None else row)
+    return cut
+
+
+def generation_and_parity(repeats: int, max_new: int) -> dict:
+    import torch
+
+    import ctranslate2
+
+    from larft.ct2_engine import CT2Engine
+    from larft.models import default_model_path
+
+    path = default_model_path()
+    tok, model, stops, prompt_ids = _bundled_model(path)
     batch = [ids for ids in prompt_ids for _ in range(4)]
 
     def hf_generate(do_sample: bool, prompts: list[list[int]]) -> list[list[int]]:
-        width = max(map(len, prompts))
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
-        mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
-        kw = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": None} if do_sample else \
-            {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, eos_token_id=stops,
-                                 pad_token_id=tok.pad_token_id, **kw)[:, width:].tolist()
-        cut = []
-        for row in out:
-            end = next((i for i, t in enumerate(row) if t in stops), None)
-            cut.append(row[: end + 1] if end is not None else row)
-        return cut
+        return _hf_generate(model, tok, stops, prompts, do_sample, max_new)
 
     engine = CT2Engine(tok, threads=torch.get_num_threads())
     sync_seconds = [engine.sync(model) for _ in range(2)]
@@ -162,20 +178,13 @@ def generation_three_ways(repeats: int, max_new: int) -> dict:
     import torch
     import transformers
     import vllm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from vllm import LLM, SamplingParams
 
     from larft.ct2_engine import CT2Engine
     from larft.models import default_model_path
 
     path = str(default_model_path())
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    stops = sorted({tok.eos_token_id, *([model.generation_config.eos_token_id]
-                                         if isinstance(model.generation_config.eos_token_id, int)
-                                         else model.generation_config.eos_token_id or [])})
-    prompt_ids = [list(tok.apply_chat_template(_messages(p), add_generation_prompt=True, tokenize=True,
-                                               return_dict=True)["input_ids"]) for p in PROMPTS]
+    tok, model, stops, prompt_ids = _bundled_model(path)
     batch = [ids for ids in prompt_ids for _ in range(4)]
     engine = CT2Engine(tok, threads=torch.get_num_threads())
     engine.sync(model)
@@ -196,15 +205,7 @@ def generation_three_ways(repeats: int, max_new: int) -> dict:
             kw = {"temperature": 0.7, "top_p": 0.8, "seed": seed} if do_sample else {"do_sample": False}
             return [r.completion_ids for r in engine.generate(prompts, max_new_tokens=max_new, stop_ids=stops, **kw)]
         torch.manual_seed(seed)
-        width = max(map(len, prompts))
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
-        mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
-        kw = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": None} if do_sample else \
-            {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-        with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, eos_token_id=stops,
-                                 pad_token_id=tok.pad_token_id, **kw)[:, width:].tolist()
-        return [cut(row) for row in out]
+        return _hf_generate(model, tok, stops, prompts, do_sample, max_new)
 
     names = ["hf", "ct2", "vllm"]
     rates: dict[str, list[float]] = {n: [] for n in names}
