@@ -634,6 +634,28 @@ def goals_table(runs: dict) -> list[str]:
             *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows], ""]
 
 
+#: the previous experiment, run under the old eval cap (2 tokens per asked word + 32)
+EARLIER = ROOT / "research" / "results" / "experiment-cpu-v3.json"
+
+
+def cap_comparison(runs: dict) -> list[str]:
+    """How the headline moved from the old eval cap (cpu-v3) to the score-neutral caps, run by run,
+    read from the two result files (nothing when the earlier file is absent)."""
+    if not EARLIER.exists():
+        return []
+    old = json.loads(EARLIER.read_text())["runs"]
+    both = [name for name in runs if name in old]
+    if not both:
+        return []
+    moves = ", ".join(f"{name} {old[name]['lifebench_ls']:.1f} -> {runs[name]['lifebench_ls']:.1f} "
+                      f"({runs[name]['lifebench_ls'] - old[name]['lifebench_ls']:+.1f})" for name in both)
+    return ["**Caps.** Every answer here may run to the length where a cut answer already scores ~0 (3x the "
+            "target, 1.5x for `at_least`, in the model's own tokens per word: `src/larft/budget.py`). The "
+            "previous experiment (cpu-v3, `research/experiment-cpu-v3.md`) cut answers at 2 tokens per asked word "
+            "+ 32, where a run-away answer could still score 14-72, with the older recipe (40 steps). LS from "
+            f"there to here: {moves}.", ""]
+
+
 def markdown(result: dict, images: list[str]) -> str:
     runs = result["runs"]
     lines = [
@@ -647,6 +669,7 @@ def markdown(result: dict, images: list[str]) -> str:
         "--method`). gen tok/prompt: tokens generated per LIFEBench prompt, all samples counted "
         "(the inference cost).", "",
     ]
+    lines += cap_comparison(runs)
     if result["pending"]:
         lines += [f"**Pending stages** (not run yet): {', '.join(result['pending'])}.", ""]
     lines += ["| run | LS mean [95% CI] | LS equal | LS at_most | LS at_least | refusals % | count within 10% | "
