@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from larft.errors import UserError
 from larft.length import UNITS
-from larft.loader import MAX_TARGET, DataError, read_dataset, read_rows
+from larft.loader import MAX_TARGET, DataError, check_records, read_dataset
 from larft.rewards import CONSTRAINTS
 
 # -- generation ---------------------------------------------------------------------------
@@ -143,9 +143,9 @@ def write_rows(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
 def convert_file(src: str | os.PathLike, dst: str | os.PathLike) -> int:
     """Copy the records of any prompt file `larft.loader` reads to JSONL or Parquet as they are
     (a column a record lacks stays absent), once every record is valid."""
-    _, issues = read_rows(src)
+    records, issues = read_dataset(str(src))
+    _, issues = check_records(str(src), records, issues)
     if issues:
         raise DataError(issues)
-    records, _ = read_dataset(str(src))
     write_rows([{k: v for k, v in r.items() if v is not None} for _, _, r in records], dst)
     return len(records)

@@ -72,8 +72,14 @@ def read_rows(source: str | os.PathLike, *, config: str | None = None, split: st
               require_target: bool = True) -> tuple[list[dict[str, Any]], list[DataIssue]]:
     """Every valid prompt row of `source` and every problem found (nothing dropped silently). A
     row keeps its other columns (reward functions get them as keyword lists) and `_source`."""
-    name = str(source)
-    records, issues = read_dataset(name, config=config, split=split)
+    records, issues = read_dataset(str(source), config=config, split=split)
+    return check_records(str(source), records, issues, require_target=require_target)
+
+
+def check_records(name: str, records: list[Record], issues: list[DataIssue], *,
+                  require_target: bool = True) -> tuple[list[dict[str, Any]], list[DataIssue]]:
+    """The one validating pass over records `read_dataset` gave: the prompt rows and every problem."""
+    issues = list(issues)
     columns = {k for _, _, r in records if isinstance(r, dict) for k, v in r.items() if v is not None}
     if records and not columns & {"prompt", "messages"}:
         return [], issues + [DataIssue(name, 0, "columns", f"needs a 'prompt' or 'messages' column; has "
