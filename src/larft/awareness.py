@@ -218,10 +218,10 @@ def awareness_loss(
     A batch without any label token gives 0, not NaN. Default chunks: one per 4 rows, at most 4.
     """
     loss_labels = labels if loss_mask is None else labels.masked_fill(~loss_mask.bool(), IGNORE_INDEX)
-    has_label = loss_labels != IGNORE_INDEX
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    if not has_label.any():
+    n_tokens = label_token_count(labels, loss_mask)
+    if not n_tokens:
         return torch.zeros((), device=input_ids.device, requires_grad=True)
     rows = input_ids.size(0)
     chunks = max(1, min(chunks if chunks is not None else min(4, rows // 4), rows))
@@ -237,7 +237,7 @@ def awareness_loss(
         sink = _RowSink(part.tolist(), predictions) if predictions is not None else None
         loss = _cached_prefix_loss(model, ids, mask, lab, prefix, sink, loss_lab) if prefix is not None else None
         total = total + (loss if loss is not None else _plain_loss(model, ids, mask, lab, sink, loss_lab))
-    return total if reduction == "sum" else total / has_label.sum()
+    return total if reduction == "sum" else total / n_tokens
 
 
 def label_token_count(labels: torch.Tensor, loss_mask: torch.Tensor | None = None) -> torch.Tensor:
