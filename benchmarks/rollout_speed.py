@@ -81,11 +81,13 @@ def _hf_generate(model, tok, stops: list[int], prompts: list[list[int]], do_samp
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, eos_token_id=stops,
                              pad_token_id=tok.pad_token_id, **kw)[:, width:].tolist()
-    cut = []
-    for row in out:
-        end = next((i for i, t in enumerate(row) if t in stops), None)
-        cut.append(row[: end + 1] if end is not None else row)
-    return cut
+    return [_cut_at_stop(row, stops) for row in out]
+
+
+def _cut_at_stop(row: list[int], stops: list[int]) -> list[int]:
+    """A generated row up to and including its first stop token."""
+    end = next((i for i, t in enumerate(row) if t in stops), None)
+    return row[: end + 1] if end is not None else row
 
 
 def generation_and_parity(repeats: int, max_new: int) -> dict:
@@ -190,17 +192,13 @@ def generation_three_ways(repeats: int, max_new: int) -> dict:
     engine.sync(model)
     llm = LLM(model=path, dtype="float32", seed=0)
 
-    def cut(row: list[int]) -> list[int]:
-        end = next((i for i, t in enumerate(row) if t in stops), None)
-        return row[: end + 1] if end is not None else row
-
     def run(name: str, do_sample: bool, prompts: list[list[int]], seed: int) -> list[list[int]]:
         if name == "vllm":
             params = SamplingParams(max_tokens=max_new, temperature=0.7 if do_sample else 0.0,
                                     top_p=0.8 if do_sample else 1.0, seed=seed if do_sample else None,
                                     stop_token_ids=stops)
             outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-            return [cut(list(o.outputs[0].token_ids)) for o in outs]
+            return [_cut_at_stop(list(o.outputs[0].token_ids), stops) for o in outs]
         if name == "ct2":
             kw = {"temperature": 0.7, "top_p": 0.8, "seed": seed} if do_sample else {"do_sample": False}
             return [r.completion_ids for r in engine.generate(prompts, max_new_tokens=max_new, stop_ids=stops, **kw)]

@@ -64,6 +64,16 @@ class LocalModel:
         return load_model(self.path, dtype=self.dtype, trust_remote_code=self.trust_remote_code, device=self.device)
 
     @functools.cached_property
+    def generation_config(self) -> Any:
+        """The model's generation config (its eos ids) without loading the weights; None without one."""
+        from transformers import GenerationConfig
+
+        try:
+            return GenerationConfig.from_pretrained(self.path)
+        except OSError:
+            return None
+
+    @functools.cached_property
     def config(self) -> Any:
         from transformers import AutoConfig
 
@@ -137,19 +147,12 @@ class VLLMGenerator:
     """vLLM: one SamplingParams per prompt (its own budget), one seed per draw."""
 
     def __init__(self, local: LocalModel, chat_template_kwargs: dict | None = None, seed: int = 0):
-        from types import SimpleNamespace
-
-        from transformers import GenerationConfig
-
         from larft.generation import stop_token_ids
 
         self.llm = load_vllm(local.path, local.dtype, seed, local.trust_remote_code)
         self.local, self.chat_template_kwargs = local, chat_template_kwargs
-        try:  # the turn ends where transformers' generate ends it: the generation config's eos and the tokenizer's
-            config = GenerationConfig.from_pretrained(local.path)
-        except OSError:
-            config = None
-        self.stop_ids = sorted(stop_token_ids(SimpleNamespace(generation_config=config), local.tokenizer))
+        # the turn ends where transformers' generate ends it: the generation config's eos and the tokenizer's
+        self.stop_ids = sorted(stop_token_ids(local, local.tokenizer))
 
     def generate(self, jobs: Sequence[Job], sampling: Sampling) -> list[Generation]:
         from larft.generation import generate_records_vllm
