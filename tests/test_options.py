@@ -126,3 +126,18 @@ def test_data_validate_accepts_rows_without_a_target_when_told(tmp_path, capsys)
     assert f"{path}:2: target: missing" in capsys.readouterr().out
     assert cli.main(["data", "validate", str(path), "--require_target", "false"]) == 0
     assert f"{path}: 2 valid row(s), 0 problem(s)" in capsys.readouterr().out
+
+
+def test_the_config_warns_of_nothing_and_still_takes_the_old_checkpointing_name(tmp_path):
+    import warnings
+
+    from larft import LARFTConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # TRL's gradient_checkpointing default warned on transformers 5
+        config = LARFTConfig(output_dir=str(tmp_path), report_to="none")
+    assert config.activation_checkpointing is False and config.gradient_checkpointing is False
+    with pytest.warns(FutureWarning, match="activation_checkpointing"):
+        old = LARFTConfig(output_dir=str(tmp_path), report_to="none", gradient_checkpointing=True)
+    assert old.activation_checkpointing is True
+    assert LARFTConfig(output_dir=str(tmp_path), report_to="none", activation_checkpointing=True).gradient_checkpointing

@@ -206,7 +206,7 @@ def dpo_pairs(groups: Sequence[Any], skip_truncated: bool = False) -> list[dict[
 SHARED_FIELDS = ("learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay",
                  "max_grad_norm", "adam_beta1", "adam_beta2", "adam_epsilon", "optim", "per_device_train_batch_size",
                  "gradient_accumulation_steps", "seed", "data_seed", "bf16", "fp16", "use_cpu",
-                 "gradient_checkpointing", "disable_tqdm", "trust_remote_code")
+                 "activation_checkpointing", "disable_tqdm", "trust_remote_code")
 
 
 def trainer_args(cls: type, config: Any, epochs: float, **extra: Any) -> Any:
@@ -214,8 +214,6 @@ def trainer_args(cls: type, config: Any, epochs: float, **extra: Any) -> Any:
     data, nothing saved or reported (larft writes metrics.jsonl and the final model itself)."""
     names = {f.name for f in fields(cls)}
     shared = {k: getattr(config, k) for k in SHARED_FIELDS if k in names and hasattr(config, k)}
-    if "activation_checkpointing" in names and "gradient_checkpointing" in shared:  # transformers 5's new name
-        shared["activation_checkpointing"] = bool(shared.pop("gradient_checkpointing"))
     return cls(output_dir=str(config.output_dir), num_train_epochs=epochs, max_steps=-1, save_strategy="no",
                report_to="none", logging_steps=1, max_length=None, **shared, **extra)
 

@@ -121,8 +121,11 @@ class LARFTConfig(GRPOConfig):
     beta: float = field(default=0.001, metadata={"help": "KL coefficient to the reference model (paper: 0.001)."})
     entropy_coef: float = field(default=0.01, metadata={"help": "Entropy bonus coefficient (paper: 0.01)."})
     logging_steps: float = field(default=1, metadata={"help": "Log every N optimizer steps."})
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Trade compute for memory (useful for large models on GPU)."}
+    activation_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Trade compute for memory (useful for large models on GPU; default off)."}
+    )
+    gradient_checkpointing: bool | None = field(  # TRL turns it on; transformers 5 renamed it
+        default=None, metadata={"help": "Deprecated alias of activation_checkpointing (transformers 5)."}
     )
     bf16: bool | None = field(
         default=None,
