@@ -13,6 +13,7 @@ Two hooks, both TRL private methods (pinned: see pyproject.toml, tested in tests
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,9 @@ from larft.schedule import awareness_lambda
 
 if TYPE_CHECKING:
     from peft import PeftModel
+
+# TRL 1.16 reads transformers 5's deprecated `is_gradient_checkpointing` on every step: not the user's to act on
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 AWARENESS_KEYS = ("awareness_input_ids", "awareness_attention_mask", "awareness_labels", "awareness_prefix_length")
 AWARENESS_LOSS_MASK = "awareness_loss_mask"  # only with awareness_loss_on="number"
