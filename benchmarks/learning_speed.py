@@ -7,24 +7,38 @@ GRPO-only and LARFT (lambda = 1 throughout, so every step pays the awareness pas
 rate 0: the policy never changes, so every fp32 variant samples the same rollouts and the timed
 difference is the lever alone. Each run is its own process; the first step (one-time costs) is
 reported apart, ratios use the median of the later steps, with a per-part breakdown.
+Learning per wall-clock (`--part minutes`): the recipe (configs/recipe-cpu.yaml, `fast`) and the
+recipe without its speed levers (`today`: fp32, KL beta 0.001, padded micro-batches, transformers
+rollouts) trained for the same minutes, 2 seeds each; the held-out length check (the recipe's 48
+held-out prompts, never the eval set) at every mark (`--minutes 15,30`: training minutes, the
+checks' own time excluded), the run stopped at the last one. Held-out LS as in the recipe sweep
+(LIFEBench's LS per constraint). Work under $LARFT_HOME/learning_speed/minutes; an unfinished run
+starts again.
 Writes benchmarks/results/learning_speed.json (resumable: finished runs are kept).
 
     .venv/bin/python benchmarks/learning_speed.py --part steps [--steps 4] [--variants today,fast]
+    .venv/bin/python benchmarks/learning_speed.py --part minutes [--minutes 15,30] [--seeds 0,1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runs import StepBreakdown, read_json, run_worker, write_json  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results" / "learning_speed.json"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "learning_speed.json"
+RECIPE = ROOT / "configs" / "recipe-cpu.yaml"
 
 #: LARFTConfig fields of each variant; `today` is configs/recipe-cpu.yaml before the levers
 VARIANTS = {
@@ -75,6 +89,11 @@ def _load() -> dict:
 
 def _save(result: dict) -> None:
     write_json(RESULTS, result)
+
+
+def _use_results(path: Path) -> None:
+    global RESULTS
+    RESULTS = path
 
 
 def step_costs(args: argparse.Namespace) -> None:
@@ -135,21 +154,163 @@ def step_costs(args: argparse.Namespace) -> None:
                                                   "larft_over_grpo_ratio", "steps_per_hour")}, indent=1))
 
 
+# -- learning per wall-clock ------------------------------------------------------------------
+#: `larft train` flags over the recipe: `today` is the recipe before its speed levers. max_steps sets the
+#: lambda schedule's horizon: a run stops at the last mark, and the horizons (their ratio: the measured
+#: LARFT step speedup, 1.67) put both variants at about the same point of their schedule there
+MINUTE_VARIANTS = {
+    "today": ["--max_steps", "36", "--beta", "0.001", "--trim_padding", "false", "--bf16", "false",
+              "--rollout_backend", "hf"],
+    "fast": ["--max_steps", "60"],
+}
+
+
+def minutes_dir() -> Path:
+    return Path(os.environ.get("LARFT_HOME", Path.home() / ".cache" / "larft")) / "learning_speed" / "minutes"
+
+
+def minutes_worker(variant: str, seed: int, marks: list[float], out: str, flags: list[str]) -> None:
+    """One run of the recipe (`variant`'s flags) until the last mark; the held-out check at each mark."""
+    from transformers import TrainerCallback
+
+    from larft.cli import parse_train_args
+    from larft.run_setup import prepare_run
+    from larft.train import train
+
+    train_args, config = parse_train_args(
+        ["--config", str(RECIPE), "--output_dir", out, "--seed", str(seed), "--save_strategy", "no",
+         "--report_to", "none", *MINUTE_VARIANTS[variant], *flags])
+    marks_check = prepare_run(train_args, config).length_check(config)  # the run's own held-out rows, unsaved
+    record: dict = {"marks": []}
+    before = Path(out).parent / "before.json"  # the untrained model's answers: the same for every run
+    reuse = before.exists() and json.loads(before.read_text(encoding="utf-8"))["flags"] == flags
+    if reuse:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(before, Path(out) / "length_check.json")
+
+    class Marks(TrainerCallback):
+        """At each mark (training minutes): the held-out check; at the last one, the end of training (the
+        run's own check then gives the "after" half, which is the last mark's)."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start, self.paused, self.pending = time.monotonic(), 0.0, sorted(marks)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            minutes = (time.monotonic() - self.start - self.paused) / 60
+            while len(self.pending) > 1 and minutes >= self.pending[0]:
+                mark = self.pending.pop(0)
+                began = time.monotonic()
+                marks_check._run(model, f"{mark:g}min")
+                self.paused += time.monotonic() - began
+                record["marks"].append({"minutes": mark, "train_minutes": minutes, "steps": state.global_step,
+                                        "results": marks_check.results[f"{mark:g}min"]})
+            record["end"] = {"train_minutes": minutes, "steps": state.global_step}
+            if minutes >= self.pending[-1]:
+                record["stop"] = {"minutes": self.pending[-1], "train_minutes": minutes, "steps": state.global_step}
+                control.should_training_stop = True
+
+    train(train_args, config, extra_callbacks=[Marks()])
+    check = json.loads((Path(out) / "length_check.json").read_text(encoding="utf-8"))
+    if not reuse:
+        before.write_text(json.dumps({"flags": flags, "before": check["before"]}), encoding="utf-8")
+    # a run that reached max_steps before the last mark: its final model is what that budget buys
+    stop = record.pop("stop", None) or {"minutes": marks[-1], "finished_early": True, **record["end"]}
+    record.pop("end")
+    record["marks"].append({**stop, "results": check["after"]})
+    record["before"] = check["before"]
+    print("RESULT " + json.dumps(record))
+
+
+def _held_out(results: list[dict]) -> dict:
+    """Held-out LS as the recipe sweep computes it (research/recipe_sweep.py: LIFEBench's LS per
+    constraint, averaged), the mean relative error (capped at 10) and the prompts."""
+    from larft.eval.metrics import lifebench_ls
+
+    per: dict[str, list[float]] = {}
+    for r in results:
+        if r["delivered"] > 1:
+            per.setdefault(r["constraint"], []).append(lifebench_ls(r["delivered"], r["target"], r["constraint"]))
+    return {"ls": statistics.fmean(statistics.fmean(v) for v in per.values()) if per else None,
+            "error": statistics.fmean(min(r["deviation"], 10.0) for r in results), "n": len(results),
+            "refusals": sum(r["delivered"] <= 1 for r in results)}
+
+
+def learning_minutes(args: argparse.Namespace) -> None:
+    """Each (variant, seed) run once in its own process; the held-out LS at every mark."""
+    result = _load()
+    runs = result.setdefault("minute_runs", {})
+    marks = [float(m) for m in args.minutes.split(",")]
+    for key in (args.redo or "").split(","):
+        runs.pop(key.strip(), None)
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for variant in args.variants.split(","):  # variants alternate within a seed: machine drift hits both
+            key = f"{variant}-{seed}"
+            if key in runs and [m["minutes"] for m in runs[key]["marks"]] == marks:
+                continue
+            out = minutes_dir() / key
+            shutil.rmtree(out, ignore_errors=True)  # an unfinished run starts again: its minutes are gone
+            log = minutes_dir() / f"{key}.log"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "w", encoding="utf-8") as f:
+                proc = subprocess.run([sys.executable, __file__, "--worker", f"minutes:{variant}:{seed}", "--out",
+                                       str(out), "--minutes", args.minutes, "--train_flags", args.train_flags],
+                                      stdout=subprocess.PIPE, stderr=f,
+                                      text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"{key} failed (exit {proc.returncode}); see {log}")
+            record = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[7:])
+            runs[key] = {"marks": [{**{k: v for k, v in m.items() if k != "results"}, **_held_out(m["results"])}
+                                   for m in record["marks"]],
+                         "before": _held_out(record["before"])}
+            print(f"{key:8s} " + "  ".join(f"{m['minutes']:g} min (step {m['steps']}): LS {m['ls']:.1f}"
+                                           for m in runs[key]["marks"]), flush=True)
+            _save(result)
+    table: dict = {}
+    for key, run in runs.items():
+        variant, seed = key.rsplit("-", 1)
+        for m in run["marks"]:
+            table.setdefault(variant, {}).setdefault(f"{m['minutes']:g}", {})[seed] = m["ls"]
+    result["heldout_ls_before"] = next(iter(runs.values()))["before"]["ls"] if runs else None
+    result["heldout_ls_at_minutes"] = {
+        v: {m: {"per_seed": per, "mean": statistics.fmean(per.values())} for m, per in at.items()}
+        for v, at in table.items()}
+    result["heldout_ls_at_30min"] = {v: at.get("30") for v, at in result["heldout_ls_at_minutes"].items()}
+    result["command_minutes"] = "python benchmarks/learning_speed.py " + " ".join(sys.argv[1:])
+    _save(result)
+    print(json.dumps(result["heldout_ls_at_minutes"], indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["steps"], default="steps")
+    parser.add_argument("--part", choices=["steps", "minutes"], default="steps")
+    parser.add_argument("--minutes", default="15,30", help="--part minutes: the marks, in training minutes")
+    parser.add_argument("--seeds", default="0,1", help="--part minutes: the seeds")
+    parser.add_argument("--train_flags", default="", help="--part minutes: larft train flags for every run (a "
+                        "quick check: '--length_check_prompts 4'; write it elsewhere with --results)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the results file")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--max_new_tokens", type=int, default=192, help="the recipe's completion budget before the "
                         "score-neutral budgets (the same in every variant)")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", help="default: every variant of the part")
     parser.add_argument("--redo", help="comma-separated runs to measure again (e.g. grpo-today,grpo-trim)")
     parser.add_argument("--worker")
     parser.add_argument("--out")
     args = parser.parse_args()
+    _use_results(args.results)
+    if args.worker and args.worker.startswith("minutes:"):
+        _, variant, seed = args.worker.split(":")
+        minutes_worker(variant, int(seed), [float(m) for m in args.minutes.split(",")], args.out,
+                       args.train_flags.split())
+        return
     if args.worker:
         method, variant = args.worker.split("-", 1)
         step_worker(method, variant, args.steps, args.max_new_tokens, args.out)
         return
+    if args.part == "minutes":
+        args.variants = args.variants or ",".join(MINUTE_VARIANTS)
+        learning_minutes(args)
+        return
+    args.variants = args.variants or ",".join(VARIANTS)
     step_costs(args)
 
 
