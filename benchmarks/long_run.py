@@ -11,6 +11,8 @@ seeded slice of LIFEBench-lite EN 16..128 (`--curve_limit` prompts, score-neutra
 final model also on every such prompt with the counting / retention probe. Resumable stage by stage:
 work (models, eval caches) under $LARFT_HOME/long_run/<name>, outside the checkout; finished
 figures in benchmarks/results/long_run.json (+ docs/img/long_run.png), rewritten after each stage.
+The runs take turns, one curve point each, so a run split across sessions keeps both curves abreast;
+each point records the commit it was trained and measured at.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runs import read_json, write_json  # noqa: E402
-from experiment import headline, larft, train_settings  # noqa: E402
+from experiment import git_commit, headline, larft, train_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "long_run.json"
@@ -197,29 +199,41 @@ def main() -> None:
     result["system_prompt"] = system
     base = evaluate("default", work / "eval" / "base-curve", work / "logs" / "eval-base.log", full=False,
                     limit=args.curve_limit, system_prompt=system)
-    for run in args.runs.split(","):
-        data = runs.setdefault(run, {"curve": []})
-        start = time.perf_counter()
-        curve = [{"steps": 0, "train_minutes": 0.0, **base}]
-        points = list(range(args.eval_every, args.steps + 1, args.eval_every))
-        for step in points:  # train to the next curve point, evaluate it, go on
+    points = list(range(args.eval_every, args.steps + 1, args.eval_every))
+    order = args.runs.split(",")
+    for run in order:
+        runs.setdefault(run, {"curve": []})
+    # the runs take turns, one curve point each: a session that ends midway leaves both curves as far
+    for step in points:
+        for run in order:
+            data = runs[run]
+            if any(p["steps"] == step for p in data["curve"]):
+                continue
             out = train_until(run, step, args, work, train_file)
             metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-            minutes = {int(m["step"]): m.get("step_seconds") or 0.0 for m in metrics}
+            seconds = {int(m["step"]): m.get("step_seconds") or 0.0 for m in metrics}
             model = str(out) if step == args.steps else str(out / f"checkpoint-{step}")
             point = evaluate(model, work / "eval" / f"{run}-{step}-curve", work / "logs" / f"eval-{run}.log",
                              full=False, limit=args.curve_limit, system_prompt=system)
-            curve.append({"steps": step, "train_minutes": sum(v for k, v in minutes.items() if k <= step) / 60,
-                          **point})
-            data["curve"] = curve
+            data["curve"] = [p for p in data["curve"] if p["steps"] not in (0, step)]
+            data["curve"] = sorted([{"steps": 0, "train_minutes": 0.0, **base}, *data["curve"], {
+                "steps": step, "train_minutes": sum(v for k, v in seconds.items() if k <= step) / 60,
+                "commit": git_commit(), **point}], key=lambda p: p["steps"])
             _save(result)
             plot(result)
             prune(out, set(points))
             print(f"[long_run] {run} step {step}: LS {point['lifebench_ls']:.1f}", flush=True)
+    for run in order:
+        data = runs[run]
+        if "final" in data:
+            continue
+        out = work / "train" / run
+        seconds = {int(m["step"]): m.get("step_seconds") or 0.0
+                   for m in (json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip())}
         final = evaluate(str(out), work / "eval" / f"{run}-final", work / "logs" / f"eval-{run}.log", full=True,
                          limit=args.curve_limit, system_prompt=system)
-        data["final"] = {"steps": args.steps, "train_minutes": sum(minutes.values()) / 60, **final}
-        data["wall_minutes_last_call"] = (time.perf_counter() - start) / 60
+        data["final"] = {"steps": args.steps, "train_minutes": sum(seconds.values()) / 60, "commit": git_commit(),
+                         **final}
         _save(result)
         plot(result)
         print(f"[long_run] {run}: LS {final['lifebench_ls']:.1f} after {args.steps} steps", flush=True)

@@ -1,0 +1,158 @@
+"""Where does the demo's memory go? Peak RSS per phase of a short demo run, variants side by side.
+
+The demo (configs/demo-cpu.yaml) peaks near 11 GB for a 135M model. Each variant runs the demo's
+settings for `--steps` optimizer steps in a fresh process, with every phase a demo run has: the
+held-out check before, the steps (rollouts, forward, backward), a checkpoint (model + optimizer),
+the check after and the final save. A thread samples the process's RSS (/proc/self/statm) every
+0.1 s and keeps the peak of each phase, named by training callbacks. Variants: larft's allocator
+tuning on (`tuned`, the default) or off (`untuned`), glibc's arenas capped (`arenas2`:
+M_ARENA_MAX 2 with the tuning), micro-batches of 4 instead of 8 (`micro4`). Step time is reported
+next to memory: a variant that saves memory by costing time says so.
+Writes benchmarks/results/memory.json (finished variants are kept; --redo to measure again).
+
+    .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas2,micro4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _runs import read_json, write_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "memory.json"
+DEMO = ROOT / "configs" / "demo-cpu.yaml"
+
+#: (environment, larft train flags) of each variant, over the demo's settings
+VARIANTS = {
+    "tuned": ({}, []),
+    "untuned": ({"LARFT_MALLOC_TUNING": "0"}, []),
+    "arenas2": ({"MALLOC_ARENA_MAX": "2"}, []),
+    "micro4": ({}, ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "4"]),
+}
+
+
+class PhaseSampler:
+    """The process's RSS every `every` seconds; the peak of each named phase."""
+
+    def __init__(self, every: float = 0.1):
+        self.every, self.phase, self.peaks = every, "setup", {}
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def rss_gb(self) -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page / 1e9
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            rss = self.rss_gb()
+            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss)
+            time.sleep(self.every)
+
+    def enter(self, phase: str) -> None:
+        rss = self.rss_gb()  # the moment of the switch belongs to the phase that ends
+        self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss)
+        self.phase = phase
+
+    def __enter__(self) -> "PhaseSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def worker(variant: str, steps: int, out: str) -> None:
+    """One demo run of `steps` steps with its phases sampled; prints peaks and step times as JSON."""
+    import resource
+
+    from transformers import TrainerCallback
+
+    from larft.cli import parse_train_args
+    from larft.train import train
+
+    train_args, config = parse_train_args(
+        ["--config", str(DEMO), "--output_dir", out, "--max_steps", str(steps), "--save_steps", str(steps),
+         "--report_to", "none", *VARIANTS[variant][1]])
+    sampler = PhaseSampler()
+
+    class Phases(TrainerCallback):
+        """Names what the process is doing: the check before runs in on_train_begin (an earlier
+        callback), the steps between on_train_begin and on_train_end, saves inside them."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            sampler.enter("steps")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if control.should_save:
+                sampler.enter("checkpoint")
+
+        def on_save(self, args, state, control, **kwargs):
+            sampler.enter("steps")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            sampler.enter("check after, final save")
+
+    sampler.enter("load, check before")
+    with sampler:
+        train(train_args, config, extra_callbacks=[Phases()])
+    records = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    print("RESULT " + json.dumps({
+        "phase_peak_rss_gb": sampler.peaks,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "step_seconds": [r["step_seconds"] for r in records],
+    }))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--redo", default="", help="comma-separated variants to measure again")
+    parser.add_argument("--worker", choices=list(VARIANTS))
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.steps, args.out)
+        return
+    result = read_json(RESULTS)
+    runs = result.setdefault("runs", {})
+    for key in filter(None, args.redo.split(",")):
+        runs.pop(key, None)
+    for variant in args.variants.split(","):
+        if variant in runs:
+            continue
+        env = {**os.environ, **VARIANTS[variant][0]}
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.run([sys.executable, __file__, "--worker", variant, "--steps", str(args.steps),
+                                   "--out", tmp], capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+            raise SystemExit(f"{variant} failed (exit {proc.returncode})")
+        runs[variant] = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[7:])
+        run = runs[variant]
+        print(f"{variant:8s} peak {run['peak_rss_gb']:.2f} GB, later steps "
+              f"{statistics.median(run['step_seconds'][1:] or run['step_seconds']):.1f} s; "
+              + ", ".join(f"{k} {v:.2f}" for k, v in run["phase_peak_rss_gb"].items()), flush=True)
+        result.update({"what": "peak RSS per phase of the demo's settings, a fresh process per variant",
+                       "steps": args.steps, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                       "command": "python benchmarks/memory.py " + " ".join(sys.argv[1:])})
+        write_json(RESULTS, result)
+
+
+if __name__ == "__main__":
+    main()
