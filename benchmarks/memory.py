@@ -6,11 +6,12 @@ held-out check before, the steps (rollouts, forward, backward), a checkpoint (mo
 the check after and the final save. A thread samples the process's RSS (/proc/self/statm) every
 0.1 s and keeps the peak of each phase, named by training callbacks. Variants: larft's allocator
 tuning on (`tuned`, the default) or off (`untuned`), glibc's arenas capped (`arenas2`:
-M_ARENA_MAX 2 with the tuning), micro-batches of 4 instead of 8 (`micro4`). Step time is reported
+M_ARENA_MAX 2 with the tuning), micro-batches of 4 instead of 8 (`micro4`), transformers rollouts
+instead of CTranslate2's (`hf_rollouts`: what the engine's copy of the weights costs). Step time is reported
 next to memory: a variant that saves memory by costing time says so.
 Writes benchmarks/results/memory.json (finished variants are kept; --redo to measure again).
 
-    .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas2,micro4]
+    .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas2,micro4,hf_rollouts]
 """
 
 from __future__ import annotations
@@ -40,31 +41,44 @@ VARIANTS = {
     "untuned": ({"LARFT_MALLOC_TUNING": "0"}, []),
     "arenas2": ({"MALLOC_ARENA_MAX": "2"}, []),
     "micro4": ({}, ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "4"]),
+    "hf_rollouts": ({}, ["--rollout_backend", "hf"]),
 }
 
 
 class PhaseSampler:
-    """The process's RSS every `every` seconds; the peak of each named phase."""
+    """The process's RSS every `every` seconds; the peak of each named phase, by kind."""
 
     def __init__(self, every: float = 0.1):
         self.every, self.phase, self.peaks = every, "setup", {}
-        self.page = os.sysconf("SC_PAGE_SIZE")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def rss_gb(self) -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page / 1e9
+    @staticmethod
+    def rss_gb() -> dict[str, float]:
+        """Resident memory by kind: anonymous (heap, tensors), file-backed (libraries, mapped
+        weights), shared memory (files in /dev/shm that something maps)."""
+        kinds = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+        out = {}
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, *rest = line.split()
+                if key in kinds:
+                    out[kinds[key]] = int(rest[0]) * 1024 / 1e9
+        out["rss"] = sum(out.values())
+        return out
+
+    def _sample(self) -> None:
+        now = self.rss_gb()
+        if now["rss"] > self.peaks.get(self.phase, {}).get("rss", 0.0):
+            self.peaks[self.phase] = now
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            rss = self.rss_gb()
-            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss)
+            self._sample()
             time.sleep(self.every)
 
     def enter(self, phase: str) -> None:
-        rss = self.rss_gb()  # the moment of the switch belongs to the phase that ends
-        self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss)
+        self._sample()  # the moment of the switch belongs to the phase that ends
         self.phase = phase
 
     def __enter__(self) -> "PhaseSampler":
@@ -147,7 +161,7 @@ def main() -> None:
         run = runs[variant]
         print(f"{variant:8s} peak {run['peak_rss_gb']:.2f} GB, later steps "
               f"{statistics.median(run['step_seconds'][1:] or run['step_seconds']):.1f} s; "
-              + ", ".join(f"{k} {v:.2f}" for k, v in run["phase_peak_rss_gb"].items()), flush=True)
+              + ", ".join(f"{k} {v['rss']:.2f}" for k, v in run["phase_peak_rss_gb"].items()), flush=True)
         result.update({"what": "peak RSS per phase of the demo's settings, a fresh process per variant",
                        "steps": args.steps, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                        "command": "python benchmarks/memory.py " + " ".join(sys.argv[1:])})
