@@ -7,11 +7,12 @@ the check after and the final save. A thread samples the process's RSS (/proc/se
 0.1 s and keeps the peak of each phase, named by training callbacks. Variants: larft's allocator
 tuning on (`tuned`, the default) or off (`untuned`), glibc's arenas capped (`arenas2`:
 M_ARENA_MAX 2 with the tuning), micro-batches of 4 instead of 8 (`micro4`), transformers rollouts
-instead of CTranslate2's (`hf_rollouts`: what the engine's copy of the weights costs). Step time is reported
+instead of CTranslate2's (`hf_rollouts`: what the engine's copy of the weights costs), fp32 instead of
+bf16 autocast (`fp32`). Step time is reported
 next to memory: a variant that saves memory by costing time says so.
 Writes benchmarks/results/memory.json (finished variants are kept; --redo to measure again).
 
-    .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas2,micro4,hf_rollouts]
+    .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas2,micro4,hf_rollouts,fp32]
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ VARIANTS = {
     "arenas2": ({"MALLOC_ARENA_MAX": "2"}, []),
     "micro4": ({}, ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "4"]),
     "hf_rollouts": ({}, ["--rollout_backend", "hf"]),
+    "fp32": ({}, ["--bf16", "false"]),
 }
 
 
