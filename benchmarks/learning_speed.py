@@ -78,7 +78,7 @@ def step_worker(method: str, variant: str, steps: int, max_new: int, out: str) -
         "truncated_rate": [r["truncated_rate"] for r in records],
         "reward_mean": [r.get("reward_mean") for r in records],
         "awareness_loss": [r.get("awareness_loss") for r in records],
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,  # GiB, as recorded so far
         "breakdown_later_steps": breakdown.later(),
     }))
 
@@ -181,6 +181,8 @@ def minutes_worker(variant: str, seed: int, marks: list[float], out: str, flags:
         ["--config", str(RECIPE), "--output_dir", out, "--seed", str(seed), "--save_strategy", "no",
          "--report_to", "none", *MINUTE_VARIANTS[variant], *flags])
     marks_check = prepare_run(train_args, config).length_check(config)  # the run's own held-out rows, unsaved
+    if marks_check is None:
+        raise SystemExit("--part minutes needs held-out prompts (length_check_prompts > 0)")
     record: dict = {"marks": []}
     before = Path(out).parent / "before.json"  # the untrained model's answers: the same for every run
     reuse = before.exists() and json.loads(before.read_text(encoding="utf-8"))["flags"] == flags
@@ -213,10 +215,14 @@ def minutes_worker(variant: str, seed: int, marks: list[float], out: str, flags:
     check = json.loads((Path(out) / "length_check.json").read_text(encoding="utf-8"))
     if not reuse:
         before.write_text(json.dumps({"flags": flags, "before": check["before"]}), encoding="utf-8")
-    # a run that reached max_steps before the last mark: its final model is what that budget buys
-    stop = record.pop("stop", None) or {"minutes": marks[-1], "finished_early": True, **record["end"]}
-    record.pop("end")
-    record["marks"].append({**stop, "results": check["after"]})
+    end = record.pop("end")
+    stop = record.pop("stop", None)
+    if stop:
+        record["marks"].append({**stop, "results": check["after"]})
+    else:  # max_steps came before the last marks: the final model is what those budgets buy
+        done = {m["minutes"] for m in record["marks"]}
+        record["marks"] += [{"minutes": m, **end, "finished_early": True, "results": check["after"]}
+                            for m in marks if m not in done]
     record["before"] = check["before"]
     print("RESULT " + json.dumps(record))
 
@@ -228,18 +234,18 @@ def _held_out(results: list[dict]) -> dict:
 
     per: dict[str, list[float]] = {}
     for r in results:
-        if r["delivered"] > 1:
+        if r["delivered"] > 1 and r["constraint"] in ("equal", "at_most", "at_least"):
             per.setdefault(r["constraint"], []).append(lifebench_ls(r["delivered"], r["target"], r["constraint"]))
-    return {"ls": statistics.fmean(statistics.fmean(v) for v in per.values()) if per else None,
+    return {"ls": statistics.fmean(statistics.fmean(v) for v in per.values()) if per else 0.0,
             "error": statistics.fmean(min(r["deviation"], 10.0) for r in results), "n": len(results),
-            "refusals": sum(r["delivered"] <= 1 for r in results)}
+            "refusal_rate": sum(r["delivered"] <= 1 for r in results) / len(results)}
 
 
 def learning_minutes(args: argparse.Namespace) -> None:
     """Each (variant, seed) run once in its own process; the held-out LS at every mark."""
     result = _load()
     runs = result.setdefault("minute_runs", {})
-    marks = [float(m) for m in args.minutes.split(",")]
+    marks = sorted(float(m) for m in args.minutes.split(","))
     for key in (args.redo or "").split(","):
         runs.pop(key.strip(), None)
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -258,6 +264,7 @@ def learning_minutes(args: argparse.Namespace) -> None:
                                       text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"{key} failed (exit {proc.returncode}); see {log}")
+            (out / "model.safetensors").unlink(missing_ok=True)  # the figures are kept, not the model
             record = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[7:])
             runs[key] = {"marks": [{**{k: v for k, v in m.items() if k != "results"}, **_held_out(m["results"])}
                                    for m in record["marks"]],
@@ -274,7 +281,8 @@ def learning_minutes(args: argparse.Namespace) -> None:
     result["heldout_ls_at_minutes"] = {
         v: {m: {"per_seed": per, "mean": statistics.fmean(per.values())} for m, per in at.items()}
         for v, at in table.items()}
-    result["heldout_ls_at_30min"] = {v: at.get("30") for v, at in result["heldout_ls_at_minutes"].items()}
+    if "30" in next(iter(table.values()), {}):
+        result["heldout_ls_at_30min"] = {v: at["30"] for v, at in result["heldout_ls_at_minutes"].items()}
     result["command_minutes"] = "python benchmarks/learning_speed.py " + " ".join(sys.argv[1:])
     _save(result)
     print(json.dumps(result["heldout_ls_at_minutes"], indent=1))
@@ -299,7 +307,7 @@ def main() -> None:
     _use_results(args.results)
     if args.worker and args.worker.startswith("minutes:"):
         _, variant, seed = args.worker.split(":")
-        minutes_worker(variant, int(seed), [float(m) for m in args.minutes.split(",")], args.out,
+        minutes_worker(variant, int(seed), sorted(float(m) for m in args.minutes.split(",")), args.out,
                        args.train_flags.split())
         return
     if args.worker:

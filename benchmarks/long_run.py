@@ -12,7 +12,7 @@ final model also on every such prompt with the counting / retention probe. Resum
 work (models, eval caches) under $LARFT_HOME/long_run/<name>, outside the checkout; finished
 figures in benchmarks/results/long_run.json (+ docs/img/long_run.png), rewritten after each stage.
 The runs take turns, one curve point each, so a run split across sessions keeps both curves abreast;
-each point records the commit it was trained and measured at.
+each point records the commit it was measured at (its training may span earlier commits).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The demo (configs/demo-cpu.yaml) peaks near 11 GB for a 135M model. Each variant runs the demo's
 settings for `--steps` optimizer steps in a fresh process, with every phase a demo run has: the
 held-out check before, the steps (rollouts, forward, backward), a checkpoint (model + optimizer),
-the check after and the final save. A thread samples the process's RSS (/proc/self/statm) every
+the check after and the final save. A thread samples the process's RSS (/proc/self/status) every
 0.1 s and keeps the peak of each phase, named by training callbacks. Variants: larft's allocator
 tuning on (`tuned`, the default) or off (`untuned`), glibc's arenas capped (`arenas2`:
 M_ARENA_MAX 2 with the tuning), micro-batches of 4 instead of 8 (`micro4`), transformers rollouts
@@ -52,7 +52,7 @@ class PhaseSampler:
 
     def __init__(self, every: float = 0.1):
         self.every, self.phase, self.peaks = every, "setup", {}
-        self._stop = threading.Event()
+        self._stop, self._lock = threading.Event(), threading.Lock()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     @staticmethod
@@ -70,9 +70,10 @@ class PhaseSampler:
         return out
 
     def _sample(self) -> None:
-        now = self.rss_gb()
-        if now["rss"] > self.peaks.get(self.phase, {}).get("rss", 0.0):
-            self.peaks[self.phase] = now
+        with self._lock:  # the sampler thread and a phase switch both sample
+            phase, now = self.phase, self.rss_gb()
+            if now["rss"] > self.peaks.get(phase, {}).get("rss", 0.0):
+                self.peaks[phase] = now
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -81,7 +82,8 @@ class PhaseSampler:
 
     def enter(self, phase: str) -> None:
         self._sample()  # the moment of the switch belongs to the phase that ends
-        self.phase = phase
+        with self._lock:
+            self.phase = phase
 
     def __enter__(self) -> "PhaseSampler":
         self._thread.start()
@@ -129,7 +131,7 @@ def worker(variant: str, steps: int, out: str) -> None:
     records = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     print("RESULT " + json.dumps({
         "phase_peak_rss_gb": sampler.peaks,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,  # kB -> GB
         "step_seconds": [r["step_seconds"] for r in records],
     }))
 
@@ -150,7 +152,7 @@ def main() -> None:
     for key in filter(None, args.redo.split(",")):
         runs.pop(key, None)
     for variant in args.variants.split(","):
-        if variant in runs:
+        if variant in runs and runs[variant].get("steps") == args.steps:
             continue
         env = {**os.environ, **VARIANTS[variant][0]}
         with tempfile.TemporaryDirectory() as tmp:
@@ -159,13 +161,14 @@ def main() -> None:
         if proc.returncode != 0:
             sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
             raise SystemExit(f"{variant} failed (exit {proc.returncode})")
-        runs[variant] = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[7:])
+        runs[variant] = {"steps": args.steps,
+                         **json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[7:])}
         run = runs[variant]
         print(f"{variant:8s} peak {run['peak_rss_gb']:.2f} GB, later steps "
               f"{statistics.median(run['step_seconds'][1:] or run['step_seconds']):.1f} s; "
               + ", ".join(f"{k} {v['rss']:.2f}" for k, v in run["phase_peak_rss_gb"].items()), flush=True)
         result.update({"what": "peak RSS per phase of the demo's settings, a fresh process per variant",
-                       "steps": args.steps, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                       "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                        "command": "python benchmarks/memory.py " + " ".join(sys.argv[1:])})
         write_json(RESULTS, result)
 

@@ -135,14 +135,16 @@ class LengthCheckCallback(TrainerCallback):
 
     def _run(self, model: Any, label: str) -> None:
         from larft.budget import answer_budget
-        from larft.generation import generate_records
+        from larft.generation import generate_records, weights_precision
 
         budgets = self.max_new_tokens
         if budgets is None:
             specs = [LengthSpec.of(r) for r in self.rows]
             budgets = [answer_budget(s.required_goal(), self.tokenizer, s.constraint) for s in specs]
-        records = generate_records(model, self.tokenizer, [r["prompt"] for r in self.rows], max_new_tokens=budgets,
-                                   chat_template_kwargs=self.chat_template_kwargs, reasoning=self.reasoning)
+        with weights_precision(model):  # during training: not under the training's bf16 autocast
+            records = generate_records(model, self.tokenizer, [r["prompt"] for r in self.rows],
+                                       max_new_tokens=budgets, chat_template_kwargs=self.chat_template_kwargs,
+                                       reasoning=self.reasoning)
         results = []
         for row, record in zip(self.rows, records):
             text = record.text

@@ -3,8 +3,9 @@ check and evaluation."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -72,6 +73,23 @@ def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
     if tokenizer.eos_token_id is not None:
         found.add(tokenizer.eos_token_id)
     return found
+
+
+@contextmanager
+def weights_precision(model: Any) -> Iterator[Any]:
+    """The model computing in its weights' own precision: accelerate's mixed-precision wrapper of
+    `forward` (bf16 autocast while training) taken off for the duration, so a check made during
+    training answers as `larft eval` of the saved model would."""
+    original = model.__dict__.get("_original_forward")
+    if original is None or "forward" not in model.__dict__:
+        yield model
+        return
+    wrapped = model.forward
+    model.forward = original
+    try:
+        yield model
+    finally:
+        model.forward = wrapped
 
 
 @torch.no_grad()
