@@ -12,7 +12,7 @@ recipe without its speed levers (`today`: fp32, KL beta 0.001, padded micro-batc
 rollouts) trained for the same minutes, 2 seeds each; the held-out length check (the recipe's 48
 held-out prompts, never the eval set) at every mark (`--minutes 15,30`: training minutes, the
 checks' own time excluded), the run stopped at the last one. Held-out LS as in the recipe sweep
-(LIFEBench's LS per constraint). Work under $LARFT_HOME/learning_speed/minutes; an unfinished run
+(`research/recipe_sweep.py`'s `validation`). Work under $LARFT_HOME/learning_speed/minutes; an unfinished run
 starts again.
 Writes benchmarks/results/learning_speed.json (resumable: finished runs are kept).
 
@@ -228,17 +228,13 @@ def minutes_worker(variant: str, seed: int, marks: list[float], out: str, flags:
 
 
 def _held_out(results: list[dict]) -> dict:
-    """Held-out LS as the recipe sweep computes it (research/recipe_sweep.py: LIFEBench's LS per
-    constraint, averaged), the mean relative error (capped at 10) and the prompts."""
-    from larft.eval.metrics import lifebench_ls
+    """Held-out LS, error and refusals exactly as the recipe sweep computes them (its `validation`)."""
+    sys.path.insert(0, str(ROOT / "research"))
+    from recipe_sweep import validation
 
-    per: dict[str, list[float]] = {}
-    for r in results:
-        if r["delivered"] > 1 and r["constraint"] in ("equal", "at_most", "at_least"):
-            per.setdefault(r["constraint"], []).append(lifebench_ls(r["delivered"], r["target"], r["constraint"]))
-    return {"ls": statistics.fmean(statistics.fmean(v) for v in per.values()) if per else 0.0,
-            "error": statistics.fmean(min(r["deviation"], 10.0) for r in results), "n": len(results),
-            "refusal_rate": sum(r["delivered"] <= 1 for r in results) / len(results)}
+    figures = validation(results)
+    return {"ls": figures["ls"] or 0.0, "error": figures["error"], "refusal_rate": figures["refusals"],
+            "n": len(results)}
 
 
 def learning_minutes(args: argparse.Namespace) -> None:

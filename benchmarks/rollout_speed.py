@@ -58,11 +58,11 @@ def _bundled_model(path) -> tuple:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from larft.generation import stop_token_ids
+
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    stops = sorted({tok.eos_token_id, *([model.generation_config.eos_token_id]
-                                         if isinstance(model.generation_config.eos_token_id, int)
-                                         else model.generation_config.eos_token_id or [])})
+    stops = sorted(stop_token_ids(model, tok))  # where generate ends a turn, as larft's own generation
     prompt_ids = [list(tok.apply_chat_template(_messages(p), add_generation_prompt=True, tokenize=True,
                                                return_dict=True)["input_ids"]) for p in PROMPTS]
     return tok, model, stops, prompt_ids
