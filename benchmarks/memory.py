@@ -5,14 +5,16 @@ settings for `--steps` optimizer steps in a fresh process, with every phase a de
 held-out check before, the steps (rollouts, forward, backward), a checkpoint (model + optimizer),
 the check after and the final save. A thread samples the process's RSS (/proc/self/status) every
 0.1 s and keeps the peak of each phase, named by training callbacks. Variants: larft's allocator
-tuning on (`tuned`, the default) or off (`untuned`), glibc's arenas capped (`arenas2`:
-M_ARENA_MAX 2 with the tuning), micro-batches of 4 instead of 8 (`micro4`), transformers rollouts
+tuning on (`tuned`, the default: trim and mmap thresholds, top pad, arenas capped at 2), off
+(`untuned`), on with glibc's own arena count (`arenas_glibc`: LARFT_MALLOC_ARENA_MAX=0), on with the
+cap set from process start (`arenas2`: MALLOC_ARENA_MAX=2), micro-batches of 4 instead of 8 (`micro4`), transformers rollouts
 instead of CTranslate2's (`hf_rollouts`: what the engine's copy of the weights costs), fp32 instead of
 bf16 autocast (`fp32`). Step time is reported
-next to memory: a variant that saves memory by costing time says so.
-Writes benchmarks/results/memory.json (finished variants are kept; --redo to measure again).
+next to memory: a variant that saves memory by costing time says so. Each variant records the commit
+it was measured at. Writes benchmarks/results/memory.json (finished variants are kept; --redo to
+measure again).
 
-    .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas2,micro4,hf_rollouts,fp32]
+    .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas_glibc,arenas2,micro4,hf_rollouts,fp32]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ DEMO = ROOT / "configs" / "demo-cpu.yaml"
 VARIANTS = {
     "tuned": ({}, []),
     "untuned": ({"LARFT_MALLOC_TUNING": "0"}, []),
+    "arenas_glibc": ({"LARFT_MALLOC_ARENA_MAX": "0"}, []),
     "arenas2": ({"MALLOC_ARENA_MAX": "2"}, []),
     "micro4": ({}, ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "4"]),
     "hf_rollouts": ({}, ["--rollout_backend", "hf"]),
@@ -161,7 +164,9 @@ def main() -> None:
         if proc.returncode != 0:
             sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
             raise SystemExit(f"{variant} failed (exit {proc.returncode})")
-        runs[variant] = {"steps": args.steps,
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+        runs[variant] = {"steps": args.steps, "commit": commit,
                          **json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[7:])}
         run = runs[variant]
         print(f"{variant:8s} peak {run['peak_rss_gb']:.2f} GB, later steps "

@@ -18,3 +18,50 @@ def test_not_for_a_gpu_run_nor_when_turned_off(monkeypatch):
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the settings are glibc's mallopt")
 def test_applied_for_cpu_training_on_glibc():
     assert tune_malloc(torch.device("cpu")) is True
+
+
+_COUNT_HEAPS = r"""
+import ctypes, ctypes.util, sys, threading, torch
+from larft.malloc import tune_malloc
+print("tuned", tune_malloc(torch.device("cpu")))
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+barrier = threading.Barrier(8)
+def work():
+    p = libc.malloc(1 << 20)  # this thread's first malloc picks (or makes) its arena
+    barrier.wait()  # all 8 threads alive at once: none can reuse a finished thread's arena
+    libc.free(p)
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+f = libc.fopen(sys.argv[1].encode(), b"w")
+libc.malloc_info(0, f)
+libc.fclose(f)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the arenas are glibc's")
+@pytest.mark.parametrize("arena_max, most", [("2", 2), ("0", None)])
+def test_threads_share_the_capped_arenas(tmp_path, arena_max, most):
+    """With the cap (the default), 8 threads allocating at once share 2 glibc arenas (the main one
+    and one more); with LARFT_MALLOC_ARENA_MAX=0 glibc makes one per thread (the test can fail)."""
+    import os
+    import subprocess
+    import sys
+
+    info = tmp_path / "malloc_info.xml"
+    env = {**os.environ, "LARFT_MALLOC_ARENA_MAX": arena_max, "LARFT_MALLOC_TUNING": "1"}
+    env.pop("MALLOC_ARENA_MAX", None)
+    out = subprocess.run([sys.executable, "-c", _COUNT_HEAPS, str(info)], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert "tuned True" in out
+    heaps = info.read_text().count("<heap nr=")
+    if most is not None:
+        assert heaps <= most
+    else:
+        assert heaps > 2

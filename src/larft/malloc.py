@@ -3,8 +3,12 @@
 PyTorch on CPU allocates and frees large activation buffers every step. glibc returns freed
 memory to the OS (trim / munmap) and page-faults it back in on the next allocation, which
 costs system time every step. Keeping freed memory in the process (high trim threshold, top
-pad) removes that churn (`benchmarks/step_overhead.py`; docs/usage.md, "CPU note"). A run on a
-GPU, evaluation and generation leave the allocator alone. Set LARFT_MALLOC_TUNING=0 to skip.
+pad) removes that churn (`benchmarks/step_overhead.py`; docs/usage.md, "CPU note"). Because freed
+memory is kept, every glibc arena (by default up to 8 per core, one per thread that allocates:
+PyTorch's and CTranslate2's workers) holds its own high-water mark; capping the arenas at 2 keeps
+the kept memory in few places (`benchmarks/memory.py`). A run on a GPU, evaluation and generation
+leave the allocator alone. Set LARFT_MALLOC_TUNING=0 to skip, LARFT_MALLOC_ARENA_MAX=0 to leave the
+arena count to glibc.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 
 def tune_malloc(device: Any = "cpu") -> bool:
@@ -35,4 +40,7 @@ def tune_malloc(device: Any = "cpu") -> bool:
     ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, int(os.environ.get("LARFT_MALLOC_MMAP_THRESHOLD", 32 << 20))))
     ok &= bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))  # never give freed heap memory back
     ok &= bool(libc.mallopt(_M_TOP_PAD, 1 << 30))  # grow the heap in 1 GiB steps
+    arenas = int(os.environ.get("LARFT_MALLOC_ARENA_MAX", 2))
+    if arenas > 0:  # threads that allocate later share these arenas (those made before keep theirs)
+        ok &= bool(libc.mallopt(_M_ARENA_MAX, arenas))
     return bool(ok)
