@@ -110,14 +110,15 @@ class CT2Engine:
         start = time.perf_counter()
         check_convertible(model.config)
         loader = converters._MODEL_LOADERS[type(model.config).__name__]
-        with torch.no_grad(), _without_per_layer_gc(converters):
-            spec = loader(_module_skeleton(model), self.tokenizer)
-        spec.validate()
-        spec.optimize(quantization=None)
         self.generator = None  # free the old copy before the new one is built
         ram = "/dev/shm" if os.path.isdir("/dev/shm") else None
         with tempfile.TemporaryDirectory(prefix="larft-ct2-", dir=ram) as tmp:
+            with torch.no_grad(), _without_per_layer_gc(converters):
+                spec = loader(_module_skeleton(model), self.tokenizer)
+            spec.validate()
+            spec.optimize(quantization=None)
             spec.save(tmp)
+            del spec  # its arrays (a full copy of the weights) are freed before CTranslate2 loads its own
             self.generator = self.ct2.Generator(tmp, device="cpu", compute_type=self.compute_type,
                                                 intra_threads=self.threads)
             if self._vocab is None:
