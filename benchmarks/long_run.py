@@ -120,6 +120,26 @@ def train_until(run: str, stop_step: int, args: argparse.Namespace, work: Path, 
     return out
 
 
+def set_aside_lost_points(data: dict, out: Path) -> list[dict]:
+    """A run's recorded curve points that its training folder can no longer continue from (the
+    machine that trained them is gone: no final model, no checkpoint at or past the last point) are
+    moved to `lost_curves` and the curve starts over, so that one curve is one training trajectory.
+    Returns the points set aside."""
+    from larft.train import complete_checkpoints
+
+    trained = [p for p in data.get("curve", []) if p["steps"] > 0]
+    if not trained or (out / "model.safetensors").exists():
+        return []
+    newest = complete_checkpoints(out) if out.is_dir() else []
+    if newest and int(newest[0].name.split("-")[-1]) >= max(p["steps"] for p in trained):
+        return []
+    data.setdefault("lost_curves", []).append({"set_aside": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                               "reason": f"no checkpoint to continue from in {out}",
+                                               "curve": trained})
+    data["curve"] = [p for p in data["curve"] if p["steps"] == 0]
+    return trained
+
+
 def prune(out: Path, keep_steps: set[int]) -> None:
     """Free disk: optimizer states of every checkpoint but the newest, and whole checkpoints that are
     neither the newest nor a curve point."""
@@ -203,6 +223,10 @@ def main() -> None:
     order = args.runs.split(",")
     for run in order:
         runs.setdefault(run, {"curve": []})
+        lost = set_aside_lost_points(runs[run], work / "train" / run)
+        if lost:
+            print(f"[long_run] {run}: curve points at steps {[p['steps'] for p in lost]} were trained on a "
+                  "machine whose checkpoints are gone; set aside in lost_curves, the run starts over", flush=True)
     # the runs take turns, one curve point each: a session that ends midway leaves both curves as far
     for step in points:
         for run in order:
