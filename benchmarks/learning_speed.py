@@ -9,7 +9,8 @@ difference is the lever alone. Each run is its own process; the first step (one-
 reported apart, ratios use the median of the later steps, with a per-part breakdown.
 Learning per wall-clock (`--part minutes`): the recipe (configs/recipe-cpu.yaml, `fast`) and the
 recipe without its speed levers (`today`: fp32, KL beta 0.001, padded micro-batches, transformers
-rollouts) trained for the same minutes, 2 seeds each; the held-out length check (the recipe's 48
+rollouts) and the recipe with rollout reuse (`reuse`: num_iterations 2) trained for the same minutes, 2
+seeds each; the held-out length check (the recipe's 48
 held-out prompts, never the eval set) at every mark (`--minutes 15,30`: training minutes, the
 checks' own time excluded), the run stopped at the last one. Held-out LS as in the recipe sweep
 (`research/recipe_sweep.py`'s `validation`). Work under $LARFT_HOME/learning_speed/minutes; an unfinished run
@@ -17,7 +18,7 @@ starts again.
 Writes benchmarks/results/learning_speed.json (resumable: finished runs are kept).
 
     .venv/bin/python benchmarks/learning_speed.py --part steps [--steps 4] [--variants today,fast]
-    .venv/bin/python benchmarks/learning_speed.py --part minutes [--minutes 15,30] [--seeds 0,1]
+    .venv/bin/python benchmarks/learning_speed.py --part minutes [--minutes 15,30] [--seeds 0,1] [--variants today,fast,reuse]
 """
 
 from __future__ import annotations
@@ -162,6 +163,9 @@ MINUTE_VARIANTS = {
     "today": ["--max_steps", "36", "--beta", "0.001", "--trim_padding", "false", "--bf16", "false",
               "--rollout_backend", "hf"],
     "fast": ["--max_steps", "60"],
+    # rollout reuse (TRL's num_iterations): each generation batch feeds 2 optimizer steps, so a step
+    # pays half a generation plus one no-grad forward for the generating policy's log-probs
+    "reuse": ["--max_steps", "80", "--num_iterations", "2"],
 }
 
 

@@ -128,3 +128,27 @@ def test_number_only_awareness_loss_is_the_count_tokens_share(tiny_model_dir, tm
     assert logged and all(math.isfinite(x) and x > 0 for x in logged)
     with pytest.raises(ValueError, match="awareness_loss_on"):
         LARFTConfig(output_dir=str(tmp_path), awareness_loss_on="digits", report_to="none")
+
+
+@pytest.mark.slow
+def test_rollout_reuse_trains_twice_on_one_generation(tiny_model_dir, tmp_path):
+    """num_iterations 2 (TRL's rollout reuse): one generation batch feeds two optimizer steps, each
+    with the policy loss against the generating policy's log-probs and the awareness loss."""
+    trainer = two_step_trainer(tiny_model_dir, tmp_path, num_iterations=2)
+    generated, losses = [], []
+    generate, compute = trainer._generate_and_score_completions, trainer._compute_loss
+
+    def counting_generate(inputs):
+        out = generate(inputs)
+        generated.append(out)
+        return out
+
+    def recording_loss(model, inputs):
+        losses.append(("old_per_token_logps" in inputs, any(k in inputs for k in AWARENESS_KEYS)))
+        return compute(model, inputs)
+
+    trainer._generate_and_score_completions, trainer._compute_loss = counting_generate, recording_loss
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert len(generated) == 1
+    assert losses == [(True, True), (True, True)]
