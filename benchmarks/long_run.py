@@ -128,8 +128,8 @@ def set_aside_lost_points(data: dict, out: Path) -> list[dict]:
     from larft.train import complete_checkpoints
 
     trained = [p for p in data.get("curve", []) if p["steps"] > 0]
-    if not trained or (out / "model.safetensors").exists():
-        return []
+    if not trained or "final" in data or (out / "model.safetensors").exists():
+        return []  # nothing recorded yet, or a finished run: nothing left to train
     newest = complete_checkpoints(out) if out.is_dir() else []
     if newest and int(newest[0].name.split("-")[-1]) >= max(p["steps"] for p in trained):
         return []
@@ -227,6 +227,7 @@ def main() -> None:
         if lost:
             print(f"[long_run] {run}: curve points at steps {[p['steps'] for p in lost]} were trained on a "
                   "machine whose checkpoints are gone; set aside in lost_curves, the run starts over", flush=True)
+            _save(result)  # at once: a checkpoint of the new run must never meet the old run's points
     # the runs take turns, one curve point each: a session that ends midway leaves both curves as far
     for step in points:
         for run in order:

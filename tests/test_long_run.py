@@ -59,3 +59,9 @@ def test_a_finished_run_keeps_its_curve(long_run, tmp_path):
     (out / "model.safetensors").write_bytes(b"")
     data = _run(50, 100)
     assert long_run.set_aside_lost_points(data, out) == []
+
+
+def test_a_run_finished_elsewhere_is_not_trained_again(long_run, tmp_path):
+    data = {**_run(50, 100), "final": {"steps": 100, "lifebench_ls": 70.0}}
+    assert long_run.set_aside_lost_points(data, tmp_path / "larft") == []
+    assert [p["steps"] for p in data["curve"]] == [0, 50, 100]

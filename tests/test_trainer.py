@@ -134,7 +134,10 @@ def test_number_only_awareness_loss_is_the_count_tokens_share(tiny_model_dir, tm
 def test_rollout_reuse_trains_twice_on_one_generation(tiny_model_dir, tmp_path):
     """num_iterations 2 (TRL's rollout reuse): one generation batch feeds two optimizer steps, each
     with the policy loss against the generating policy's log-probs and the awareness loss."""
+    from larft.callbacks import MetricsJsonlCallback
+
     trainer = two_step_trainer(tiny_model_dir, tmp_path, num_iterations=2)
+    trainer.add_callback(MetricsJsonlCallback(tmp_path / "out"))
     generated, losses = [], []
     generate, compute = trainer._generate_and_score_completions, trainer._compute_loss
 
@@ -152,3 +155,8 @@ def test_rollout_reuse_trains_twice_on_one_generation(tiny_model_dir, tmp_path):
     assert trainer.state.global_step == 2
     assert len(generated) == 1
     assert losses == [(True, True), (True, True)]
+    # metrics.jsonl has both steps: the reusing one with its time and losses, no rollout metrics
+    lines = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2]
+    assert lines[0]["reward_mean"] is not None and lines[1]["reward_mean"] is None
+    assert all(r["step_seconds"] and r["awareness_loss"] > 0 for r in lines)

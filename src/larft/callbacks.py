@@ -33,6 +33,13 @@ METRIC_KEYS = {
 }
 
 
+def is_step_log(logs: dict[str, Any]) -> bool:
+    """A training step's log (not the end-of-training summary nor an evaluation): TRL logs the
+    rollout metrics (reward, lengths) only on steps that generated, so with rollout reuse
+    (num_iterations > 1) the other steps are known by their loss."""
+    return ("loss" in logs or "reward" in logs) and "train_runtime" not in logs
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -43,14 +50,15 @@ class MetricsJsonlCallback(TrainerCallback):
     """Append one line per logged step to OUTPUT_DIR/metrics.jsonl (main process only).
 
     Each line has every key of METRIC_KEYS (null when the run does not have it, e.g. `kl`
-    with beta = 0, or the awareness keys with lambda_max = 0), then TRL's raw logs.
+    with beta = 0, the awareness keys with lambda_max = 0, or the rollout metrics on a step that
+    reused an earlier step's rollouts), then TRL's raw logs.
     """
 
     def __init__(self, output_dir: str | os.PathLike):
         self.path = Path(output_dir) / "metrics.jsonl"
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or "reward" not in logs:
+        if not state.is_world_process_zero or not logs or not is_step_log(logs):
             return
         record = {"step": state.global_step}
         record.update({ours: _clean(logs.get(theirs)) for ours, theirs in METRIC_KEYS.items()})
@@ -96,7 +104,7 @@ class LARFTProgressCallback(ProgressCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or self.training_bar is None or not logs:
             return
-        if "reward" in logs:
+        if is_step_log(logs):
             self.training_bar.set_postfix(progress_fields(state.global_step, logs), refresh=True)
         elif "train_runtime" in logs or any(k.startswith("eval_") for k in logs):
             self.training_bar.write(_summary(logs))
@@ -109,7 +117,7 @@ class LARFTPrinterCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_local_process_zero or not logs:
             return
-        if "reward" in logs:
+        if is_step_log(logs):
             fields = progress_fields(state.global_step, logs)
             total = f"/{state.max_steps}" if state.max_steps else ""
             print("[larft] step " + fields.pop("step") + total + ": "

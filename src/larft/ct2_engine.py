@@ -118,7 +118,7 @@ class CT2Engine:
             spec.validate()
             spec.optimize(quantization=None)
             spec.save(tmp)
-            del spec  # its arrays (a full copy of the weights) are freed before CTranslate2 loads its own
+            del spec  # the arrays the converter made (fused QKV) are freed before CTranslate2 loads its copy
             self.generator = self.ct2.Generator(tmp, device="cpu", compute_type=self.compute_type,
                                                 intra_threads=self.threads)
             if self._vocab is None:

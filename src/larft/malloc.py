@@ -40,7 +40,7 @@ def tune_malloc(device: Any = "cpu") -> bool:
     ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, int(os.environ.get("LARFT_MALLOC_MMAP_THRESHOLD", 32 << 20))))
     ok &= bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))  # never give freed heap memory back
     ok &= bool(libc.mallopt(_M_TOP_PAD, 1 << 30))  # grow the heap in 1 GiB steps
-    arenas = int(os.environ.get("LARFT_MALLOC_ARENA_MAX", 2))
-    if arenas > 0:  # threads that allocate later share these arenas (those made before keep theirs)
+    arenas = int(os.environ.get("LARFT_MALLOC_ARENA_MAX") or 2)
+    if arenas > 0:  # glibc fixes its limit when it first needs it: this must run before threads allocate
         ok &= bool(libc.mallopt(_M_ARENA_MAX, arenas))
     return bool(ok)
