@@ -19,6 +19,14 @@
 
     ~/.cache/larft/vllm/venv/bin/python benchmarks/rollout_speed.py --part vllm [--repeats 3]
 
+5. `--part quantized`: CTranslate2 at float32 (the policy's own weights) against quantized copies
+   (int8, int8_float32, int16) on the same 16 rollouts, alternating in one process: tokens/s, greedy
+   answers identical to float32's, and how far a quantized engine's sampled tokens are off-policy (the
+   mean and 99th percentile of |log p_policy - log p_engine| per sampled token, at temperature 1, both
+   raw log-softmax). Adds the key `quantized` and leaves the rest as it is.
+
+    .venv/bin/python benchmarks/rollout_speed.py --part quantized [--repeats 3]
+
 Writes benchmarks/results/rollout_speed.json.
 """
 
@@ -231,6 +239,52 @@ def generation_three_ways(repeats: int, max_new: int) -> dict:
     }
 
 
+def quantized_engines(repeats: int, max_new: int, types: list[str]) -> dict:
+    """tokens/s of CTranslate2 at each compute type on the same 16 rollouts (alternating, rotated),
+    greedy parity with float32, and the per-token log-prob gap to the fp32 policy of sampled tokens."""
+    import torch
+
+    from larft.ct2_engine import CT2Engine
+    from larft.models import default_model_path
+
+    tok, model, stops, prompt_ids = _bundled_model(default_model_path())
+    batch = [ids for ids in prompt_ids for _ in range(4)]
+    engines = {t: CT2Engine(tok, compute_type=t, threads=torch.get_num_threads()) for t in types}
+    for engine in engines.values():
+        engine.sync(model)
+    rates: dict[str, list[float]] = {t: [] for t in types}
+    gaps: dict[str, list[float]] = {t: [] for t in types}
+    for rep in range(repeats):
+        for t in types[rep % len(types):] + types[: rep % len(types)]:  # no engine always runs first
+            start = time.perf_counter()
+            outs = engines[t].generate(batch, max_new_tokens=max_new, stop_ids=stops, temperature=0.7, top_p=0.8,
+                                       seed=rep)
+            seconds = time.perf_counter() - start
+            tokens = sum(len(r.completion_ids) for r in outs)
+            rates[t].append(tokens / seconds)
+            print(f"[quantized] {t} rep {rep}: {tokens} tokens in {seconds:.1f} s = {tokens / seconds:.0f} tok/s",
+                  flush=True)
+            with torch.no_grad():  # the policy's log-prob of each sampled token against the engine's
+                for prompt, r in zip(batch, outs):
+                    logits = model(torch.tensor([prompt + r.completion_ids])).logits[0, len(prompt) - 1: -1]
+                    lp = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(r.completion_ids)[:, None])[:, 0]
+                    gaps[t] += (lp - torch.tensor(r.logprobs)).abs().tolist()
+    greedy = {t: [r.completion_ids for r in engines[t].generate(prompt_ids, max_new_tokens=max_new, stop_ids=stops,
+                                                                   do_sample=False)] for t in types}
+    base = statistics.median(rates[types[0]])
+    return {
+        "tokens_per_s": {t: _interval(r) for t, r in rates.items()},
+        "speedup_over_float32": {t: statistics.median(r) / base for t, r in rates.items()},
+        "greedy_identical_to_float32": {t: sum(a == b for a, b in zip(greedy[t], greedy[types[0]])) for t in types},
+        "greedy_prompts": len(prompt_ids),
+        "logprob_gap_mean": {t: statistics.fmean(g) for t, g in gaps.items()},
+        "logprob_gap_p99": {t: sorted(g)[int(0.99 * (len(g) - 1))] for t, g in gaps.items()},
+        "sampled_tokens": {t: len(g) for t, g in gaps.items()},
+        "threads": torch.get_num_threads(),
+        "command": "python benchmarks/rollout_speed.py " + " ".join(sys.argv[1:]),
+    }
+
+
 # -- whole steps, with a breakdown ---------------------------------------------------------------------
 def step_worker(variant: str, steps: int, max_new: int, out: str) -> None:
     """One fresh run: `variant` is grpo-hf, grpo-ct2, larft-hf or larft-ct2; prints its step times and breakdown."""
@@ -264,12 +318,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--max_new_tokens", type=int, default=128)
     parser.add_argument("--variants", default="grpo-hf,grpo-ct2,larft-ct2,larft-hf")
-    parser.add_argument("--part", choices=["all", "vllm"], default="all")
+    parser.add_argument("--part", choices=["all", "vllm", "quantized"], default="all")
+    parser.add_argument("--compute_types", default="float32,int8,int8_float32,int16",
+                        help="--part quantized: CTranslate2 compute types, float32 first (the reference)")
     parser.add_argument("--worker")
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.worker:
         step_worker(args.worker, args.steps, args.max_new_tokens, args.out)
+        return
+
+    if args.part == "quantized":
+        result = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        result["quantized"] = quantized_engines(args.repeats, args.max_new_tokens, args.compute_types.split(","))
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: result["quantized"][k] for k in ("speedup_over_float32", "greedy_identical_to_float32",
+                                                             "logprob_gap_mean", "logprob_gap_p99")}, indent=1))
         return
 
     if args.part == "vllm":
@@ -313,6 +378,8 @@ def main() -> None:
     result["command"] = "python benchmarks/rollout_speed.py " + " ".join(sys.argv[1:])
     if RESULTS.exists() and "vllm_cpu" in (earlier := json.loads(RESULTS.read_text())):
         result["vllm_cpu"] = earlier["vllm_cpu"]  # measured by --part vllm, in vLLM's own venv
+    if RESULTS.exists() and "quantized" in (earlier := json.loads(RESULTS.read_text())):
+        result["quantized"] = earlier["quantized"]  # measured by --part quantized
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result.get(k) for k in ("generation_speedup", "step_speedup", "larft_over_grpo_ratio",
