@@ -92,6 +92,14 @@ def _hf_generate(model, tok, stops: list[int], prompts: list[list[int]], do_samp
     return [_cut_at_stop(row, stops) for row in out]
 
 
+def _policy_logprobs(model, prompt: list[int], completion: list[int]):
+    """The policy's raw log-softmax (no temperature) of each completion token, teacher-forced."""
+    import torch
+
+    logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1: -1]
+    return torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(completion)[:, None])[:, 0]
+
+
 def _cut_at_stop(row: list[int], stops: list[int]) -> list[int]:
     """A generated row up to and including its first stop token."""
     end = next((i for i, t in enumerate(row) if t in stops), None)
@@ -161,10 +169,7 @@ def generation_and_parity(repeats: int, max_new: int) -> dict:
     worst = 0.0
     with torch.no_grad():
         for p, r in zip(batch[:8], sampled):
-            full = torch.tensor([p + r.completion_ids])
-            logits = model(full).logits[0, len(p) - 1 : -1]
-            lp = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(r.completion_ids)[:, None])[:, 0]
-            worst = max(worst, (lp - torch.tensor(r.logprobs)).abs().max().item())
+            worst = max(worst, (_policy_logprobs(model, p, r.completion_ids) - torch.tensor(r.logprobs)).abs().max().item())
     tolerance = 1e-3
     parity = {
         "greedy_before_step": before, "greedy_after_step": after,
@@ -266,9 +271,7 @@ def quantized_engines(repeats: int, max_new: int, types: list[str]) -> dict:
                   flush=True)
             with torch.no_grad():  # the policy's log-prob of each sampled token against the engine's
                 for prompt, r in zip(batch, outs):
-                    logits = model(torch.tensor([prompt + r.completion_ids])).logits[0, len(prompt) - 1: -1]
-                    lp = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(r.completion_ids)[:, None])[:, 0]
-                    gaps[t] += (lp - torch.tensor(r.logprobs)).abs().tolist()
+                    gaps[t] += (_policy_logprobs(model, prompt, r.completion_ids) - torch.tensor(r.logprobs)).abs().tolist()
     greedy = {t: [r.completion_ids for r in engines[t].generate(prompt_ids, max_new_tokens=max_new, stop_ids=stops,
                                                                    do_sample=False)] for t in types}
     base = statistics.median(rates[types[0]])
