@@ -9,7 +9,8 @@ difference is the lever alone. Each run is its own process; the first step (one-
 reported apart, ratios use the median of the later steps, with a per-part breakdown.
 Learning per wall-clock (`--part minutes`): the recipe (configs/recipe-cpu.yaml, `fast`) and the
 recipe without its speed levers (`today`: fp32, KL beta 0.001, padded micro-batches, transformers
-rollouts) and the recipe with rollout reuse (`reuse`: num_iterations 2) trained for the same minutes, 2
+rollouts), the recipe with rollout reuse (`reuse`: num_iterations 2) and with importance-weighted int8
+CTranslate2 rollouts (`int8`, top_p 1) trained for the same minutes, 2
 seeds each; the held-out length check (the recipe's 48
 held-out prompts, never the eval set) at every mark (`--minutes 15,30`: training minutes, the
 checks' own time excluded), the run stopped at the last one. Held-out LS as in the recipe sweep
@@ -49,6 +50,11 @@ VARIANTS = {
     "bf16": {"beta": 0.001, "trim_padding": False, "bf16": True},
     "fast": {"beta": 0.0, "trim_padding": True, "bf16": True},
     "fast-ct2": {"beta": 0.0, "trim_padding": True, "bf16": True, "rollout_backend": "ct2"},
+    # int8 rollouts, importance-weighted (token_truncate at 2), need top_p 1: fast-ct2-topp1 is their fp32 twin
+    "fast-ct2-topp1": {"beta": 0.0, "trim_padding": True, "bf16": True, "rollout_backend": "ct2", "top_p": 1.0},
+    "fast-ct2-int8": {"beta": 0.0, "trim_padding": True, "bf16": True, "rollout_backend": "ct2", "top_p": 1.0,
+                      "rollout_compute_type": "int8", "vllm_importance_sampling_mode": "token_truncate",
+                      "vllm_importance_sampling_clip_max": 2.0},
 }
 
 
@@ -62,13 +68,12 @@ def step_worker(method: str, variant: str, steps: int, max_new: int, out: str) -
 
     breakdown = StepBreakdown()
 
-    config = LARFTConfig(
-        output_dir=out, max_steps=steps, num_generations=4, per_device_train_batch_size=8,
-        gradient_accumulation_steps=2, max_completion_length=max_new, learning_rate=0.0, report_to="none",
-        save_strategy="no", seed=0, temperature=0.7, top_p=0.8, entropy_coef=0.0, scale_rewards="batch",
-        awareness_lambda_max=1.0 if method == "larft" else 0.0, awareness_warmup_ratio=0.0,
-        length_check_prompts=0, **VARIANTS[variant],
-    )
+    config = LARFTConfig(**{
+        "output_dir": out, "max_steps": steps, "num_generations": 4, "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 2, "max_completion_length": max_new, "learning_rate": 0.0,
+        "report_to": "none", "save_strategy": "no", "seed": 0, "temperature": 0.7, "top_p": 0.8,
+        "entropy_coef": 0.0, "scale_rewards": "batch", "awareness_lambda_max": 1.0 if method == "larft" else 0.0,
+        "awareness_warmup_ratio": 0.0, "length_check_prompts": 0, **VARIANTS[variant]})
     train(TrainArguments(model="default", train_size=64, train_targets="16,32,64,128", train_constraints="equal",
                          train_styles="plain,requirement"), config, extra_callbacks=[breakdown.callback])
     records = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
@@ -166,6 +171,9 @@ MINUTE_VARIANTS = {
     # rollout reuse (TRL's num_iterations): each generation batch feeds 2 optimizer steps, so a step
     # pays half a generation plus one no-grad forward for the generating policy's log-probs
     "reuse": ["--max_steps", "80", "--num_iterations", "2"],
+    # int8 CTranslate2 rollouts with the importance-sampling correction (which needs top_p 1)
+    "int8": ["--max_steps", "75", "--top_p", "1.0", "--rollout_compute_type", "int8",
+             "--vllm_importance_sampling_mode", "token_truncate", "--vllm_importance_sampling_clip_max", "2.0"],
 }
 
 

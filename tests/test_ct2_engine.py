@@ -178,3 +178,19 @@ def test_per_target_budgets_give_each_rollout_twice_its_target(tiny_model_dir, t
     assert budgets == [min(400, training_budget(r["target"], tok)) for r in rows]
     assert len(set(budgets)) > 1  # targets 4 and 8: their own budgets
     assert trainer.rollout_func.budgets([[{"role": "user", "content": "not in the data"}]], trainer) == [400]
+
+
+def test_a_folded_temperature_reports_the_tempered_log_probs(tiny_model_dir):
+    """With the output layer divided by T and sampling at temperature 1, the engine samples the
+    tempered distribution and reports its log-probs: those of log_softmax(logits / T)."""
+    tok, model, ids = _setup(tiny_model_dir)
+    engine = CT2Engine(tok, threads=1, logits_scale=1 / 0.7)
+    engine.sync(model)
+    got = engine.generate(ids, max_new_tokens=16, stop_ids=[tok.eos_token_id], temperature=1.0, seed=3)
+    for prompt, rollout in zip(ids, got):
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + rollout.completion_ids])).logits[0, len(prompt) - 1 : -1]
+        tempered = torch.log_softmax(logits / 0.7, -1).gather(1, torch.tensor(rollout.completion_ids)[:, None])[:, 0]
+        assert torch.allclose(torch.tensor(rollout.logprobs), tempered, atol=1e-4)
+    greedy = engine.generate(ids, max_new_tokens=12, stop_ids=[tok.eos_token_id], do_sample=False)
+    assert [r.completion_ids for r in greedy] == [_hf_greedy(model, tok, p, 12) for p in ids]  # embeddings intact

@@ -102,7 +102,8 @@ class LARFTConfig(GRPOConfig):
         default="float32",
         metadata={
             "help": "ct2 only: the engine's weight type, float32 (the policy itself) or a quantized type such as "
-            "int8, whose rollouts are then off-policy."
+            "int8, whose off-policy rollouts are importance-weighted as TRL does for vLLM (its "
+            "vllm_importance_sampling_* fields; needs top_p 1 and top_k 0)."
         },
     )
     system_prompt: str = field(

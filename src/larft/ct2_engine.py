@@ -69,6 +69,14 @@ class _without_per_layer_gc:
         self.module.gc = self.saved
 
 
+def _scale_projection(projection: Any, scale: float) -> None:
+    """The output layer times `scale`, as new arrays: a tied embedding matrix keeps its values."""
+    projection.weight = projection.weight * scale
+    bias = getattr(projection, "bias", None)
+    if bias is not None and not isinstance(bias, str):
+        projection.bias = bias * scale
+
+
 @dataclass
 class Rollout:
     """One generated completion: its token ids (ending with the stop token when it stopped, as
@@ -84,13 +92,20 @@ class CT2Engine:
     """A CTranslate2 generator that holds a copy of a transformers causal LM's weights.
 
     `sync(model)` rebuilds it from the model's current weights (converted in memory, passed
-    through a RAM-backed folder); `generate` decodes token-id prompts."""
+    through a RAM-backed folder); `generate` decodes token-id prompts.
 
-    def __init__(self, tokenizer: Any, *, compute_type: str = "float32", threads: int = 0):
+    `logits_scale` multiplies the output projection at every sync. CTranslate2 reports the log-prob
+    of a sampled token before its sampling temperature; with `logits_scale` = 1 / T and sampling at
+    temperature 1, the engine samples the same tempered distribution and reports its log-probs (what
+    an importance-sampling correction needs)."""
+
+    def __init__(self, tokenizer: Any, *, compute_type: str = "float32", threads: int = 0,
+                 logits_scale: float = 1.0):
         self.ct2 = require_ctranslate2()
         self.tokenizer = tokenizer
         self.compute_type = compute_type
         self.threads = threads
+        self.logits_scale = float(logits_scale)
         self.generator: Any = None
         self.sync_seconds: list[float] = []
         self._vocab: list[str] | None = None
@@ -115,6 +130,8 @@ class CT2Engine:
         with tempfile.TemporaryDirectory(prefix="larft-ct2-", dir=ram) as tmp:
             with torch.no_grad(), _without_per_layer_gc(converters):
                 spec = loader(_module_skeleton(model), self.tokenizer)
+                if self.logits_scale != 1.0:
+                    _scale_projection(spec.decoder.projection, self.logits_scale)
             spec.validate()
             spec.optimize(quantization=None)
             spec.save(tmp)
@@ -188,10 +205,15 @@ class CT2Rollouts:
 
     Weights are re-synced whenever the optimizer has stepped since the last sync, so every
     rollout comes from the policy being trained. The sampling seed is derived from the run's
-    seed and the step: a resumed run samples what the uninterrupted one would have."""
+    seed and the step: a resumed run samples what the uninterrupted one would have.
 
-    def __init__(self, compute_type: str = "float32"):
+    With `sampler_logprobs`, the temperature is folded into the engine's output layer and each
+    rollout's per-token log-probs under the distribution it was sampled from are returned, for
+    TRL's `sampling_per_token_logps` (the importance-sampling correction of quantized rollouts)."""
+
+    def __init__(self, compute_type: str = "float32", sampler_logprobs: bool = False):
         self.compute_type = compute_type
+        self.sampler_logprobs = sampler_logprobs
         self.engine: CT2Engine | None = None
         self.synced_step: int | None = None
         self.generate_seconds: list[float] = []
@@ -201,8 +223,9 @@ class CT2Rollouts:
 
         args = trainer.args
         if self.engine is None:
+            scale = 1.0 / args.temperature if self.sampler_logprobs else 1.0
             self.engine = CT2Engine(trainer.processing_class, compute_type=self.compute_type,
-                                    threads=torch.get_num_threads())
+                                    threads=torch.get_num_threads(), logits_scale=scale)
         step = trainer.state.global_step
         if self.synced_step != step:
             self.engine.sync(trainer.accelerator.unwrap_model(trainer.model))
@@ -212,14 +235,15 @@ class CT2Rollouts:
         start = time.perf_counter()
         rollouts = self.engine.generate(
             prompt_ids, max_new_tokens=budgets, stop_ids=trainer.eos_token_ids,
-            do_sample=True, temperature=args.temperature, top_p=args.top_p if args.top_p is not None else 1.0,
+            do_sample=True, temperature=1.0 if self.sampler_logprobs else args.temperature,
+            top_p=args.top_p if args.top_p is not None else 1.0,
             top_k=args.top_k or 0, seed=args.seed * 1_000_003 + step * 1009 + trainer.accelerator.process_index,
         )
         self.generate_seconds.append(time.perf_counter() - start)
-        # log-probs are left out: CTranslate2's are pre-temperature, and TRL only uses them for vLLM's
-        # importance-sampling correction, which fp32 on-policy rollouts do not need
+        # fp32 rollouts are the policy's own samples: no log-probs to carry, no correction to make
+        logprobs = [r.logprobs for r in rollouts] if self.sampler_logprobs else None
         return {"prompt_ids": [list(p) for p in prompt_ids], "completion_ids": [r.completion_ids for r in rollouts],
-                "logprobs": None}
+                "logprobs": logprobs}
 
 
     def budgets(self, prompts: list, trainer: Any) -> list[int]:
@@ -259,6 +283,39 @@ def check_sampling_supported(args: Any) -> None:
                         "semantics; use rollout_backend: hf")
 
 
+def is_quantized(compute_type: str) -> bool:
+    """Whether a CTranslate2 compute type samples from another model than the fp32 policy."""
+    return compute_type not in ("float32", "default")
+
+
+def corrects_quantized_rollouts(args: Any) -> bool:
+    """Quantized ct2 rollouts are importance-weighted unless `vllm_importance_sampling_correction`
+    (TRL's field, its default on) is turned off."""
+    return is_quantized(args.rollout_compute_type) and bool(args.vllm_importance_sampling_correction)
+
+
+def check_importance_sampling(args: Any) -> None:
+    """The correction needs the sampler's probability of each token, which CTranslate2 reports
+    only before nucleus / top-k truncation: those are refused with it, and running without it says so."""
+    if not is_quantized(args.rollout_compute_type):
+        return
+    if not args.vllm_importance_sampling_correction:
+        logger.warning(f"rollout_compute_type {args.rollout_compute_type}: rollouts come from a quantized copy of the "
+                       "policy, uncorrected (vllm_importance_sampling_correction is off)")
+        return
+    truncating = [f"{name}={value}" for name, value, off in (("top_p", args.top_p, (None, 1.0)),
+                                                              ("top_k", args.top_k, (None, 0)))
+                  if value not in off]
+    if truncating:
+        raise UserError(f"rollout_compute_type {args.rollout_compute_type} corrects its rollouts by importance "
+                        f"sampling, which needs the sampler's own token probabilities; CTranslate2 reports them "
+                        f"before {' and '.join(truncating)} truncates the distribution. Set top_p: 1.0 and top_k: 0, "
+                        "or vllm_importance_sampling_correction: false to train on uncorrected quantized rollouts")
+    if args.loss_type == "vespo":
+        raise UserError("loss_type vespo weighs importance ratios itself; with quantized ct2 rollouts use another "
+                        "loss_type or rollout_compute_type: float32")
+
+
 def choose_backend(args: Any, model: Any, peft_config: Any = None) -> str:
     """The rollout engine a run uses: `args.rollout_backend`, with `auto` resolved (a one-line
     notice says which and why). Asking for ct2 where it cannot run is an error, raised before
@@ -287,14 +344,13 @@ def choose_backend(args: Any, model: Any, peft_config: Any = None) -> str:
     if asked == "ct2":
         if problem:
             raise UserError(problem)
-        if args.rollout_compute_type not in ("float32", "default"):
-            logger.warning(f"rollout_compute_type {args.rollout_compute_type}: rollouts come from a quantized copy "
-                           "of the policy (off-policy; no importance-sampling correction is applied)")
+        check_importance_sampling(args)
         return "ct2"
     if problem:
         logger.info(f"rollout_backend auto -> hf ({problem})")
         return "hf"
-    logger.info("rollout_backend auto -> ct2 (CTranslate2, fp32, weights synced every step)")
+    check_importance_sampling(args)
+    logger.info(f"rollout_backend auto -> ct2 (CTranslate2, {args.rollout_compute_type}, weights synced every step)")
     return "ct2"
 
 

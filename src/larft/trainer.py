@@ -8,6 +8,8 @@ Two hooks, both TRL private methods (pinned: see pyproject.toml, tested in tests
   TRL's shuffle/split hands every micro-step exactly its own rollouts' examples.
 - `_compute_loss`: add lambda(t) * CE on those examples, divided by the gradient
   accumulation steps like TRL's own policy loss.
+Quantized CTranslate2 rollouts are corrected by importance sampling in a third hook,
+`_get_per_token_logps_and_entropies` (larft.importance).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from larft.card import (LARFT_BIBTEX, PAPER_ID, PAPER_TITLE, TAGS, CardInfo, bas
                         read_length_check)
 from larft.config import LARFTConfig
 from larft.errors import UserError
+from larft.importance import importance_weights, weight_gradient
 from larft.length import count_words, final_text, measure, parse_delimiters
 from larft.length_spec import LengthSpec
 from larft.rewards import LengthReward, is_refusal, length_deviation
@@ -92,14 +95,18 @@ class LARFTTrainer(GRPOTrainer):
             raise UserError(f"reward_weights has {len(args.reward_weights)} value(s) for {len(funcs)} reward "
                             f"functions: {', '.join(names)} (the length reward comes first; length_reward=False "
                             "drops it)")
-        from larft.ct2_engine import CT2Rollouts, choose_backend
+        from larft.ct2_engine import CT2Rollouts, choose_backend, corrects_quantized_rollouts
 
         self.rollout_backend = choose_backend(args, model, kwargs.get("peft_config"))
         if self.rollout_backend == "ct2":
             if kwargs.get("rollout_func") is not None:
                 raise UserError("rollout_backend 'ct2' generates the rollouts itself; with a rollout_func of your "
                                 "own, set rollout_backend: hf")
-            kwargs["rollout_func"] = CT2Rollouts(args.rollout_compute_type)
+            kwargs["rollout_func"] = CT2Rollouts(args.rollout_compute_type,
+                                                 sampler_logprobs=corrects_quantized_rollouts(args))
+        #: quantized ct2 rollouts: the policy gradient is importance-weighted against the sampler's log-probs
+        self.importance_sampling = self.rollout_backend == "ct2" and corrects_quantized_rollouts(args)
+        self._correcting: dict[str, Any] | None = None  # the micro-batch whose loss is being computed
         self._base_model_name = model if isinstance(model, str) else None
         #: subfolder of the output (and Hub repo) with the merged LoRA model, for the card; set by `larft train`
         self.merged_subfolder: str | None = None
@@ -325,10 +332,43 @@ class LARFTTrainer(GRPOTrainer):
             self._metrics[mode]["awareness_count_error"].append((total[0] / total[1]).item())
 
     # -- hook 2: the unified loss -----------------------------------------------------------
+    # -- hook 3: quantized rollouts -> importance-weighted policy gradient -----------------------
+    def _get_per_token_logps_and_entropies(self, model: Any, *args: Any, **kwargs: Any) -> Any:
+        """TRL's per-token log-probs; inside the policy loss of a step whose rollouts a quantized
+        engine sampled, their gradient is weighted by pi_policy / pi_sampler (truncated or masked
+        as `vllm_importance_sampling_mode` says), which TRL's vLLM path does to the per-token loss:
+        the same gradient for every loss type, the KL term's (beta > 0) included."""
+        out = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+        inputs = self._correcting
+        if inputs is None:
+            return out
+        logps = out[0]
+        mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+        sampler = inputs["sampling_per_token_logps"]
+        generating = inputs.get("old_per_token_logps")  # the policy that the rollouts were meant to come from
+        generating = logps.detach() if generating is None else generating
+        args = self.args
+        weights = importance_weights(generating, sampler, mask, args.vllm_importance_sampling_mode,
+                                     args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max)
+        real = mask.bool() & ~torch.isnan(sampler)
+        gap = (generating - sampler).abs()[real]
+        per_token = weights.expand_as(mask)[mask.bool()]
+        metrics = self._metrics["train"]
+        metrics["sampling/sampling_logp_difference/mean"].append(
+            self.accelerator.gather(gap.mean() if gap.numel() else logps.new_zeros(())).mean().item())
+        metrics["sampling/importance_sampling_ratio/mean"].append(
+            self.accelerator.gather(per_token.mean() if per_token.numel() else logps.new_ones(())).mean().item())
+        return (weight_gradient(logps, weights), *out[1:])
+
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         mode = "train" if self.model.training else "eval"
         logged_policy = len(self._metrics[mode]["policy_loss"])
-        loss = super()._compute_loss(model, inputs)
+        if self.importance_sampling and mode == "train" and inputs.get("sampling_per_token_logps") is not None:
+            self._correcting = inputs
+        try:
+            loss = super()._compute_loss(model, inputs)
+        finally:
+            self._correcting = None
         accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
         if len(self._metrics[mode]["policy_loss"]) == logged_policy:  # TRL logs it only with an entropy bonus
             policy = self.accelerator.gather(loss.detach() * accumulation).mean().item()
