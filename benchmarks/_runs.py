@@ -98,6 +98,22 @@ class StepBreakdown:
         return {k: self._mean(s.get(k, 0.0) for s in later) for k in sorted({k for s in later for k in s})}
 
 
+def step_record(out: str, breakdown: StepBreakdown) -> dict:
+    """A timing worker's figures from its run's metrics.jsonl: the first step apart (one-time costs),
+    the later steps' seconds, rollout lengths and truncation per step, and the later steps' breakdown."""
+    import json
+
+    records = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return {
+        "first_step_seconds": records[0]["step_seconds"],
+        "later_step_seconds": [r["step_seconds"] for r in records[1:]],
+        "completion_words_mean": [r["completion_words_mean"] for r in records],
+        "truncated_rate": [r["truncated_rate"] for r in records],
+        "breakdown_later_steps": breakdown.later(),
+        "records": records,
+    }
+
+
 def run_worker(script: str, name: str, *args: str) -> dict:
     """Run `script --worker NAME --out TMP ARGS...` in a fresh process (its own memory and one-time
     costs) and return the JSON it prints after `RESULT `; a failed worker stops the benchmark."""

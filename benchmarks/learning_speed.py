@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import StepBreakdown, read_json, run_worker, write_json  # noqa: E402
+from _runs import StepBreakdown, read_json, run_worker, step_record, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "learning_speed.json"
@@ -76,16 +76,13 @@ def step_worker(method: str, variant: str, steps: int, max_new: int, out: str) -
         "awareness_warmup_ratio": 0.0, "length_check_prompts": 0, **VARIANTS[variant]})
     train(TrainArguments(model="default", train_size=64, train_targets="16,32,64,128", train_constraints="equal",
                          train_styles="plain,requirement"), config, extra_callbacks=[breakdown.callback])
-    records = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    record = step_record(out, breakdown)
+    records = record.pop("records")
     print("RESULT " + json.dumps({
-        "first_step_seconds": records[0]["step_seconds"],
-        "later_step_seconds": [r["step_seconds"] for r in records[1:]],
-        "completion_words_mean": [r["completion_words_mean"] for r in records],
-        "truncated_rate": [r["truncated_rate"] for r in records],
+        **record,
         "reward_mean": [r.get("reward_mean") for r in records],
         "awareness_loss": [r.get("awareness_loss") for r in records],
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,  # GiB, as recorded so far
-        "breakdown_later_steps": breakdown.later(),
     }))
 
 

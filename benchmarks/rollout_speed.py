@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import StepBreakdown, run_worker  # noqa: E402
+from _runs import StepBreakdown, run_worker, step_record  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "rollout_speed.json"
 PROMPTS = [
@@ -314,14 +314,9 @@ def step_worker(variant: str, steps: int, max_new: int, out: str) -> None:
     )
     train(TrainArguments(model="default", train_size=64, train_targets="32,64,96"), config,
           extra_callbacks=[breakdown.callback])
-    records = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    print("RESULT " + json.dumps({
-        "first_step_seconds": records[0]["step_seconds"],
-        "later_step_seconds": [r["step_seconds"] for r in records[1:]],
-        "completion_words_mean": [r["completion_words_mean"] for r in records],
-        "truncated_rate": [r["truncated_rate"] for r in records],
-        "breakdown_later_steps": breakdown.later(),
-    }))
+    record = step_record(out, breakdown)
+    record.pop("records")
+    print("RESULT " + json.dumps(record))
 
 
 def main() -> None:
