@@ -194,3 +194,44 @@ def test_a_folded_temperature_reports_the_tempered_log_probs(tiny_model_dir):
         assert torch.allclose(torch.tensor(rollout.logprobs), tempered, atol=1e-4)
     greedy = engine.generate(ids, max_new_tokens=12, stop_ids=[tok.eos_token_id], do_sample=False)
     assert [r.completion_ids for r in greedy] == [_hf_greedy(model, tok, p, 12) for p in ids]  # embeddings intact
+
+
+@pytest.mark.parametrize("use_dora", [False, True])
+def test_a_lora_policy_rolls_out_its_merged_weights(tiny_model_dir, use_dora):
+    """ct2 rolls out a LoRA policy as it is (adapter merged into copies of the base weights by
+    PEFT's own merge): greedy tokens and log-probs of the PEFT model; the policy itself untouched."""
+    from peft import LoraConfig, get_peft_model
+
+    tok, base, ids = _setup(tiny_model_dir)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", use_dora=use_dora))
+    with torch.no_grad():  # a trained adapter (LoRA's B starts at zero, which would merge to the base model)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(len(name)))
+    model.eval()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    engine = CT2Engine(tok, threads=1)
+    engine.sync(model)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert not any(getattr(m, "merged", False) for m in model.modules())
+    got = engine.generate(ids, max_new_tokens=16, stop_ids=[tok.eos_token_id], do_sample=False)
+    with model.disable_adapter():
+        plain = [_hf_greedy(model, tok, p, 16) for p in ids]
+    for prompt, rollout in zip(ids, got):
+        assert rollout.completion_ids == _hf_greedy(model, tok, prompt, 16)
+        assert torch.allclose(torch.tensor(rollout.logprobs), _policy_logprobs(model, prompt, rollout.completion_ids),
+                              atol=1e-4)
+    assert [r.completion_ids for r in got] != plain  # the adapter changes the answers: they are not the base's
+
+
+def test_a_lora_trainer_rolls_out_with_ct2(tiny_model_dir, tmp_path):
+    from peft import LoraConfig
+
+    trainer = tiny_trainer(tiny_model_dir, tmp_path / "out", max_steps=2, max_completion_length=10, learning_rate=5e-2,
+                           awareness_lambda_max=0.5, awareness_warmup_ratio=0.0, rollout_backend="ct2",
+                           peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    assert trainer.rollout_backend == "ct2" and hasattr(trainer.model, "peft_config")
+    trainer.train()
+    assert len(trainer.rollout_func.engine.sync_seconds) == 2
+    logged = [r for r in trainer.state.log_history if "reward" in r]
+    assert len(logged) == 2 and all(0.0 <= r["reward"] <= 1.0 for r in logged)

@@ -51,6 +51,44 @@ def _module_skeleton(model: Any) -> Any:
     return copy.deepcopy(model, memo)
 
 
+def _merged_lora_skeleton(model: Any) -> Any:
+    """A PEFT policy's base model as CTranslate2 converts it: every LoRA layer replaced by its base
+    layer with the adapter merged in by PEFT's own `merge` (any LoRA variant), applied to copies of
+    the base weights, so the policy's own weights and adapter stay as they are; a module PEFT trains
+    in full (`modules_to_save`) is replaced by its trained copy."""
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import ModulesToSaveWrapper
+
+    skeleton = _module_skeleton(model.get_base_model())
+    replaced: list[str] = []
+    for name, module in list(skeleton.named_modules()):
+        if any(name.startswith(done + ".") for done in replaced):
+            continue
+        if isinstance(module, BaseTunerLayer):
+            layer = module.get_base_layer()
+            for field in ("weight", "bias"):
+                value = getattr(layer, field, None)
+                if isinstance(value, torch.Tensor):
+                    if not value.is_floating_point():
+                        raise UserError(f"rollout_backend 'ct2' cannot convert a quantized base model ({name}); use "
+                                        "rollout_backend: hf")
+                    setattr(layer, field, torch.nn.Parameter(value.detach().clone(), requires_grad=False))
+            if not module.disable_adapters:
+                module.merge(adapter_names=list(module.active_adapters))
+            replacement = layer
+        elif isinstance(module, ModulesToSaveWrapper):
+            adapters = module.active_adapters
+            replacement = (module.original_module if module.disable_adapters or not adapters
+                           else module.modules_to_save[adapters[0]])
+        else:
+            continue
+        parent, _, child = name.rpartition(".")
+        setattr(skeleton.get_submodule(parent) if parent else skeleton, child, replacement)
+        replaced.append(name)
+    return skeleton
+
+
 class _without_per_layer_gc:
     """CTranslate2's loaders call gc.collect() after every layer (to free a model loaded from
     disk); here the weights stay alive in the policy, and a full collection of a training
@@ -111,7 +149,8 @@ class CT2Engine:
         self._vocab: list[str] | None = None
 
     def sync(self, model: Any) -> float:
-        """Convert `model`'s current weights and load them; returns the seconds it took.
+        """Convert `model`'s current weights (a PEFT model's with its adapter merged) and load them;
+        returns the seconds it took.
 
         The converted model goes through a RAM-backed folder (/dev/shm where there is one):
         CTranslate2's spec serialises only to a folder, and loading from it is one copy less
@@ -123,13 +162,15 @@ class CT2Engine:
         from ctranslate2.converters import transformers as converters
 
         start = time.perf_counter()
-        check_convertible(model.config)
+        check_convertible(_model_config(model))
         loader = converters._MODEL_LOADERS[type(model.config).__name__]
         self.generator = None  # free the old copy before the new one is built
         ram = "/dev/shm" if os.path.isdir("/dev/shm") else None
         with tempfile.TemporaryDirectory(prefix="larft-ct2-", dir=ram) as tmp:
             with torch.no_grad(), _without_per_layer_gc(converters):
-                spec = loader(_module_skeleton(model), self.tokenizer)
+                source = _merged_lora_skeleton(model) if hasattr(model, "peft_config") else _module_skeleton(model)
+                spec = loader(source, self.tokenizer)
+                del source
                 if self.logits_scale != 1.0:
                     _scale_projection(spec.decoder.projection, self.logits_scale)
             spec.validate()
@@ -320,6 +361,8 @@ def choose_backend(args: Any, model: Any, peft_config: Any = None) -> str:
     """The rollout engine a run uses: `args.rollout_backend`, with `auto` resolved (a one-line
     notice says which and why). Asking for ct2 where it cannot run is an error, raised before
     any model is loaded, never a silent fall back to a slower engine."""
+    import importlib.util
+
     import torch
 
     asked = args.rollout_backend
@@ -332,8 +375,8 @@ def choose_backend(args: Any, model: Any, peft_config: Any = None) -> str:
     problem = None
     try:
         require_ctranslate2()
-        if peft_config is not None or hasattr(model, "peft_config"):
-            problem = "rollout_backend 'ct2' does not support LoRA/PEFT policies yet; use rollout_backend: hf"
+        if (peft_config is not None or hasattr(model, "peft_config")) and importlib.util.find_spec("peft") is None:
+            problem = "a LoRA policy needs PEFT: pip install 'larft[peft]'"
         elif torch.cuda.is_available() and not args.use_cpu:
             problem = "rollout_backend 'ct2' is the CPU engine; on a GPU use rollout_backend: vllm or hf"
         else:
