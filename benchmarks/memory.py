@@ -9,12 +9,13 @@ tuning on (`tuned`, the default: trim and mmap thresholds, top pad, arenas cappe
 (`untuned`), on with glibc's own arena count (`arenas_glibc`: LARFT_MALLOC_ARENA_MAX=0), on with the
 cap set from process start (`arenas2`: MALLOC_ARENA_MAX=2), micro-batches of 4 instead of 8 (`micro4`), transformers rollouts
 instead of CTranslate2's (`hf_rollouts`: what the engine's copy of the weights costs), fp32 instead of
-bf16 autocast (`fp32`). Step time is reported
+bf16 autocast (`fp32`), an int8 CTranslate2 engine (`int8_rollouts`, top_p 1 as its correction needs), a
+LoRA adapter (`lora`: rank 16 on every linear layer, ct2 rolling out the merged weights). Step time is reported
 next to memory: a variant that saves memory by costing time says so. Each variant records the commit
 it was measured at. Writes benchmarks/results/memory.json (finished variants are kept; --redo to
 measure again).
 
-    .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas_glibc,arenas2,micro4,hf_rollouts,fp32]
+    .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas_glibc,arenas2,micro4,hf_rollouts,fp32,int8_rollouts,lora]
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ VARIANTS = {
     "micro4": ({}, ["--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "4"]),
     "hf_rollouts": ({}, ["--rollout_backend", "hf"]),
     "fp32": ({}, ["--bf16", "false"]),
+    "int8_rollouts": ({}, ["--rollout_compute_type", "int8", "--top_p", "1.0"]),
+    "lora": ({}, ["--lora_r", "16"]),
 }
 
 
