@@ -10,7 +10,8 @@ reported apart, ratios use the median of the later steps, with a per-part breakd
 Learning per wall-clock (`--part minutes`): the recipe (configs/recipe-cpu.yaml, `fast`) and the
 recipe without its speed levers (`today`: fp32, KL beta 0.001, padded micro-batches, transformers
 rollouts), the recipe with rollout reuse (`reuse`: num_iterations 2) and with importance-weighted int8
-CTranslate2 rollouts (`int8`, top_p 1) trained for the same minutes, 2
+CTranslate2 rollouts (`int8`, top_p 1) and with a LoRA adapter (`lora`: rank 16, all linear layers, 10x
+the learning rate) trained for the same minutes, 2
 seeds each; the held-out length check (the recipe's 48
 held-out prompts, never the eval set) at every mark (`--minutes 15,30`: training minutes, the
 checks' own time excluded), the run stopped at the last one. Held-out LS as in the recipe sweep
@@ -179,6 +180,8 @@ MINUTE_VARIANTS = {
     # int8 CTranslate2 rollouts with the importance-sampling correction (which needs top_p 1)
     "int8": ["--max_steps", "75", "--top_p", "1.0", "--rollout_compute_type", "int8",
              "--vllm_importance_sampling_mode", "token_truncate", "--vllm_importance_sampling_clip_max", "2.0"],
+    # a rank-16 LoRA adapter on every linear layer at 10x the recipe's learning rate (ct2 rolls out the merge)
+    "lora": ["--max_steps", "60", "--lora_r", "16", "--learning_rate", "1.0e-4"],
 }
 
 
