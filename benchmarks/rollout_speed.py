@@ -20,7 +20,7 @@
     ~/.cache/larft/vllm/venv/bin/python benchmarks/rollout_speed.py --part vllm [--repeats 3]
 
 5. `--part quantized`: CTranslate2 at float32 (the policy's own weights) against quantized copies
-   (int8, int8_float32; int16 where the CPU has it) on the same 16 rollouts, alternating in one process, sampled as a
+   (int8, int8_float32; int16 with `--compute_types`, where the CPU has it) on the same 16 rollouts, alternating in one process, sampled as a
    corrected quantized run samples them (temperature 0.7 folded into the output layer, top_p 1):
    tokens/s, greedy answers identical to float32's, and how far a quantized engine's sampled tokens
    are off-policy: |log p_policy - log p_engine| per sampled token (mean, 99th percentile, both at

@@ -235,3 +235,12 @@ def test_a_lora_trainer_rolls_out_with_ct2(tiny_model_dir, tmp_path):
     assert len(trainer.rollout_func.engine.sync_seconds) == 2
     logged = [r for r in trainer.state.log_history if "reward" in r]
     assert len(logged) == 2 and all(0.0 <= r["reward"] <= 1.0 for r in logged)
+
+
+def test_adapters_other_than_lora_are_refused_by_name(tiny_model_dir):
+    from peft import IA3Config, get_peft_model
+
+    tok, base, _ = _setup(tiny_model_dir)
+    model = get_peft_model(base, IA3Config(target_modules=["down_proj"], feedforward_modules=["down_proj"]))
+    with pytest.raises(ValueError, match="LoRA adapters only.*IA3.*rollout_backend: hf"):
+        CT2Engine(tok, threads=1).sync(model)

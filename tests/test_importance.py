@@ -49,10 +49,15 @@ def _int8_trainer(model_dir, out, **settings):
     return tiny_trainer(model_dir, out, **{**base, **settings})
 
 
-def test_sampler_log_probs_weigh_the_policy_gradient(tiny_model_dir, tmp_path):
-    trainer = _int8_trainer(tiny_model_dir, tmp_path / "out", vllm_importance_sampling_mode="token_truncate",
-                            vllm_importance_sampling_clip_max=3.0)
+@pytest.mark.parametrize("level, loss_type", [("token", "dapo"), ("sequence", "grpo")])
+def test_sampler_log_probs_weigh_the_gradient_as_trl_weighs_vllm_rollouts(tiny_model_dir, tmp_path, level, loss_type):
+    """The oracle is TRL's own vLLM correction (the per-token loss times the ratio), switched on
+    in the same trainer: larft's weighted gradient must equal it, per token (GRPO / DAPO) and for
+    sequence-level importance sampling (GSPO)."""
+    trainer = _int8_trainer(tiny_model_dir, tmp_path / "out", vllm_importance_sampling_clip_max=2.5,
+                            importance_sampling_level=level, loss_type=loss_type)
     assert trainer.importance_sampling and trainer.rollout_func.sampler_logprobs
+    assert trainer.args.vllm_importance_sampling_mode == "token_truncate"  # the quantized default
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     inputs = trainer._generate_and_score_completions(list(Dataset.from_list(prompt_rows(2)).repeat(2)))
@@ -65,16 +70,22 @@ def test_sampler_log_probs_weigh_the_policy_gradient(tiny_model_dir, tmp_path):
             torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1), mask.size(1))[0]
     assert (policy - sampler)[mask].abs().max() < 0.5  # a quantized copy of the same policy, same temperature
 
+    log_ratio = torch.empty_like(policy).uniform_(-0.7, 1.2, generator=torch.Generator().manual_seed(0))
+    ratio = torch.exp(log_ratio).clamp(max=2.5)  # what token_truncate at 2.5 makes of it
     trainer.importance_sampling = False
     plain_grad, plain_loss = grads(trainer, inputs)
+    trainer.use_vllm = True  # TRL's own correction: the per-token loss times importance_sampling_ratio
+    trl_grad, _ = grads(trainer, {**inputs, "importance_sampling_ratio": ratio})
+    trainer.use_vllm = False
     trainer.importance_sampling = True
-    same_grad, same_loss = grads(trainer, {**inputs, "sampling_per_token_logps": policy})  # ratio 1 everywhere
-    doubled_grad, doubled_loss = grads(trainer, {**inputs, "sampling_per_token_logps": policy - math.log(2.0)})
-    assert torch.allclose(plain_loss, same_loss) and torch.allclose(plain_loss, doubled_loss)
-    assert torch.allclose(same_grad, plain_grad, atol=1e-6)
-    assert plain_grad.abs().sum() > 0 and torch.allclose(doubled_grad, 2.0 * plain_grad, atol=1e-6)
-    logged = trainer._metrics["train"]["sampling/importance_sampling_ratio/mean"]
-    assert logged[-2:] == pytest.approx([1.0, 2.0], abs=1e-5)
+    ours_grad, ours_loss = grads(trainer, {**inputs, "sampling_per_token_logps": policy - log_ratio})
+    assert torch.allclose(ours_loss, plain_loss)  # the logged loss is the policy's own
+    assert not torch.allclose(trl_grad, plain_grad, atol=1e-5)  # the ratios matter
+    assert torch.allclose(ours_grad, trl_grad, atol=1e-6, rtol=1e-4)
+    logged = trainer._metrics["train"]["sampling/importance_sampling_ratio/mean"][-1]
+    expected = ratio[mask].mean() if level == "token" else ((ratio * mask).sum(1) / mask.sum(1))[:, None].expand_as(
+        mask)[mask].mean()
+    assert logged == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_an_int8_run_trains_and_logs_the_sampler_gap(tiny_model_dir, tmp_path):
@@ -96,3 +107,10 @@ def test_truncating_samplers_and_vespo_are_refused_with_quantized_rollouts(tiny_
         _int8_trainer(tiny_model_dir, tmp_path / "c", loss_type="vespo")
     uncorrected = _int8_trainer(tiny_model_dir, tmp_path / "d", top_p=0.8, vllm_importance_sampling_correction=False)
     assert not uncorrected.importance_sampling and not uncorrected.rollout_func.sampler_logprobs
+    # the baselines sample with the same engine and correct nothing: nothing to refuse there
+    from larft.config import LARFTConfig
+    from larft.ct2_engine import choose_backend
+
+    sampling = LARFTConfig(output_dir=str(tmp_path / "e"), rollout_backend="ct2", rollout_compute_type="int8",
+                           report_to="none")
+    assert sampling.top_p == 0.8 and choose_backend(sampling, str(tiny_model_dir)) == "ct2"

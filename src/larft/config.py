@@ -106,6 +106,13 @@ class LARFTConfig(GRPOConfig):
             "vllm_importance_sampling_* fields; needs top_p 1 and top_k 0)."
         },
     )
+    vllm_importance_sampling_mode: str | None = field(
+        default=None,
+        metadata={"help": "How off-policy rollouts (vLLM, quantized ct2) are importance-weighted: token_truncate, "
+                  "token_mask, sequence_truncate or sequence_mask. Default: TRL's sequence_mask; token_truncate with "
+                  "a quantized rollout_compute_type, whose per-token gap summed over a rollout would mask most of "
+                  "them."},
+    )
     system_prompt: str = field(
         default="default",
         metadata={"help": "System message before every prompt (rollouts, counting examples, length check): default "
@@ -152,6 +159,9 @@ class LARFTConfig(GRPOConfig):
                             f"{', '.join(ROLLOUT_BACKENDS)}")
         if self.rollout_backend == "vllm":
             self.use_vllm = True
+        if self.vllm_importance_sampling_mode is None:
+            quantized = self.rollout_compute_type not in ("float32", "default")
+            self.vllm_importance_sampling_mode = "token_truncate" if quantized else "sequence_mask"
         super().__post_init__()
         if self.awareness_lambda_max < 0:
             raise UserError(f"awareness_lambda_max must be >= 0, got {self.awareness_lambda_max}")

@@ -57,9 +57,14 @@ def _merged_lora_skeleton(model: Any) -> Any:
     the base weights, so the policy's own weights and adapter stay as they are; a module PEFT trains
     in full (`modules_to_save`) is replaced by its trained copy."""
     import torch
+    from peft import PeftType
     from peft.tuners.tuners_utils import BaseTunerLayer
-    from peft.utils.other import ModulesToSaveWrapper
+    from peft.utils.other import AuxiliaryTrainingWrapper, ModulesToSaveWrapper
 
+    kinds = {str(getattr(c, "peft_type", "")) for c in model.peft_config.values()}
+    if kinds - {str(PeftType.LORA)}:
+        raise UserError(f"rollout_backend 'ct2' merges LoRA adapters only, not {', '.join(sorted(kinds))}; use "
+                        "rollout_backend: hf")
     skeleton = _module_skeleton(model.get_base_model())
     replaced: list[str] = []
     for name, module in list(skeleton.named_modules()):
@@ -76,17 +81,29 @@ def _merged_lora_skeleton(model: Any) -> Any:
                     setattr(layer, field, torch.nn.Parameter(value.detach().clone(), requires_grad=False))
             if not module.disable_adapters:
                 module.merge(adapter_names=list(module.active_adapters))
-            replacement = layer
+            replacement = module.get_base_layer()
         elif isinstance(module, ModulesToSaveWrapper):
             adapters = module.active_adapters
             replacement = (module.original_module if module.disable_adapters or not adapters
                            else module.modules_to_save[adapters[0]])
+        elif isinstance(module, AuxiliaryTrainingWrapper):
+            raise UserError(f"rollout_backend 'ct2' cannot merge PEFT's {type(module).__name__} ({name}); use "
+                            "rollout_backend: hf")
         else:
             continue
         parent, _, child = name.rpartition(".")
         setattr(skeleton.get_submodule(parent) if parent else skeleton, child, replacement)
         replaced.append(name)
     return skeleton
+
+
+def _is_peft_model(model: Any) -> bool:
+    """A PEFT wrapper (not transformers' own adapter support, which has no base model to merge into)."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
 
 
 class _without_per_layer_gc:
@@ -107,8 +124,15 @@ class _without_per_layer_gc:
         self.module.gc = self.saved
 
 
-def _scale_projection(projection: Any, scale: float) -> None:
-    """The output layer times `scale`, as new arrays: a tied embedding matrix keeps its values."""
+def _scale_projection(decoder: Any, scale: float) -> None:
+    """The output layer times `scale`, as new arrays: a tied embedding matrix keeps its values (and
+    is stored apart from the output layer from then on: one more vocabulary x hidden matrix).
+    A final logit soft-cap would apply after the scale, not before: such models are refused."""
+    if not isinstance(getattr(decoder, "final_logit_softcapping", "none"), str):
+        raise UserError("this model soft-caps its final logits, which CTranslate2 applies after the temperature that "
+                        "the importance-sampling correction folds into the output layer; use rollout_compute_type: "
+                        "float32 or vllm_importance_sampling_correction: false")
+    projection = decoder.projection
     projection.weight = projection.weight * scale
     bias = getattr(projection, "bias", None)
     if bias is not None and not isinstance(bias, str):
@@ -168,11 +192,11 @@ class CT2Engine:
         ram = "/dev/shm" if os.path.isdir("/dev/shm") else None
         with tempfile.TemporaryDirectory(prefix="larft-ct2-", dir=ram) as tmp:
             with torch.no_grad(), _without_per_layer_gc(converters):
-                source = _merged_lora_skeleton(model) if hasattr(model, "peft_config") else _module_skeleton(model)
+                source = _merged_lora_skeleton(model) if _is_peft_model(model) else _module_skeleton(model)
                 spec = loader(source, self.tokenizer)
                 del source
                 if self.logits_scale != 1.0:
-                    _scale_projection(spec.decoder.projection, self.logits_scale)
+                    _scale_projection(spec.decoder, self.logits_scale)
             spec.validate()
             spec.optimize(quantization=None)
             spec.save(tmp)
@@ -387,12 +411,10 @@ def choose_backend(args: Any, model: Any, peft_config: Any = None) -> str:
     if asked == "ct2":
         if problem:
             raise UserError(problem)
-        check_importance_sampling(args)
         return "ct2"
     if problem:
         logger.info(f"rollout_backend auto -> hf ({problem})")
         return "hf"
-    check_importance_sampling(args)
     logger.info(f"rollout_backend auto -> ct2 (CTranslate2, {args.rollout_compute_type}, weights synced every step)")
     return "ct2"
 

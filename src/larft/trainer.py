@@ -95,10 +95,11 @@ class LARFTTrainer(GRPOTrainer):
             raise UserError(f"reward_weights has {len(args.reward_weights)} value(s) for {len(funcs)} reward "
                             f"functions: {', '.join(names)} (the length reward comes first; length_reward=False "
                             "drops it)")
-        from larft.ct2_engine import CT2Rollouts, choose_backend, corrects_quantized_rollouts
+        from larft.ct2_engine import CT2Rollouts, check_importance_sampling, choose_backend, corrects_quantized_rollouts
 
         self.rollout_backend = choose_backend(args, model, kwargs.get("peft_config"))
         if self.rollout_backend == "ct2":
+            check_importance_sampling(args)
             if kwargs.get("rollout_func") is not None:
                 raise UserError("rollout_backend 'ct2' generates the rollouts itself; with a rollout_func of your "
                                 "own, set rollout_backend: hf")
@@ -331,13 +332,15 @@ class LARFTTrainer(GRPOTrainer):
         if total[1] > 0:
             self._metrics[mode]["awareness_count_error"].append((total[0] / total[1]).item())
 
-    # -- hook 2: the unified loss -----------------------------------------------------------
     # -- hook 3: quantized rollouts -> importance-weighted policy gradient -----------------------
     def _get_per_token_logps_and_entropies(self, model: Any, *args: Any, **kwargs: Any) -> Any:
         """TRL's per-token log-probs; inside the policy loss of a step whose rollouts a quantized
         engine sampled, their gradient is weighted by pi_policy / pi_sampler (truncated or masked
-        as `vllm_importance_sampling_mode` says), which TRL's vLLM path does to the per-token loss:
-        the same gradient for every loss type, the KL term's (beta > 0) included."""
+        as `vllm_importance_sampling_mode` says): the gradient TRL's vLLM path gets by multiplying
+        the per-token loss, for every loss type, except that the KL term's (beta > 0) is weighted too
+        and the logged losses are the unweighted ones. With sequence-level importance sampling
+        (GSPO) and a token mode, TRL scales each rollout's loss by its tokens' ratios: here each
+        rollout's weight is their mean, which gives that gradient."""
         out = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
         inputs = self._correcting
         if inputs is None:
@@ -350,6 +353,8 @@ class LARFTTrainer(GRPOTrainer):
         args = self.args
         weights = importance_weights(generating, sampler, mask, args.vllm_importance_sampling_mode,
                                      args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max)
+        if self.importance_sampling_level == "sequence" and weights.size(-1) > 1:
+            weights = (weights * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)
         real = mask.bool() & ~torch.isnan(sampler)
         gap = (generating - sampler).abs()[real]
         per_token = weights.expand_as(mask)[mask.bool()]
@@ -360,6 +365,7 @@ class LARFTTrainer(GRPOTrainer):
             self.accelerator.gather(per_token.mean() if per_token.numel() else logps.new_ones(())).mean().item())
         return (weight_gradient(logps, weights), *out[1:])
 
+    # -- hook 2: the unified loss -----------------------------------------------------------
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         mode = "train" if self.model.training else "eval"
         logged_policy = len(self._metrics[mode]["policy_loss"])
