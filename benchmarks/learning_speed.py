@@ -7,6 +7,8 @@ GRPO-only and LARFT (lambda = 1 throughout, so every step pays the awareness pas
 rate 0: the policy never changes, so every fp32 variant samples the same rollouts and the timed
 difference is the lever alone. Each run is its own process; the first step (one-time costs) is
 reported apart, ratios use the median of the later steps, with a per-part breakdown.
+Levers beyond the recipe (`--part levers`: int8 rollouts, top_p 1) are measured against the recipe
+re-run beside them, leaving the headline's runs as they are.
 Learning per wall-clock (`--part minutes`): the recipe (configs/recipe-cpu.yaml, `fast`) and the
 recipe without its speed levers (`today`: fp32, KL beta 0.001, padded micro-batches, transformers
 rollouts), the recipe with rollout reuse (`reuse`: num_iterations 2) and with importance-weighted int8
@@ -20,6 +22,7 @@ starts again.
 Writes benchmarks/results/learning_speed.json (resumable: finished runs are kept).
 
     .venv/bin/python benchmarks/learning_speed.py --part steps [--steps 4] [--variants today,fast]
+    .venv/bin/python benchmarks/learning_speed.py --part levers [--steps 3] [--variants fast-ct2-int8,fast-ct2-topp1]
     .venv/bin/python benchmarks/learning_speed.py --part minutes [--minutes 15,30] [--seeds 0,1] [--variants today,fast,reuse]
 """
 
@@ -129,7 +132,7 @@ def step_costs(args: argparse.Namespace) -> None:
     med = {k: statistics.median(v["later_step_seconds"]) for k, v in runs.items()}
     # bf16 (and ct2) rollouts are sampled with other numerics, so their lengths differ from fp32's at the
     # same seed: the time per written word of the later steps puts the variants on the same footing
-    per_word = {k: sum(v["later_step_seconds"]) / (16 * sum(v["completion_words_mean"][1:])) for k, v in runs.items()}
+    per_word = {k: _per_word(v) for k, v in runs.items()}
     result["seconds_per_100_rollout_words"] = {k: 100 * v for k, v in per_word.items()}
     levers = {}
     for variant in variants:
@@ -143,12 +146,6 @@ def step_costs(args: argparse.Namespace) -> None:
         variant: {m: per_word[f"{m}-today"] / per_word[f"{m}-{variant}"] for m in ("grpo", "larft")
                   if f"{m}-today" in per_word and f"{m}-{variant}" in per_word}
         for variant in variants if variant != "today"}
-    # levers beyond the recipe, against the recipe's own runs (measured side by side when --redo'ne together)
-    result["levers_over_recipe"] = {
-        variant: {m: {"step": med[f"{m}-{RECIPE_VARIANT}"] / med[f"{m}-{variant}"],
-                      "per_word": per_word[f"{m}-{RECIPE_VARIANT}"] / per_word[f"{m}-{variant}"]}
-                  for m in ("grpo", "larft") if f"{m}-{RECIPE_VARIANT}" in med and f"{m}-{variant}" in med}
-        for variant in VARIANTS if variant.startswith(RECIPE_VARIANT + "-")}
     # the headline ratios are the recipe's (configs/recipe-cpu.yaml is RECIPE_VARIANT); other variants are levers
     best = RECIPE_VARIANT if all(f"{m}-{RECIPE_VARIANT}" in med for m in ("grpo", "larft")) else None
     if best and "grpo-today" in med:
@@ -164,6 +161,35 @@ def step_costs(args: argparse.Namespace) -> None:
     _save(result)
     print(json.dumps({k: result.get(k) for k in ("levers_step_speedup", "step_speedup_grpo", "step_speedup_larft",
                                                   "larft_over_grpo_ratio", "steps_per_hour")}, indent=1))
+
+
+def _per_word(run: dict) -> float:
+    """Seconds per rollout word of the later steps: variants whose rollouts differ in length compare on it."""
+    return sum(run["later_step_seconds"]) / (16 * sum(run["completion_words_mean"][1:]))
+
+
+def lever_costs(args: argparse.Namespace) -> None:
+    """Levers beyond the recipe (`fast-ct2-*` variants) against the recipe itself, all measured in this
+    call, alternating within a method: `lever_runs` and `levers_over_recipe` (step and per-word ratios);
+    the headline (`--part steps`) is left as it is."""
+    result = _load()
+    variants = [RECIPE_VARIANT] + [v for v in args.variants.split(",") if v != RECIPE_VARIANT]
+    runs = {}
+    for method in ("grpo", "larft"):
+        for variant in variants:
+            key = f"{method}-{variant}"
+            runs[key] = run_worker(__file__, key, "--steps", str(args.steps), "--max_new_tokens", str(args.max_new_tokens))
+            print(f"{key:22s} median step {statistics.median(runs[key]['later_step_seconds']):6.1f} s", flush=True)
+    med = {k: statistics.median(v["later_step_seconds"]) for k, v in runs.items()}
+    result["lever_runs"] = runs
+    result["levers_over_recipe"] = {
+        variant: {m: {"step": med[f"{m}-{RECIPE_VARIANT}"] / med[f"{m}-{variant}"],
+                      "per_word": _per_word(runs[f"{m}-{RECIPE_VARIANT}"]) / _per_word(runs[f"{m}-{variant}"])}
+                  for m in ("grpo", "larft")}
+        for variant in variants[1:]}
+    result["command_levers"] = "python benchmarks/learning_speed.py " + " ".join(sys.argv[1:])
+    _save(result)
+    print(json.dumps(result["levers_over_recipe"], indent=1))
 
 
 # -- learning per wall-clock ------------------------------------------------------------------
@@ -306,7 +332,7 @@ def learning_minutes(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["steps", "minutes"], default="steps")
+    parser.add_argument("--part", choices=["steps", "levers", "minutes"], default="steps")
     parser.add_argument("--minutes", default="15,30", help="--part minutes: the marks, in training minutes")
     parser.add_argument("--seeds", default="0,1", help="--part minutes: the seeds")
     parser.add_argument("--train_flags", default="", help="--part minutes: larft train flags for every run (a "
@@ -334,7 +360,11 @@ def main() -> None:
         args.variants = args.variants or ",".join(MINUTE_VARIANTS)
         learning_minutes(args)
         return
-    args.variants = args.variants or ",".join(VARIANTS)
+    if args.part == "levers":
+        args.variants = args.variants or ",".join(v for v in VARIANTS if v.startswith(RECIPE_VARIANT + "-"))
+        lever_costs(args)
+        return
+    args.variants = args.variants or ",".join(v for v in VARIANTS if not v.startswith(RECIPE_VARIANT + "-"))
     step_costs(args)
 
 
