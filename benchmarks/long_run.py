@@ -50,6 +50,17 @@ def _save(result: dict) -> None:
     write_json(RESULTS, result)
 
 
+def best_of_8_reference(given: float | None, recorded: float | None) -> float | None:
+    """The plot's reference line: `--best_of_8_ls`, else what the results already hold, else best-of-8's
+    LS in benchmarks/results/experiment.json (the untrained model, the experiment's prompts)."""
+    if given is not None:
+        return given
+    if recorded is not None:
+        return recorded
+    experiment = read_json(ROOT / "benchmarks" / "results" / "experiment.json")
+    return experiment.get("runs", {}).get("best_of_8", {}).get("lifebench_ls")
+
+
 def evaluate(model: str, out: Path, log: Path, *, full: bool, limit: int, system_prompt: str = "default") -> dict:
     """LIFEBench LS (and, for a final model, the probe) of one model; cached in `out`."""
     args = ["--model", model, "--bench", "lifebench", "--filter", LIFEBENCH_FILTER, "--backend", "ct2",
@@ -177,7 +188,8 @@ def plot(result: dict) -> None:
     reference = result.get("best_of_8_ls")
     for ax in axes:
         if reference is not None:
-            ax.axhline(reference, color="grey", linestyle="--", label=f"best-of-8, untrained ({reference:.1f})")
+            ax.axhline(reference, color="grey", linestyle="--",
+                       label=f"best-of-8, untrained ({reference:.1f}, the experiment's prompts)")
         ax.grid(alpha=0.3)
     axes[0].set_xlabel("optimizer steps (16 rollouts each)")
     axes[1].set_xlabel("CPU-hours of training (2 cores)")
@@ -208,8 +220,7 @@ def main() -> None:
     result.update({"name": args.name, "recipe": args.recipe, "steps": args.steps, "eval_every": args.eval_every,
                    "curve_prompts": args.curve_limit, "seed": args.seed,
                    "command": "python benchmarks/long_run.py " + " ".join(sys.argv[1:])})
-    if args.best_of_8_ls is not None:
-        result["best_of_8_ls"] = args.best_of_8_ls
+    result["best_of_8_ls"] = best_of_8_reference(args.best_of_8_ls, result.get("best_of_8_ls"))
     runs = result.setdefault("runs", {})
     train_file = work / "train.jsonl"
     if not train_file.exists():

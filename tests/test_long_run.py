@@ -65,3 +65,10 @@ def test_a_run_finished_elsewhere_is_not_trained_again(long_run, tmp_path):
     data = {**_run(50, 100), "final": {"steps": 100, "lifebench_ls": 70.0}}
     assert long_run.set_aside_lost_points(data, tmp_path / "larft") == []
     assert [p["steps"] for p in data["curve"]] == [0, 50, 100]
+
+
+def test_the_reference_line_defaults_to_the_experiments_best_of_8(long_run):
+    expected = json.loads((ROOT / "benchmarks" / "results" / "experiment.json").read_text())["runs"]["best_of_8"]
+    assert long_run.best_of_8_reference(None, None) == expected["lifebench_ls"]
+    assert long_run.best_of_8_reference(None, 80.0) == 80.0
+    assert long_run.best_of_8_reference(85.0, 80.0) == 85.0
