@@ -160,7 +160,9 @@ class LARFTConfig(GRPOConfig):
         if self.rollout_backend == "vllm":
             self.use_vllm = True
         if self.vllm_importance_sampling_mode is None:
-            quantized = self.rollout_compute_type not in ("float32", "default")
+            from larft.ct2_engine import is_quantized  # light: no CTranslate2 import
+
+            quantized = is_quantized(self.rollout_compute_type)
             self.vllm_importance_sampling_mode = "token_truncate" if quantized else "sequence_mask"
         super().__post_init__()
         if self.awareness_lambda_max < 0:
