@@ -332,39 +332,6 @@ class LARFTTrainer(GRPOTrainer):
         if total[1] > 0:
             self._metrics[mode]["awareness_count_error"].append((total[0] / total[1]).item())
 
-    # -- hook 3: quantized rollouts -> importance-weighted policy gradient -----------------------
-    def _get_per_token_logps_and_entropies(self, model: Any, *args: Any, **kwargs: Any) -> Any:
-        """TRL's per-token log-probs; inside the policy loss of a step whose rollouts a quantized
-        engine sampled, their gradient is weighted by pi_policy / pi_sampler (truncated or masked
-        as `vllm_importance_sampling_mode` says): the gradient TRL's vLLM path gets by multiplying
-        the per-token loss, for every loss type, except that the KL term's (beta > 0) is weighted too
-        and the logged losses are the unweighted ones. With sequence-level importance sampling
-        (GSPO) and a token mode, TRL scales each rollout's loss by its tokens' ratios: here each
-        rollout's weight is their mean, which gives that gradient."""
-        out = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
-        inputs = self._correcting
-        if inputs is None:
-            return out
-        logps = out[0]
-        mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
-        sampler = inputs["sampling_per_token_logps"]
-        generating = inputs.get("old_per_token_logps")  # the policy that the rollouts were meant to come from
-        generating = logps.detach() if generating is None else generating
-        args = self.args
-        weights = importance_weights(generating, sampler, mask, args.vllm_importance_sampling_mode,
-                                     args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max)
-        if self.importance_sampling_level == "sequence" and weights.size(-1) > 1:
-            weights = (weights * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)
-        real = mask.bool() & ~torch.isnan(sampler)
-        gap = (generating - sampler).abs()[real]
-        per_token = weights.expand_as(mask)[mask.bool()]
-        metrics = self._metrics["train"]
-        metrics["sampling/sampling_logp_difference/mean"].append(
-            self.accelerator.gather(gap.mean() if gap.numel() else logps.new_zeros(())).mean().item())
-        metrics["sampling/importance_sampling_ratio/mean"].append(
-            self.accelerator.gather(per_token.mean() if per_token.numel() else logps.new_ones(())).mean().item())
-        return (weight_gradient(logps, weights), *out[1:])
-
     # -- hook 2: the unified loss -----------------------------------------------------------
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         mode = "train" if self.model.training else "eval"
@@ -405,6 +372,38 @@ class LARFTTrainer(GRPOTrainer):
         self._metrics[mode]["awareness_lambda"].append(lam)
         return loss
 
+    # -- hook 3: quantized rollouts -> importance-weighted policy gradient -----------------------
+    def _get_per_token_logps_and_entropies(self, model: Any, *args: Any, **kwargs: Any) -> Any:
+        """TRL's per-token log-probs; inside the policy loss of a step whose rollouts a quantized
+        engine sampled, their gradient is weighted by pi_policy / pi_sampler (truncated or masked
+        as `vllm_importance_sampling_mode` says): the gradient TRL's vLLM path gets by multiplying
+        the per-token loss, for every loss type, except that the KL term's (beta > 0) is weighted too
+        and the logged losses are the unweighted ones. With sequence-level importance sampling
+        (GSPO) and a token mode, TRL scales each rollout's loss by its tokens' ratios: here each
+        rollout's weight is their mean, which gives that gradient."""
+        out = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+        inputs = self._correcting
+        if inputs is None:
+            return out
+        logps = out[0]
+        mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+        sampler = inputs["sampling_per_token_logps"]
+        generating = inputs.get("old_per_token_logps")  # the policy that the rollouts were meant to come from
+        generating = logps.detach() if generating is None else generating
+        args = self.args
+        weights = importance_weights(generating, sampler, mask, args.vllm_importance_sampling_mode,
+                                     args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max)
+        if self.importance_sampling_level == "sequence" and weights.size(-1) > 1:
+            weights = (weights * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)
+        real = mask.bool() & ~torch.isnan(sampler)
+        gap = (generating - sampler).abs()[real]
+        per_token = weights.expand_as(mask)[mask.bool()]
+        metrics = self._metrics["train"]
+        metrics["sampling/sampling_logp_difference/mean"].append(
+            self.accelerator.gather(gap.mean() if gap.numel() else logps.new_zeros(())).mean().item())
+        metrics["sampling/importance_sampling_ratio/mean"].append(
+            self.accelerator.gather(per_token.mean() if per_token.numel() else logps.new_ones(())).mean().item())
+        return (weight_gradient(logps, weights), *out[1:])
 
 class _CardAtTrainEnd(TrainerCallback):
     """Writes the LARFT model card when training ends, so a library user's output_dir has one."""
