@@ -67,6 +67,7 @@ def test_two_step_run_writes_metrics_and_a_loadable_checkpoint(tiny_model_dir, t
     train(train_args, config)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2]
+    assert 0 < lines[0]["peak_rss_gb"] <= lines[1]["peak_rss_gb"] < 64  # a peak so far: never falls
     for record in lines:
         for key in METRIC_KEYS:
             assert key in record and record[key] is not None, key

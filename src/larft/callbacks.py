@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,16 @@ def is_step_log(logs: dict[str, Any]) -> bool:
     return ("loss" in logs or "reward" in logs) and "train_runtime" not in logs
 
 
+def peak_rss_gb() -> float | None:
+    """This process's peak resident memory so far, in GB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9, 3)
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -51,7 +62,8 @@ class MetricsJsonlCallback(TrainerCallback):
 
     Each line has every key of METRIC_KEYS (null when the run does not have it, e.g. `kl`
     with beta = 0, the awareness keys with lambda_max = 0, or the rollout metrics on a step that
-    reused an earlier step's rollouts), then TRL's raw logs.
+    reused an earlier step's rollouts), `num_processes`, the main process's `peak_rss_gb` so far
+    (where a run's memory peaks), then TRL's raw logs.
     """
 
     def __init__(self, output_dir: str | os.PathLike):
@@ -63,6 +75,7 @@ class MetricsJsonlCallback(TrainerCallback):
         record = {"step": state.global_step}
         record.update({ours: _clean(logs.get(theirs)) for ours, theirs in METRIC_KEYS.items()})
         record["num_processes"] = args.world_size
+        record["peak_rss_gb"] = peak_rss_gb()
         record.update({k: _clean(v) for k, v in logs.items() if k not in record and isinstance(v, (int, float))})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:  # one write of a whole line: append-only
