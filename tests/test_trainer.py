@@ -49,6 +49,36 @@ def test_awareness_loss_reaches_the_gradients(tiny_model_dir, tmp_path):
     assert torch.allclose(accumulated - grpo_accumulated, expected / 2, atol=1e-5)
 
 
+def test_awareness_backward_first_gives_the_joint_gradient_with_one_graph_alive(tiny_model_dir, tmp_path):
+    """On one process the awareness loss is backpropagated before the policy's forward (its graph
+    freed first: the peak memory of a CPU step): the gradient and the returned loss value are
+    those of the joint backward, and the policy's forward finds the awareness gradient already
+    in place."""
+    trainer = two_step_trainer(tiny_model_dir, tmp_path)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 2
+    inputs = trainer._generate_and_score_completions(list(Dataset.from_list(prompt_rows(2)).repeat(2)))
+    assert trainer._awareness_backward_first()  # one process, no DeepSpeed
+    policy_forward = type(trainer).__mro__[1]._get_per_token_logps_and_entropies
+    seen = []
+
+    def recording(self, model, *args, **kwargs):
+        seen.append(any(p.grad is not None and bool(p.grad.any()) for p in model.parameters()))
+        return policy_forward(self, model, *args, **kwargs)
+
+    from unittest import mock
+
+    with mock.patch.object(type(trainer).__mro__[1], "_get_per_token_logps_and_entropies", recording):
+        first_grad, first_loss = grads(trainer, inputs)
+    assert seen and all(seen)  # the awareness gradient was in .grad before the policy's forward
+    assert first_loss.grad_fn is not None  # the policy part still backpropagates through the returned loss
+    trainer._awareness_backward_first = lambda: False  # the joint backward of loss + awareness
+    joint_grad, joint_loss = grads(trainer, inputs)
+    assert torch.allclose(first_loss.detach(), joint_loss.detach(), atol=1e-6)
+    assert torch.allclose(first_grad, joint_grad, atol=1e-6)
+    assert not torch.allclose(first_grad, torch.zeros_like(first_grad))
+
+
 def test_grpo_only_builds_no_counting_examples(tiny_model_dir, tmp_path):
     trainer = two_step_trainer(tiny_model_dir, tmp_path, awareness_lambda_max=0.0)
     trainer.model.train()

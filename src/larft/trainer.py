@@ -7,7 +7,8 @@ Two hooks, both TRL private methods (pinned: see pyproject.toml, tested in tests
   each one into a counting example. The example tensors have one row per rollout, so
   TRL's shuffle/split hands every micro-step exactly its own rollouts' examples.
 - `_compute_loss`: add lambda(t) * CE on those examples, divided by the gradient
-  accumulation steps like TRL's own policy loss.
+  accumulation steps like TRL's own policy loss (on one process, backpropagated first, so
+  that one graph is alive at a time).
 Quantized CTranslate2 rollouts are corrected by importance sampling in a third hook,
 `_get_per_token_logps_and_entropies` (larft.importance).
 """
@@ -335,6 +336,10 @@ class LARFTTrainer(GRPOTrainer):
     # -- hook 2: the unified loss -----------------------------------------------------------
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         mode = "train" if self.model.training else "eval"
+        counting = mode == "train" and AWARENESS_KEYS[0] in inputs
+        first = counting and self._awareness_backward_first()
+        if first:  # its own backward now: its graph is freed before the policy's is built
+            awareness = self._awareness_term(model, inputs, mode, backward=True)
         logged_policy = len(self._metrics[mode]["policy_loss"])
         if self.importance_sampling and mode == "train" and inputs.get("sampling_per_token_logps") is not None:
             self._correcting = inputs
@@ -348,8 +353,25 @@ class LARFTTrainer(GRPOTrainer):
             self._metrics[mode]["policy_loss"].append(policy)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the GRPO loss is {loss.item()} at step {self.state.global_step + 1}")
-        if mode != "train" or AWARENESS_KEYS[0] not in inputs:
+        if not counting:
             return loss
+        if not first:
+            awareness = self._awareness_term(model, inputs, mode, backward=False)
+        return loss + awareness  # detached when its backward is done: the logged loss is still the sum
+
+    def _awareness_backward_first(self) -> bool:
+        """Whether the awareness loss gets its own backward before the policy's forward: the same
+        gradient (both sum into .grad before the optimizer step) with one graph alive at a time
+        instead of two, the peak memory of a CPU run. One process without DeepSpeed only (DeepSpeed's
+        backward also steps; DDP would all-reduce twice)."""
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.num_processes == 1 and self.accelerator.distributed_type != DistributedType.DEEPSPEED
+
+    def _awareness_term(self, model: Any, inputs: dict[str, Any], mode: str, backward: bool) -> torch.Tensor:
+        """lambda(t) * the awareness CE of this micro-batch, divided so that a step's terms sum to the
+        mean over the generation batch; with `backward`, its gradient is taken now and the term
+        comes back detached."""
         lam = self.current_awareness_lambda()
         batch = [inputs[k] for k in AWARENESS_KEYS]
         loss_mask = inputs.get(AWARENESS_LOSS_MASK)
@@ -357,20 +379,23 @@ class LARFTTrainer(GRPOTrainer):
         # summed here, divided by the generation batch's label tokens: the mean over the whole batch,
         # the same on 1 or N processes and for any micro-batch split (as TRL's dapo loss)
         normalizer = awareness_normalizer(inputs[AWARENESS_ITEMS].item(), self.accelerator.num_processes,
-                                          accumulation, self.args.steps_per_generation)
+                                          self.current_gradient_accumulation_steps, self.args.steps_per_generation)
         if lam > 0:
             summed = awareness_loss(model, *batch, predictions=predicted, loss_mask=loss_mask, reduction="sum")
-            loss = loss + lam * summed / normalizer
+            term = lam * summed / normalizer
         else:  # warm-up starts at exactly 0: measure the loss, spend no backward on it
             with torch.no_grad():
                 summed = awareness_loss(model, *batch, predictions=predicted, loss_mask=loss_mask, reduction="sum")
+            term = summed.new_zeros(())
         counting = summed.detach() / label_token_count(batch[2], loss_mask).clamp(min=1)  # this micro-batch's mean
         self._log_count_error(mode, batch[2], predicted)
         if not torch.isfinite(counting):
             raise FloatingPointError(f"the awareness loss is {counting.item()} at step {self.state.global_step + 1}")
         self._metrics[mode]["awareness_loss"].append(self.accelerator.gather(counting.detach().reshape(1)).mean().item())
         self._metrics[mode]["awareness_lambda"].append(lam)
-        return loss
+        if backward and term.requires_grad:
+            self.accelerator.backward(term)
+        return term.detach() if backward else term
 
     # -- hook 3: quantized rollouts -> importance-weighted policy gradient -----------------------
     def _get_per_token_logps_and_entropies(self, model: Any, *args: Any, **kwargs: Any) -> Any:
