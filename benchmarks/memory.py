@@ -10,12 +10,13 @@ tuning on (`tuned`, the default: trim and mmap thresholds, top pad, arenas cappe
 cap set from process start (`arenas2`: MALLOC_ARENA_MAX=2), micro-batches of 4 instead of 8 (`micro4`), transformers rollouts
 instead of CTranslate2's (`hf_rollouts`: what the engine's copy of the weights costs), fp32 instead of
 bf16 autocast (`fp32`), an int8 CTranslate2 engine (`int8_rollouts`, top_p 1 as its correction needs), a
-LoRA adapter (`lora`: rank 16 on every linear layer, ct2 rolling out the merged weights). Step time is reported
+LoRA adapter (`lora`: rank 16 on every linear layer, ct2 rolling out the merged weights), activation
+checkpointing (`checkpointing`: each layer's activations recomputed in the backward). Step time is reported
 next to memory: a variant that saves memory by costing time says so. Each variant records the commit
 it was measured at. Writes benchmarks/results/memory.json (finished variants are kept; --redo to
 measure again).
 
-    .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas_glibc,arenas2,micro4,hf_rollouts,fp32,int8_rollouts,lora]
+    .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas_glibc,arenas2,micro4,hf_rollouts,fp32,int8_rollouts,lora,checkpointing]
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ VARIANTS = {
     "fp32": ({}, ["--bf16", "false"]),
     "int8_rollouts": ({}, ["--rollout_compute_type", "int8", "--top_p", "1.0"]),
     "lora": ({}, ["--lora_r", "16"]),
+    "checkpointing": ({}, ["--activation_checkpointing", "true"]),
 }
 
 
