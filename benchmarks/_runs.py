@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from larft.train import complete_checkpoints
+from larft.run_setup import complete_checkpoints
 
 
 def resume_args(output_dir: Path) -> list[str]:

@@ -89,7 +89,7 @@ def train_until(run: str, stop_step: int, args: argparse.Namespace, work: Path, 
     import signal
     import subprocess
 
-    from larft.train import complete_checkpoints
+    from larft.run_setup import complete_checkpoints
 
     out = work / "train" / run
     settings = train_settings({"train": args.recipe})
@@ -136,7 +136,7 @@ def set_aside_lost_points(data: dict, out: Path) -> list[dict]:
     machine that trained them is gone: no final model, no checkpoint at or past the last point) are
     moved to `lost_curves` and the curve starts over, so that one curve is one training trajectory.
     Returns the points set aside."""
-    from larft.train import complete_checkpoints
+    from larft.run_setup import complete_checkpoints
 
     trained = [p for p in data.get("curve", []) if p["steps"] > 0]
     if not trained or "final" in data or (out / "model.safetensors").exists():
@@ -154,7 +154,7 @@ def set_aside_lost_points(data: dict, out: Path) -> list[dict]:
 def prune(out: Path, keep_steps: set[int]) -> None:
     """Free disk: optimizer states of every checkpoint but the newest, and whole checkpoints that are
     neither the newest nor a curve point."""
-    from larft.train import complete_checkpoints
+    from larft.run_setup import complete_checkpoints
 
     found = complete_checkpoints(out)
     for ckpt in found[1:]:

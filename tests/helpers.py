@@ -1,5 +1,5 @@
 """Builders and helpers shared by the tests: prompt rows, a LARFTTrainer on the tiny model, the
-`larft` command in a subprocess, a gradient read-out.
+`larft` command in a subprocess, a gradient read-out, a benchmark or research script as a module.
 
 Plain functions rather than fixtures: tests call them with their own arguments, several times in
 one test (a trainer per setting, rows of several sizes), which a fixture can only do as a factory.
@@ -14,6 +14,24 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(path: str) -> Any:
+    """The script at `path` (from the repository root, e.g. "benchmarks/long_run.py") imported as a
+    module of its file's name, its folder on sys.path (the scripts import their neighbours)."""
+    import importlib.util
+
+    file = ROOT / path
+    if str(file.parent) not in sys.path:
+        sys.path.insert(0, str(file.parent))
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[file.stem] = module  # dataclasses and pickling look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
 
 #: the larft console script beside this Python (unlike `python -m larft`, it does not put the cwd on sys.path)
 LARFT_SCRIPT = Path(sys.executable).with_name("larft")

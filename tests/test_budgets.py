@@ -2,7 +2,6 @@
 ~0, training rollouts cut at 2x the target with a known reward, kept in the loss."""
 
 import pytest
-import torch
 from datasets import Dataset
 
 from larft.budget import _EN_SAMPLE, token_budget, tokens_per_word, training_budget, zero_score_multiple

@@ -1,21 +1,16 @@
 """research/count_read.py: a model's teacher-forced count of fixed texts."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 from transformers import AutoTokenizer
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module(name: str):
-    sys.path.insert(0, str(ROOT / "research"))  # count_read imports recipe_sweep beside it
-    spec = importlib.util.spec_from_file_location(name, ROOT / "research" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"research/{name}.py")
 
 
 def test_count_read_reads_every_text_and_its_true_count(tiny_model_dir, tmp_path):

@@ -1,6 +1,5 @@
 """research/counting_warmup.py: supervised counting alone, read before/while/after training."""
 
-import importlib.util
 import json
 import random
 import sys
@@ -11,16 +10,13 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from larft.length import count_words
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    sys.path.insert(0, str(ROOT / "research"))  # it imports count_read beside it
-    spec = importlib.util.spec_from_file_location("counting_warmup", ROOT / "research" / "counting_warmup.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("research/counting_warmup.py")
 
 
 def test_cuts_keep_formatting_and_stay_in_range():

@@ -1,23 +1,18 @@
 """benchmarks/experiment.py: its stages, the runs' training options and the results page,
 checked without running anything (the experiment itself takes hours)."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def experiment():
-    spec = importlib.util.spec_from_file_location("experiment", ROOT / "benchmarks" / "experiment.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["experiment"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/experiment.py")
 
 
 @pytest.fixture(scope="module")

@@ -1,22 +1,17 @@
 """benchmarks/long_run.py: a curve is one training trajectory, even when a machine's checkpoints are lost."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def long_run():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("long_run", ROOT / "benchmarks" / "long_run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/long_run.py")
 
 
 def _checkpoint(out: Path, step: int) -> None:

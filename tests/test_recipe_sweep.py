@@ -1,6 +1,5 @@
 """research/recipe_sweep.py: the LIFEBench-shaped validation it chooses recipes on."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -8,17 +7,14 @@ from pathlib import Path
 import pytest
 
 from larft.eval import benchmarks as B
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def sweep():
-    spec = importlib.util.spec_from_file_location("recipe_sweep", ROOT / "research" / "recipe_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["recipe_sweep"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("research/recipe_sweep.py")
 
 
 def test_the_validation_tasks_share_no_task_with_the_evaluation_set():

@@ -1,7 +1,6 @@
 """Bad input gets one clear error; interrupted work resumes; numerical faults stop cleanly."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -10,7 +10,6 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 
 from helpers import prompt_rows, tiny_trainer
-from larft.config import LARFTConfig
 from larft.rewards import LengthReward
 
 

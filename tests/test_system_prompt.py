@@ -3,7 +3,7 @@
 from larft.awareness import prompt_parts
 from larft.eval.runner import EvalSettings
 from larft.generation import SYSTEM_PROMPTS, render_chat, with_system_prompt
-from larft.train import with_system_prompts
+from larft.run_setup import with_system_prompts
 from tiny import tiny_tokenizer
 
 USER = [{"role": "user", "content": "Describe tea in about 20 words."}]

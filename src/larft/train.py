@@ -17,19 +17,7 @@ from larft.config import LARFTConfig
 from larft.errors import UserError
 from larft.interrupt import GracefulStopCallback, TrainingInterrupted
 from larft.logs import get_logger
-from larft.run_setup import (  # noqa: F401  (re-exported: scripts and tests import them from larft.train)
-    FINGERPRINT_KEYS,
-    check_completion_budget,
-    check_prompt_lengths,
-    complete_checkpoints,
-    model_init_kwargs,
-    prepare_run,
-    rows_fingerprint,
-    split_held_out,
-    training_rows,
-    trim_metrics,
-    with_system_prompts,
-)
+from larft.run_setup import check_completion_budget, complete_checkpoints, prepare_run
 
 logger = get_logger(__name__)
 
