@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # _runs.py, beside this file: helpers for scripts that drive runs
 from _runs import drop_checkpoints, resume_args  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "experiment.json"
+LONG_RUN = ROOT / "benchmarks" / "results" / "long_run.json"
 RECORDS = ROOT / "benchmarks" / "results" / "experiment"
 DOCS = ROOT / "docs"
 
@@ -450,6 +451,31 @@ def write_outputs(cfg: dict, stages: list[str], config_path: str) -> None:
     (DOCS / "results.md").write_text(markdown(result, images))
 
 
+def long_run_lines(path: Path) -> list[str]:
+    """The long run's section of the page, from benchmarks/long_run.py's file (none before it exists):
+    its last evaluated point per run, against the base and best-of-8, and its plot."""
+    if not path.exists():
+        return []
+    result = json.loads(path.read_text())
+    runs = {name: run["curve"] for name, run in result["runs"].items() if run.get("curve")}
+    if not runs:
+        return []
+    labels = {"larft": "LARFT", "grpo": "GRPO-only"}
+    base = next(iter(runs.values()))[0]
+    last = [c[-1] for c in runs.values()]
+    done = all(point["steps"] >= result["steps"] for point in last)
+    points = "; ".join(f"{labels.get(name, name)} at step {c[-1]['steps']}: **{c[-1]['lifebench_ls']:.1f}** "
+                       f"{_ci(c[-1]['lifebench_ls_ci'])[1:]} ({c[-1]['train_minutes']:.0f} training minutes)"
+                       for name, c in runs.items())
+    best = result.get("best_of_8_ls")
+    return ["", "## The long run" + ("" if done else f" (in progress: {result['steps']} steps each is the goal)"), "",
+            f"`{result['command']}`: `{result['recipe']}`, seed {result['seed']}, LIFEBench-lite EN LS on "
+            f"{base.get('lifebench_n', result['curve_prompts'])} of its prompts every {result['eval_every']} steps. "
+            f"Base {base['lifebench_ls']:.1f}{_ci(base['lifebench_ls_ci'])}; {points}"
+            + (f"; best-of-8 from the base model {best:.1f} (the experiment's prompts)." if best else "."),
+            "", "![long_run](img/long_run.png)"]
+
+
 def plots(cfg: dict, done: list[str]) -> list[str]:
     import matplotlib
 
@@ -706,6 +732,7 @@ def markdown(result: dict, images: list[str]) -> str:
               + "; ".join(f"{g}: {spec['bench']} {spec.get('filter', '')}" for g, spec in cfg["eval"].items()
                           if isinstance(spec, dict)), ""]
     lines += [f"![{Path(i).stem}]({i})" for i in images]
+    lines += long_run_lines(LONG_RUN)
     lines += ["", "This page holds the current experiment only. The studies behind it (recipe sweeps, the "
               "awareness weight, counting alone, a larger model), round by round, are in "
               "[research/notes.md](../research/notes.md).", ""]

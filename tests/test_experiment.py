@@ -1,6 +1,7 @@
 """benchmarks/experiment.py: its stages, the runs' training options and the results page,
 checked without running anything (the experiment itself takes hours)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,23 @@ def test_the_goals_table_marks_each_goal_from_the_numbers(experiment):
         ["missed", "missed", "**met**", "**met**", "missed", "missed", "missed"]
     assert "negative result" in rows[1]
     assert experiment.goals_table({"base": base, "larft": good}) == []  # no GRPO-only yet: no table
+
+
+def test_results_page_shows_the_long_runs_last_points(experiment, tmp_path):
+    assert experiment.long_run_lines(tmp_path / "absent.json") == []
+    point = {"train_minutes": 0.0, "lifebench_ls": 50.0, "lifebench_ls_ci": [45.0, 55.0], "lifebench_n": 90}
+    result = {"steps": 300, "eval_every": 50, "curve_prompts": 96, "seed": 0, "recipe": "configs/recipe-cpu.yaml",
+              "command": "python benchmarks/long_run.py", "best_of_8_ls": 82.8,
+              "runs": {"larft": {"curve": [{**point, "steps": 0},
+                                           {**point, "steps": 100, "lifebench_ls": 65.8, "train_minutes": 95.8}]},
+                       "grpo": {"curve": [{**point, "steps": 0}]}}}
+    path = tmp_path / "long_run.json"
+    path.write_text(json.dumps(result))
+    text = "\n".join(experiment.long_run_lines(path))
+    assert "## The long run (in progress" in text and "Base 50.0 [45.0, 55.0]" in text
+    assert "LARFT at step 100: **65.8** [45.0, 55.0] (96 training minutes)" in text
+    assert "GRPO-only at step 0" in text and "best-of-8 from the base model 82.8" in text
+    for run in result["runs"].values():
+        run["curve"][-1]["steps"] = 300
+    path.write_text(json.dumps(result))
+    assert "## The long run\n" in "\n".join(experiment.long_run_lines(path)) + "\n"
