@@ -336,10 +336,10 @@ class LARFTTrainer(GRPOTrainer):
     # -- hook 2: the unified loss -----------------------------------------------------------
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         mode = "train" if self.model.training else "eval"
-        counting = mode == "train" and AWARENESS_KEYS[0] in inputs
-        first = counting and self._awareness_backward_first()
+        has_examples = mode == "train" and AWARENESS_KEYS[0] in inputs
+        first = has_examples and self._awareness_backward_first()
         if first:  # its own backward now: its graph is freed before the policy's is built
-            awareness = self._awareness_term(model, inputs, mode, backward=True)
+            awareness = self._awareness_term(model, inputs, backward=True)
         logged_policy = len(self._metrics[mode]["policy_loss"])
         if self.importance_sampling and mode == "train" and inputs.get("sampling_per_token_logps") is not None:
             self._correcting = inputs
@@ -353,10 +353,10 @@ class LARFTTrainer(GRPOTrainer):
             self._metrics[mode]["policy_loss"].append(policy)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the GRPO loss is {loss.item()} at step {self.state.global_step + 1}")
-        if not counting:
+        if not has_examples:
             return loss
         if not first:
-            awareness = self._awareness_term(model, inputs, mode, backward=False)
+            awareness = self._awareness_term(model, inputs, backward=False)
         return loss + awareness  # detached when its backward is done: the logged loss is still the sum
 
     def _awareness_backward_first(self) -> bool:
@@ -368,8 +368,8 @@ class LARFTTrainer(GRPOTrainer):
 
         return self.accelerator.num_processes == 1 and self.accelerator.distributed_type != DistributedType.DEEPSPEED
 
-    def _awareness_term(self, model: Any, inputs: dict[str, Any], mode: str, backward: bool) -> torch.Tensor:
-        """lambda(t) * the awareness CE of this micro-batch, divided so that a step's terms sum to the
+    def _awareness_term(self, model: Any, inputs: dict[str, Any], backward: bool) -> torch.Tensor:
+        """lambda(t) * the awareness CE of this training micro-batch, divided so that a step's terms sum to the
         mean over the generation batch; with `backward`, its gradient is taken now and the term
         comes back detached."""
         lam = self.current_awareness_lambda()
@@ -388,11 +388,11 @@ class LARFTTrainer(GRPOTrainer):
                 summed = awareness_loss(model, *batch, predictions=predicted, loss_mask=loss_mask, reduction="sum")
             term = summed.new_zeros(())
         counting = summed.detach() / label_token_count(batch[2], loss_mask).clamp(min=1)  # this micro-batch's mean
-        self._log_count_error(mode, batch[2], predicted)
+        self._log_count_error("train", batch[2], predicted)
         if not torch.isfinite(counting):
             raise FloatingPointError(f"the awareness loss is {counting.item()} at step {self.state.global_step + 1}")
-        self._metrics[mode]["awareness_loss"].append(self.accelerator.gather(counting.detach().reshape(1)).mean().item())
-        self._metrics[mode]["awareness_lambda"].append(lam)
+        self._metrics["train"]["awareness_loss"].append(self.accelerator.gather(counting.detach().reshape(1)).mean().item())
+        self._metrics["train"]["awareness_lambda"].append(lam)
         if backward and term.requires_grad:
             self.accelerator.backward(term)
         return term.detach() if backward else term
