@@ -97,7 +97,45 @@ def _load() -> dict:
 
 
 def _save(result: dict) -> None:
+    result["levers"] = lever_summary(result)
     write_json(RESULTS, result)
+
+
+#: the minutes variant each lever's held-out effect is read from, and the one it is compared with
+HELDOUT_OF_LEVER = {"fast-ct2": ("fast", "today"), "reuse": ("reuse", "fast"), "fast-ct2-int8": ("int8", "fast"),
+                    "lora": ("lora", "fast")}
+
+
+def lever_summary(result: dict) -> dict:
+    """One entry a lever, from whichever parts have run: its step and per-word speedups (the recipe's
+    levers against `today`, `--part steps`; those beyond the recipe against the recipe, `--part levers`)
+    and its held-out effect (mean held-out LS at the last minutes mark minus its baseline's, `--part
+    minutes`); None where the part that measures it has not run."""
+    steps, words = result.get("levers_step_speedup", {}), result.get("levers_per_word_speedup", {})
+    beyond = result.get("levers_over_recipe", {})
+    at = result.get("heldout_ls_at_minutes", {})
+    last = max((float(m) for v in at.values() for m in v), default=None)
+
+    def heldout(variant: str, baseline: str) -> float | None:
+        mark = f"{last:g}" if last is not None else None
+        if mark is None or mark not in at.get(variant, {}) or mark not in at.get(baseline, {}):
+            return None
+        return at[variant][mark]["mean"] - at[baseline][mark]["mean"]
+
+    summary = {}
+    for lever in [*steps, *beyond, *(k for k in HELDOUT_OF_LEVER if k not in steps and k not in beyond)]:
+        if lever in beyond:
+            against = RECIPE_VARIANT
+            step = {m: r["step"] for m, r in beyond[lever].items()}
+            word = {m: r["per_word"] for m, r in beyond[lever].items()}
+        else:  # a recipe lever, or one only the minutes part measures (no step figures)
+            against = "today" if lever in steps else None
+            step, word = steps.get(lever), words.get(lever)
+        variant, baseline = HELDOUT_OF_LEVER.get(lever, (None, None))
+        summary[lever] = {"against": against, "step_speedup": step, "per_word_speedup": word,
+                          "heldout_ls_gain": heldout(variant, baseline) if variant else None,
+                          "heldout_against": baseline}
+    return summary
 
 
 def _use_results(path: Path) -> None:
