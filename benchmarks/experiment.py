@@ -476,6 +476,21 @@ def long_run_lines(path: Path) -> list[str]:
             "", "![long_run](img/long_run.png)"]
 
 
+#: the sentence that ends the results page, after the long run's section
+PAGE_END = "This page holds the current experiment only."
+
+
+def refresh_long_run_section(page: Path, long_run: Path = LONG_RUN) -> None:
+    """Rewrite only the long run's section of the results page from `long_run` (benchmarks/long_run.py
+    calls it after every curve point); the experiment's part of the page is left as it is."""
+    text = page.read_text()
+    if PAGE_END not in text:
+        raise SystemExit(f"{page}: no line starting {PAGE_END!r}; rewrite the page with benchmarks/experiment.py")
+    head, tail = text.split(PAGE_END, 1)
+    head = head.split("\n## The long run", 1)[0].rstrip("\n")
+    page.write_text("\n".join([head, *long_run_lines(long_run), "", PAGE_END]) + tail)
+
+
 def plots(cfg: dict, done: list[str]) -> list[str]:
     import matplotlib
 
@@ -733,7 +748,7 @@ def markdown(result: dict, images: list[str]) -> str:
                           if isinstance(spec, dict)), ""]
     lines += [f"![{Path(i).stem}]({i})" for i in images]
     lines += long_run_lines(LONG_RUN)
-    lines += ["", "This page holds the current experiment only. The studies behind it (recipe sweeps, the "
+    lines += ["", PAGE_END + " The studies behind it (recipe sweeps, the "
               "awareness weight, counting alone, a larger model), round by round, are in "
               "[research/notes.md](../research/notes.md).", ""]
     return "\n".join(lines)

@@ -10,7 +10,8 @@ training is stopped (SIGTERM: larft saves and exits), the checkpoint evaluated, 
 seeded slice of LIFEBench-lite EN 16..128 (`--curve_limit` prompts, score-neutral caps, ct2); the
 final model also on every such prompt with the counting / retention probe. Resumable stage by stage:
 work (models, eval caches) under $LARFT_HOME/long_run/<name>, outside the checkout; finished
-figures in benchmarks/results/long_run.json (+ docs/img/long_run.png), rewritten after each stage.
+figures in benchmarks/results/long_run.json (+ docs/img/long_run.png and the long run's section of docs/results.md),
+rewritten after each stage.
 The runs take turns, one curve point each, so a run split across sessions keeps both curves abreast;
 each point records the commit it was measured at (its training may span earlier commits).
 """
@@ -29,11 +30,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runs import read_json, write_json  # noqa: E402
-from experiment import git_commit, headline, larft, train_settings  # noqa: E402
+from experiment import git_commit, headline, larft, refresh_long_run_section, train_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "long_run.json"
 PLOT = ROOT / "docs" / "img" / "long_run.png"
+PAGE = ROOT / "docs" / "results.md"
 LIFEBENCH_FILTER = "lang=en,min_length=16,max_length=128"
 
 
@@ -48,6 +50,8 @@ def _load() -> dict:
 
 def _save(result: dict) -> None:
     write_json(RESULTS, result)
+    if PAGE.exists():
+        refresh_long_run_section(PAGE, RESULTS)
 
 
 def best_of_8_reference(given: float | None, recorded: float | None) -> float | None:
@@ -192,12 +196,13 @@ def plot(result: dict) -> None:
                        label=f"best-of-8, untrained ({reference:.1f}, the experiment's prompts)")
         ax.grid(alpha=0.3)
     axes[0].set_xlabel("optimizer steps (16 rollouts each)")
-    axes[1].set_xlabel("CPU-hours of training (2 cores)")
+    axes[1].set_xlabel("hours of training (wall clock, 2 CPU cores)")
     scored = next((c[0].get("lifebench_n") for c in (r.get("curve") for r in result.get("runs", {}).values()) if c), None)
     axes[0].set_ylabel(f"LIFEBench-lite EN LS ({scored or '?'} prompts, greedy)")
-    axes[0].legend(loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)  # below both panels
     fig.suptitle("Length control vs training compute, bundled SmolLM2-135M-Instruct")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     PLOT.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(PLOT, dpi=120)
 

@@ -235,3 +235,31 @@ def test_results_page_shows_the_long_runs_last_points(experiment, tmp_path):
         run["curve"][-1]["steps"] = 300
     path.write_text(json.dumps(result))
     assert "## The long run\n" in "\n".join(experiment.long_run_lines(path)) + "\n"
+
+
+def test_the_long_runs_section_is_rewritten_alone(experiment, tmp_path):
+    point = {"train_minutes": 0.0, "lifebench_ls": 50.0, "lifebench_ls_ci": [45.0, 55.0], "lifebench_n": 90}
+    result = {"steps": 300, "eval_every": 50, "curve_prompts": 96, "seed": 0, "recipe": "configs/recipe-cpu.yaml",
+              "command": "python benchmarks/long_run.py",
+              "runs": {"larft": {"curve": [{**point, "steps": 0}, {**point, "steps": 50, "lifebench_ls": 61.0}]}}}
+    results = tmp_path / "long_run.json"
+    results.write_text(json.dumps(result))
+    page = tmp_path / "results.md"
+    experiment_part = "# Results\n\n| run | LS |\n|---|---|\n| base | 50.0 |\n"
+    end = experiment.PAGE_END + " The studies behind it are elsewhere.\n"
+    page.write_text(experiment_part + "\n" + end)
+    experiment.refresh_long_run_section(page, results)  # a page without the section gets one
+    first = page.read_text()
+    assert first.startswith(experiment_part) and first.endswith(end)
+    assert "LARFT at step 50: **61.0**" in first and first.count("## The long run") == 1
+
+    result["runs"]["larft"]["curve"].append({**point, "steps": 100, "lifebench_ls": 66.0})
+    results.write_text(json.dumps(result))
+    experiment.refresh_long_run_section(page, results)  # the section replaced, not added again
+    second = page.read_text()
+    assert second.startswith(experiment_part) and second.endswith(end) and second.count("## The long run") == 1
+    assert "LARFT at step 100: **66.0**" in second and "step 50: **61.0**" not in second
+
+    page.write_text("a page without its last sentence\n")
+    with pytest.raises(SystemExit, match="results.md"):
+        experiment.refresh_long_run_section(page, results)
