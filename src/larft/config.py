@@ -75,7 +75,7 @@ class LARFTConfig(GRPOConfig):
         default=True,
         metadata={
             "help": "Append every training rollout (prompt, target, constraint, delivered length, reward, "
-            "truncated, refusal) to OUTPUT_DIR/rollouts.jsonl."
+            "truncated) to OUTPUT_DIR/rollouts.jsonl."
         },
     )
     length_check_prompts: int = field(
