@@ -11,12 +11,13 @@ cap set from process start (`arenas2`: MALLOC_ARENA_MAX=2), micro-batches of 4 i
 instead of CTranslate2's (`hf_rollouts`: what the engine's copy of the weights costs), fp32 instead of
 bf16 autocast (`fp32`), an int8 CTranslate2 engine (`int8_rollouts`, top_p 1 as its correction needs), a
 LoRA adapter (`lora`: rank 16 on every linear layer, ct2 rolling out the merged weights), activation
-checkpointing (`checkpointing`: each layer's activations recomputed in the backward). Step time is reported
+checkpointing (`checkpointing`: each layer's activations recomputed in the backward), freed memory kept
+across steps (`keep_steps`: LARFT_MALLOC_TRIM_STEPS=0, the tuning before it trimmed between steps). Step time is reported
 next to memory: a variant that saves memory by costing time says so. Each variant records the commit
 it was measured at. Writes benchmarks/results/memory.json (finished variants are kept; --redo to
 measure again).
 
-    .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas_glibc,arenas2,micro4,hf_rollouts,fp32,int8_rollouts,lora,checkpointing]
+    .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas_glibc,arenas2,micro4,hf_rollouts,fp32,int8_rollouts,lora,checkpointing,keep_steps]
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ VARIANTS = {
     "int8_rollouts": ({}, ["--rollout_compute_type", "int8", "--top_p", "1.0"]),
     "lora": ({}, ["--lora_r", "16"]),
     "checkpointing": ({}, ["--activation_checkpointing", "true"]),
+    "keep_steps": ({"LARFT_MALLOC_TRIM_STEPS": "0"}, []),
 }
 
 

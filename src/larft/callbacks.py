@@ -109,6 +109,15 @@ def _summary(logs: dict[str, Any]) -> str:
     return "[larft] " + ", ".join(parts)
 
 
+class ReleaseMemoryCallback(TrainerCallback):
+    """After each optimizer step, the allocator's free pages go back to the OS (`larft.malloc`)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        from larft.malloc import release_free_memory
+
+        release_free_memory()
+
+
 class LARFTProgressCallback(ProgressCallback):
     """transformers' tqdm bar, with the step's reward, length error, awareness loss, lambda and
     s/step as its postfix instead of every raw log dict written under it (those still go to

@@ -8,7 +8,9 @@ memory is kept, every glibc arena (by default up to 8 per core, one per thread t
 PyTorch's and CTranslate2's workers) holds its own high-water mark; capping the arenas at 2 keeps
 the kept memory in few places (`benchmarks/memory.py`). A run on a GPU, evaluation and generation
 leave the allocator alone. Set LARFT_MALLOC_TUNING=0 to skip, LARFT_MALLOC_ARENA_MAX=0 to leave the
-arena count to glibc.
+arena count to glibc. What a step frees is kept only until the step ends: `larft train` then hands the
+free pages back (`release_free_memory`), so the resident size is one step's working set, not every page
+any step ever touched (benchmarks/memory.py, `trim_steps`); LARFT_MALLOC_TRIM_STEPS=0 keeps them.
 """
 
 from __future__ import annotations
@@ -44,3 +46,16 @@ def tune_malloc(device: Any = "cpu") -> bool:
     if arenas > 0:  # glibc fixes its limit when it first needs it: this must run before threads allocate
         ok &= bool(libc.mallopt(_M_ARENA_MAX, arenas))
     return bool(ok)
+
+
+def release_free_memory() -> bool:
+    """Hand the allocator's free pages back to the OS (glibc's malloc_trim): with the thresholds above
+    freed memory is otherwise kept, so the process's resident size is every page any step ever touched.
+    Returns whether anything was released (False off glibc)."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "malloc_trim"):
+        return False
+    return bool(libc.malloc_trim(0))

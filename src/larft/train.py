@@ -117,7 +117,7 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     from larft.malloc import tune_malloc
     from larft.trainer import LARFTTrainer
 
-    tune_malloc(config.device)  # CPU training only: where it was measured to help
+    tuned = tune_malloc(config.device)  # CPU training only: where it was measured to help
     quantization = quantization_config(train_args)  # user errors first: before data, model or output_dir
     reward_funcs = reward_functions(getattr(train_args, "reward_funcs", None))
     if config.resume_from_checkpoint:
@@ -131,6 +131,10 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     setup.write_record(train_args, config)
     stop = GracefulStopCallback()
     callbacks = [MetricsJsonlCallback(output_dir), stop]
+    if tuned and os.environ.get("LARFT_MALLOC_TRIM_STEPS", "1") != "0":
+        from larft.callbacks import ReleaseMemoryCallback
+
+        callbacks.append(ReleaseMemoryCallback())  # the kept memory goes back between steps
     check = setup.length_check(config)
     if check:
         callbacks.append(check)
