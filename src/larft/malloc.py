@@ -10,7 +10,7 @@ the kept memory in few places (`benchmarks/memory.py`). A run on a GPU, evaluati
 leave the allocator alone. Set LARFT_MALLOC_TUNING=0 to skip, LARFT_MALLOC_ARENA_MAX=0 to leave the
 arena count to glibc. What a step frees is kept only until the step ends: `larft train` then hands the
 free pages back (`release_free_memory`), so the resident size is one step's working set, not every page
-any step ever touched (benchmarks/memory.py, `trim_steps`); LARFT_MALLOC_TRIM_STEPS=0 keeps them.
+any step ever touched (benchmarks/memory.py, `keep_steps` against `tuned`); LARFT_MALLOC_TRIM_STEPS=0 keeps them.
 """
 
 from __future__ import annotations
