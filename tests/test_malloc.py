@@ -106,3 +106,22 @@ def test_freed_memory_kept_by_the_tuning_goes_back_when_released():
     assert "released True" in out
     assert kept - before > 300  # freed, yet resident
     assert released - before < 100  # handed back
+
+
+@pytest.mark.parametrize("env, calls", [("1", 2), ("0", 0)])
+def test_cpu_training_releases_memory_after_every_optimizer_step(tmp_path, tiny_model_dir, monkeypatch, env, calls):
+    import larft.malloc
+    from larft.cli import parse_train_args
+    from larft.train import train
+
+    released = []
+    monkeypatch.setattr(larft.malloc, "release_free_memory", lambda: released.append(1) or True)
+    monkeypatch.setattr(larft.malloc, "tune_malloc", lambda device="cpu": True)  # as on a glibc CPU run
+    monkeypatch.setenv("LARFT_MALLOC_TRIM_STEPS", env)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(f'{{"prompt": "Describe tea in {n} words.", "target": {n}}}\n' for n in (5, 6, 7, 8)))
+    train(*parse_train_args(["--model", str(tiny_model_dir), "--output_dir", str(tmp_path / "run"),
+                             "--dataset_name", str(rows), "--max_steps", "2", "--num_generations", "2",
+                             "--per_device_train_batch_size", "4", "--max_completion_length", "8",
+                             "--report_to", "none", "--save_strategy", "no"]))
+    assert len(released) == calls
