@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from typing import Any
 
@@ -26,16 +27,26 @@ _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 
+@functools.lru_cache(maxsize=1)
+def _glibc() -> Any:
+    """The C library when it is glibc (it has mallopt and malloc_trim), else None; looked up once
+    (find_library runs a subprocess), not at every step's release."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    libc = ctypes.CDLL(name)
+    if not all(hasattr(libc, f) for f in ("mallopt", "malloc_trim", "gnu_get_libc_version")):
+        return None
+    return libc
+
+
 def tune_malloc(device: Any = "cpu") -> bool:
     """Apply the settings when training runs on the CPU (`device`: the run's torch device) under
     glibc; returns whether they were applied."""
     if os.environ.get("LARFT_MALLOC_TUNING", "1") == "0" or getattr(device, "type", str(device)) != "cpu":
         return False
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    libc = ctypes.CDLL(name)
-    if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
+    libc = _glibc()
+    if libc is None:
         return False  # not glibc (musl, macOS): leave the allocator alone
     # Buffers below this come from the heap and are reused instead of mmap'ed and unmapped
     # each time (glibc caps it at 32 MiB on 64-bit).
@@ -52,10 +63,5 @@ def release_free_memory() -> bool:
     """Hand the allocator's free pages back to the OS (glibc's malloc_trim): with the thresholds above
     freed memory is otherwise kept, so the process's resident size is every page any step ever touched.
     Returns whether anything was released (False off glibc)."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    libc = ctypes.CDLL(name)
-    if not hasattr(libc, "malloc_trim"):
-        return False
-    return bool(libc.malloc_trim(0))
+    libc = _glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
