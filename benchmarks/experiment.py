@@ -312,16 +312,21 @@ def seed_mean(per_seed: dict[int, dict]) -> dict:
 
 
 def paired_ls_difference(cfg: dict, a: str, b: str) -> dict | None:
-    """LIFEBench LS of stage `a` minus stage `b` with a 95% bootstrap interval over the prompts both
-    answered, resampled in pairs (same prompt, both answers; strata = control x length, as the
+    """LIFEBench LS of stage `a` minus stage `b`, paired over the prompts both answered
+    (`paired_ls_difference_of`)."""
+    return paired_ls_difference_of(*(records_dir(cfg) / tag / "lifebench" / "results.json" for tag in (a, b)))
+
+
+def paired_ls_difference_of(path_a: Path, path_b: Path) -> dict | None:
+    """LIFEBench LS of eval results `path_a` minus `path_b` with a 95% bootstrap interval over the prompts
+    both answered, resampled in pairs (same prompt, both answers; strata = control x length, as the
     eval's own intervals): tighter than comparing two unpaired intervals, because the prompts'
-    difficulty cancels. None when either record keeps no per-prompt samples (older records)."""
+    difficulty cancels. None when either is missing or keeps no per-prompt samples (older records)."""
     from larft.eval.metrics import lifebench_aggregate
     from larft.eval.stats import bootstrap_cis
 
     samples = []
-    for tag in (a, b):
-        path = records_dir(cfg) / tag / "lifebench" / "results.json"
+    for path in (path_a, path_b):
         if not path.exists():
             return None
         bench = json.loads(path.read_text())["benchmarks"]["lifebench"]
@@ -468,12 +473,19 @@ def long_run_lines(path: Path) -> list[str]:
                        f"{_ci(c[-1]['lifebench_ls_ci'])[1:]} ({c[-1]['train_minutes']:.0f} training minutes)"
                        for name, c in runs.items())
     best = result.get("best_of_8_ls")
+    paired = result.get("larft_minus_grpo") or {}
+    differences = [f"step {d['steps']} {d['diff']:+.1f}{_ci(d['ci'])}" for d in paired.get("curve", [])]
+    if paired.get("final"):
+        differences.append(f"final models (all {paired['final']['n']} prompts) {paired['final']['diff']:+.1f}"
+                           f"{_ci(paired['final']['ci'])}")
+    compared = ([f"LARFT minus GRPO-only, paired over the same prompts: {'; '.join(differences)}.", ""]
+                if differences else [])
     return ["", "## The long run" + ("" if done else f" (in progress: {result['steps']} steps each is the goal)"), "",
             f"`{result['command']}`: `{result['recipe']}`, seed {result['seed']}, LIFEBench-lite EN LS on "
             f"{base.get('lifebench_n', result['curve_prompts'])} of its prompts every {result['eval_every']} steps. "
             f"Base {base['lifebench_ls']:.1f}{_ci(base['lifebench_ls_ci'])}; {points}"
             + (f"; best-of-8 from the base model {best:.1f} (the experiment's prompts)." if best else "."),
-            "", "![long_run](img/long_run.png)"]
+            "", *compared, "![long_run](img/long_run.png)"]
 
 
 #: the sentence that ends the results page, after the long run's section

@@ -2,6 +2,7 @@
 with LIFEBench-lite LS measured along the way.
 
     .venv/bin/python benchmarks/long_run.py [--steps 300] [--eval_every 50] [--runs larft,grpo]
+    .venv/bin/python benchmarks/long_run.py --report    # paired differences, plot, page from the records
 
 Each run trains with the recipe (configs/recipe-cpu.yaml; GRPO-only: awareness_lambda_max 0) for
 `--steps` optimizer steps on the experiment's training prompts, saving a checkpoint every half
@@ -11,7 +12,7 @@ seeded slice of LIFEBench-lite EN 16..128 (`--curve_limit` prompts, score-neutra
 final model also on every such prompt with the counting / retention probe. Resumable stage by stage:
 work (models, eval caches) under $LARFT_HOME/long_run/<name>, outside the checkout; finished
 figures in benchmarks/results/long_run.json (+ docs/img/long_run.png and the long run's section of docs/results.md),
-rewritten after each stage.
+rewritten after each stage, with LARFT minus GRPO-only paired over the prompts at every step both reached.
 The runs take turns, one curve point each, so a run split across sessions keeps both curves abreast;
 each point records the commit it was measured at (its training may span earlier commits).
 """
@@ -30,7 +31,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runs import read_json, write_json  # noqa: E402
-from experiment import git_commit, headline, larft, refresh_long_run_section, train_settings  # noqa: E402
+from experiment import (  # noqa: E402
+    git_commit, headline, larft, paired_ls_difference_of, refresh_long_run_section, train_settings)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "long_run.json"
@@ -155,6 +157,21 @@ def set_aside_lost_points(data: dict, out: Path) -> list[dict]:
     return trained
 
 
+def compare_runs(result: dict, work: Path, a: str = "larft", b: str = "grpo") -> None:
+    """`a` minus `b` in LS at every evaluated step both runs reached (and on the final models), paired
+    over the prompts both answered: the two curves share their prompts, so the pairing cancels how hard
+    each prompt is. Stored as result["<a>_minus_<b>"]; nothing when either run is missing."""
+    runs = result.get("runs", {})
+    if a not in runs or b not in runs:
+        return
+    steps = sorted({p["steps"] for p in runs[a]["curve"]} & {p["steps"] for p in runs[b]["curve"]} - {0})
+    lifebench = "lifebench/results.json"
+    curve = [{"steps": s, **d} for s in steps if (d := paired_ls_difference_of(
+        work / "eval" / f"{a}-{s}-curve" / lifebench, work / "eval" / f"{b}-{s}-curve" / lifebench))]
+    final = paired_ls_difference_of(work / "eval" / f"{a}-final" / lifebench, work / "eval" / f"{b}-final" / lifebench)
+    result[f"{a}_minus_{b}"] = {"curve": curve, **({"final": final} if final else {})}
+
+
 def prune(out: Path, keep_steps: set[int]) -> None:
     """Free disk: optimizer states of every checkpoint but the newest, and whole checkpoints that are
     neither the newest nor a curve point."""
@@ -217,9 +234,16 @@ def main() -> None:
     parser.add_argument("--curve_limit", type=int, default=96, help="LIFEBench prompts of each curve point")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--best_of_8_ls", type=float, help="the reference line (default: read from experiment.json)")
+    parser.add_argument("--report", action="store_true", help="train and evaluate nothing: the paired "
+                        "differences, plot and results page again from what is recorded and cached")
     args = parser.parse_args()
     work = work_dir(args.name)
     result = _load()
+    if args.report:
+        compare_runs(result, work)
+        _save(result)
+        plot(result)
+        return
     if result.get("name") not in (None, args.name):
         result = {}
     result.update({"name": args.name, "recipe": args.recipe, "steps": args.steps, "eval_every": args.eval_every,
@@ -260,6 +284,7 @@ def main() -> None:
             data["curve"] = sorted([{"steps": 0, "train_minutes": 0.0, **base}, *data["curve"], {
                 "steps": step, "train_minutes": sum(v for k, v in seconds.items() if k <= step) / 60,
                 "commit": git_commit(), **point}], key=lambda p: p["steps"])
+            compare_runs(result, work)
             _save(result)
             plot(result)
             prune(out, set(points))
@@ -275,6 +300,7 @@ def main() -> None:
                          limit=args.curve_limit, system_prompt=system)
         data["final"] = {"steps": args.steps, "train_minutes": sum(seconds.values()) / 60, "commit": git_commit(),
                          **final}
+        compare_runs(result, work)
         _save(result)
         plot(result)
         print(f"[long_run] {run}: LS {final['lifebench_ls']:.1f} after {args.steps} steps", flush=True)

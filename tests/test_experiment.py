@@ -235,6 +235,12 @@ def test_results_page_shows_the_long_runs_last_points(experiment, tmp_path):
         run["curve"][-1]["steps"] = 300
     path.write_text(json.dumps(result))
     assert "## The long run\n" in "\n".join(experiment.long_run_lines(path)) + "\n"
+    assert "paired" not in "\n".join(experiment.long_run_lines(path))  # no comparison recorded, none shown
+    result["larft_minus_grpo"] = {"curve": [{"steps": 50, "diff": 2.5, "ci": [-1.0, 6.0], "n": 90}],
+                                  "final": {"diff": -0.4, "ci": [-3.0, 2.2], "n": 324}}
+    path.write_text(json.dumps(result))
+    assert ("LARFT minus GRPO-only, paired over the same prompts: step 50 +2.5 [-1.0, 6.0]; "
+            "final models (all 324 prompts) -0.4 [-3.0, 2.2].") in "\n".join(experiment.long_run_lines(path))
 
 
 def test_the_long_runs_section_is_rewritten_alone(experiment, tmp_path):

@@ -67,3 +67,31 @@ def test_the_reference_line_defaults_to_the_experiments_best_of_8(long_run):
     assert long_run.best_of_8_reference(None, None) == expected["lifebench_ls"]
     assert long_run.best_of_8_reference(None, 80.0) == 80.0
     assert long_run.best_of_8_reference(85.0, 80.0) == 85.0
+
+
+def _eval(work: Path, tag: str, lengths: dict) -> None:
+    rec = work / "eval" / tag / "lifebench"
+    rec.mkdir(parents=True)
+    samples = [{"id": i, "control": "equal", "target": 32, "length": n} for i, n in lengths.items()]
+    (rec / "results.json").write_text(json.dumps({"benchmarks": {"lifebench": {"samples": samples}}}))
+
+
+def test_larft_and_grpo_are_compared_at_every_step_both_reached(long_run, tmp_path):
+    """Paired over the prompts both curves answered; a step only one run reached is not compared."""
+    from larft.eval.metrics import lifebench_aggregate
+
+    result = {"runs": {"larft": _run(50, 100), "grpo": _run(50)}}
+    on_target = {f"p{i}": 32 for i in range(12)}
+    _eval(tmp_path, "larft-50-curve", on_target)
+    _eval(tmp_path, "grpo-50-curve", {i: 48 for i in on_target})  # every answer 50% too long
+    _eval(tmp_path, "larft-100-curve", on_target)
+    long_run.compare_runs(result, tmp_path)
+    (point,) = result["larft_minus_grpo"]["curve"]
+    too_long = lifebench_aggregate([("equal", 32, 48)])["LS"]
+    assert point["steps"] == 50 and point["n"] == 12 and point["diff"] == pytest.approx(100.0 - too_long)
+    assert too_long < 100.0 and point["ci"] == pytest.approx([100.0 - too_long] * 2)
+    assert "final" not in result["larft_minus_grpo"]
+    _eval(tmp_path, "larft-final", on_target)
+    _eval(tmp_path, "grpo-final", on_target)
+    long_run.compare_runs(result, tmp_path)
+    assert result["larft_minus_grpo"]["final"]["diff"] == pytest.approx(0.0)
