@@ -9,7 +9,8 @@ Each run trains with the recipe (configs/recipe-cpu.yaml; GRPO-only: awareness_l
 `--eval_every` steps (a killed run resumes from the last one); at every `--eval_every` steps the
 training is stopped (SIGTERM: larft saves and exits), the checkpoint evaluated, and training resumed. Every checkpoint (and the base model, step 0) is evaluated greedily on a fixed
 seeded slice of LIFEBench-lite EN 16..128 (`--curve_limit` prompts, score-neutral caps, ct2); the
-final model also on every such prompt with the counting / retention probe. Resumable stage by stage:
+final model on every such prompt with the counting / retention probe, its curve point read from those
+answers. Resumable stage by stage:
 work (models, eval caches) under $LARFT_HOME/long_run/<name>, outside the checkout; finished
 figures in benchmarks/results/long_run.json (+ docs/img/long_run.png and the long run's section of docs/results.md),
 rewritten after each stage, with LARFT minus GRPO-only paired over the prompts at every step both reached.
@@ -87,6 +88,29 @@ def evaluate(model: str, out: Path, log: Path, *, full: bool, limit: int, system
     return {"lifebench_ls": life["LS"], "lifebench_ls_ci": life["ci95"]["LS"],
             "lifebench_ls_equal": life["per_control"]["equal"]["LS"], "lifebench_n": life["n"],
             "truncated": life.get("truncated"), "refusal_rate": life["refusals"]["rate"]}
+
+
+def curve_point_from_final(final: Path, curve_ids: list[str], out: Path) -> None:
+    """The last curve point from the final model's full evaluation: its answers to the curve's prompts
+    (greedy, so the same answers as a run on those prompts alone), scored as `larft eval` scores them,
+    written where `evaluate` caches the point. Saves evaluating the final model twice."""
+    from larft.eval.settings import EvalSettings
+    from larft.eval.tasks import LifeBench
+
+    full = json.loads((final / "lifebench" / "results.json").read_text())
+    bench = full["benchmarks"]["lifebench"]
+    wanted = set(curve_ids)
+    samples = [x for x in bench["samples"] if x["id"] in wanted]
+    if len(samples) != len(wanted):
+        missing = sorted(wanted - {x["id"] for x in samples})
+        raise SystemExit(f"{final}: the final evaluation lacks {len(missing)} curve prompt(s), e.g. {missing[:3]}")
+    settings = full.get("settings", {})
+    scoring = EvalSettings(bootstrap=settings.get("bootstrap", 1000), seed=settings.get("seed", 0))
+    derived = {**full, "derived_from": str(final / "lifebench" / "results.json"),
+               "benchmarks": {"lifebench": {**{k: v for k, v in bench.items() if k not in ("metrics", "samples")},
+                                            "metrics": LifeBench().metrics(samples, scoring), "samples": samples}}}
+    (out / "lifebench").mkdir(parents=True, exist_ok=True)
+    write_json(out / "lifebench" / "results.json", derived)
 
 
 def train_until(run: str, stop_step: int, args: argparse.Namespace, work: Path, train_file: Path) -> Path:
@@ -224,6 +248,15 @@ def plot(result: dict) -> None:
     fig.savefig(PLOT, dpi=120)
 
 
+def final_figures(out: Path, args: argparse.Namespace, work: Path, run: str, system: str) -> dict:
+    """The finished run's model on every LIFEBench-lite prompt of the filter, with the probe."""
+    seconds = {int(m["step"]): m.get("step_seconds") or 0.0
+               for m in (json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip())}
+    final = evaluate(str(out), work / "eval" / f"{run}-final", work / "logs" / f"eval-{run}.log", full=True,
+                     limit=args.curve_limit, system_prompt=system)
+    return {"steps": args.steps, "train_minutes": sum(seconds.values()) / 60, "commit": git_commit(), **final}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default="v1")
@@ -259,6 +292,7 @@ def main() -> None:
     result["system_prompt"] = system
     base = evaluate("default", work / "eval" / "base-curve", work / "logs" / "eval-base.log", full=False,
                     limit=args.curve_limit, system_prompt=system)
+    base_samples = read_json(work / "eval" / "base-curve" / "lifebench" / "results.json")["benchmarks"]["lifebench"]["samples"]
     points = list(range(args.eval_every, args.steps + 1, args.eval_every))
     order = args.runs.split(",")
     for run in order:
@@ -278,6 +312,10 @@ def main() -> None:
             metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
             seconds = {int(m["step"]): m.get("step_seconds") or 0.0 for m in metrics}
             model = str(out) if step == args.steps else str(out / f"checkpoint-{step}")
+            if step == args.steps and "final" not in data:  # the final model: every prompt once, the curve's among them
+                data["final"] = final_figures(out, args, work, run, system)
+                curve_point_from_final(work / "eval" / f"{run}-final", [x["id"] for x in base_samples],
+                                       work / "eval" / f"{run}-{step}-curve")
             point = evaluate(model, work / "eval" / f"{run}-{step}-curve", work / "logs" / f"eval-{run}.log",
                              full=False, limit=args.curve_limit, system_prompt=system)
             data["curve"] = [p for p in data["curve"] if p["steps"] not in (0, step)]
@@ -289,21 +327,14 @@ def main() -> None:
             plot(result)
             prune(out, set(points))
             print(f"[long_run] {run} step {step}: LS {point['lifebench_ls']:.1f}", flush=True)
-    for run in order:
-        data = runs[run]
-        if "final" in data:
-            continue
-        out = work / "train" / run
-        seconds = {int(m["step"]): m.get("step_seconds") or 0.0
-                   for m in (json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip())}
-        final = evaluate(str(out), work / "eval" / f"{run}-final", work / "logs" / f"eval-{run}.log", full=True,
-                         limit=args.curve_limit, system_prompt=system)
-        data["final"] = {"steps": args.steps, "train_minutes": sum(seconds.values()) / 60, "commit": git_commit(),
-                         **final}
-        compare_runs(result, work)
-        _save(result)
-        plot(result)
-        print(f"[long_run] {run}: LS {final['lifebench_ls']:.1f} after {args.steps} steps", flush=True)
+            if "final" in data and step == args.steps:
+                print(f"[long_run] {run}: LS {data['final']['lifebench_ls']:.1f} after {args.steps} steps "
+                      f"(all {data['final']['lifebench_n']} prompts)", flush=True)
+    for run in order:  # a last point recorded before its final evaluation (an older record)
+        if "final" not in runs[run] and any(p["steps"] == args.steps for p in runs[run]["curve"]):
+            runs[run]["final"] = final_figures(work / "train" / run, args, work, run, system)
+            compare_runs(result, work)
+            _save(result)
     plot(result)
 
 

@@ -95,3 +95,33 @@ def test_larft_and_grpo_are_compared_at_every_step_both_reached(long_run, tmp_pa
     _eval(tmp_path, "grpo-final", on_target)
     long_run.compare_runs(result, tmp_path)
     assert result["larft_minus_grpo"]["final"]["diff"] == pytest.approx(0.0)
+
+
+def test_the_last_curve_point_is_read_from_the_final_evaluation(long_run, tmp_path, monkeypatch):
+    """The final model's answers to the curve's prompts, scored as `larft eval` scores them, and found by
+    `evaluate` as the point's cached result: the final model is not evaluated a second time."""
+    from larft.eval.metrics import lifebench_aggregate
+
+    final = tmp_path / "eval" / "larft-final"
+    samples = [{"id": f"p{i}", "lang": "en", "control": c, "target": 32, "length": 20 + 3 * i, "truncated": False}
+               for i, c in enumerate(["equal", "at_most", "at_least"] * 8)]
+    final.joinpath("lifebench").mkdir(parents=True)
+    final.joinpath("lifebench", "results.json").write_text(json.dumps(
+        {"settings": {"bootstrap": 200, "seed": 0}, "benchmarks": {"lifebench": {"samples": samples, "counter": "lifebench",
+                                                                                 "metrics": {"LS": -1.0}}}}))
+    curve_ids = [f"p{i}" for i in range(0, 24, 2)]
+    point = tmp_path / "eval" / "larft-300-curve"
+    long_run.curve_point_from_final(final, curve_ids, point)
+
+    def no_second_eval(*args, **kwargs):
+        raise AssertionError("the final model evaluated again")
+
+    monkeypatch.setattr(long_run, "larft", no_second_eval)
+    got = long_run.evaluate("model", point, tmp_path / "log", full=False, limit=12)
+    kept = [x for x in samples if x["id"] in set(curve_ids)]
+    assert got["lifebench_n"] == len(curve_ids) == 12
+    assert got["lifebench_ls"] == pytest.approx(lifebench_aggregate(
+        (x["control"], x["target"], x["length"]) for x in kept)["LS"])
+    assert got["lifebench_ls_ci"][0] <= got["lifebench_ls"] <= got["lifebench_ls_ci"][1]
+    with pytest.raises(SystemExit, match="lacks 1 curve prompt"):
+        long_run.curve_point_from_final(final, [*curve_ids, "elsewhere"], tmp_path / "eval" / "other")
