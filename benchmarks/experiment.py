@@ -480,6 +480,12 @@ def long_run_lines(path: Path) -> list[str]:
                            f"{_ci(paired['final']['ci'])}")
     compared = ([f"LARFT minus GRPO-only, paired over the same prompts: {'; '.join(differences)}.", ""]
                 if differences else [])
+    finals = [f"{labels.get(name, name)} **{f['lifebench_ls']:.1f}**{_ci(f['lifebench_ls_ci'])} (equal-to "
+              f"{f['lifebench_ls_equal']:.1f}, perplexity {f['perplexity']:.2f}, refusals {100 * f['refusal_rate']:.1f}%)"
+              for name, run in result["runs"].items() if (f := run.get("final"))]
+    if finals:
+        compared = [f"The final models (step {result['steps']}) on all {next(r['final']['lifebench_n'] for r in result['runs'].values() if r.get('final'))} "
+                    f"prompts: {'; '.join(finals)}.", "", *compared]
     return ["", "## The long run" + ("" if done else f" (in progress: {result['steps']} steps each is the goal)"), "",
             f"`{result['command']}`: `{result['recipe']}`, seed {result['seed']}, LIFEBench-lite EN LS on "
             f"{base.get('lifebench_n', result['curve_prompts'])} of its prompts every {result['eval_every']} steps. "

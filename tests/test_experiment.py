@@ -241,6 +241,11 @@ def test_results_page_shows_the_long_runs_last_points(experiment, tmp_path):
     path.write_text(json.dumps(result))
     assert ("LARFT minus GRPO-only, paired over the same prompts: step 50 +2.5 [-1.0, 6.0]; "
             "final models (all 324 prompts) -0.4 [-3.0, 2.2].") in "\n".join(experiment.long_run_lines(path))
+    result["runs"]["larft"]["final"] = {"lifebench_ls": 69.4, "lifebench_ls_ci": [66.7, 72.1], "lifebench_ls_equal": 39.3,
+                                        "perplexity": 22.03, "refusal_rate": 0.0, "lifebench_n": 324}
+    path.write_text(json.dumps(result))
+    assert ("The final models (step 300) on all 324 prompts: LARFT **69.4** [66.7, 72.1] (equal-to 39.3, "
+            "perplexity 22.03, refusals 0.0%).") in "\n".join(experiment.long_run_lines(path))
 
 
 def test_the_long_runs_section_is_rewritten_alone(experiment, tmp_path):
