@@ -46,8 +46,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # _runs.py, beside this file: helpers for scripts that drive runs
 from _runs import drop_checkpoints, resume_args  # noqa: E402
+from results_page import PAGE_END, _ci, appendix_lines  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "experiment.json"
-LONG_RUN = ROOT / "benchmarks" / "results" / "long_run.json"
 RECORDS = ROOT / "benchmarks" / "results" / "experiment"
 DOCS = ROOT / "docs"
 
@@ -456,59 +456,6 @@ def write_outputs(cfg: dict, stages: list[str], config_path: str) -> None:
     (DOCS / "results.md").write_text(markdown(result, images))
 
 
-def long_run_lines(path: Path) -> list[str]:
-    """The long run's section of the page, from benchmarks/long_run.py's file (none before it exists):
-    its last evaluated point per run, against the base and best-of-8, and its plot."""
-    if not path.exists():
-        return []
-    result = json.loads(path.read_text())
-    runs = {name: run["curve"] for name, run in result["runs"].items() if run.get("curve")}
-    if not runs:
-        return []
-    labels = {"larft": "LARFT", "grpo": "GRPO-only"}
-    base = next(iter(runs.values()))[0]
-    last = [c[-1] for c in runs.values()]
-    done = all(point["steps"] >= result["steps"] for point in last)
-    points = "; ".join(f"{labels.get(name, name)} at step {c[-1]['steps']}: **{c[-1]['lifebench_ls']:.1f}** "
-                       f"{_ci(c[-1]['lifebench_ls_ci'])[1:]} ({c[-1]['train_minutes']:.0f} training minutes)"
-                       for name, c in runs.items())
-    best = result.get("best_of_8_ls")
-    paired = result.get("larft_minus_grpo") or {}
-    differences = [f"step {d['steps']} {d['diff']:+.1f}{_ci(d['ci'])}" for d in paired.get("curve", [])]
-    if paired.get("final"):
-        differences.append(f"final models (all {paired['final']['n']} prompts) {paired['final']['diff']:+.1f}"
-                           f"{_ci(paired['final']['ci'])}")
-    compared = ([f"LARFT minus GRPO-only, paired over the same prompts: {'; '.join(differences)}.", ""]
-                if differences else [])
-    finals = [f"{labels.get(name, name)} **{f['lifebench_ls']:.1f}**{_ci(f['lifebench_ls_ci'])} (equal-to "
-              f"{f['lifebench_ls_equal']:.1f}, perplexity {f['perplexity']:.2f}, refusals {100 * f['refusal_rate']:.1f}%)"
-              for name, run in result["runs"].items() if (f := run.get("final"))]
-    if finals:
-        compared = [f"The final models (step {result['steps']}) on all {next(r['final']['lifebench_n'] for r in result['runs'].values() if r.get('final'))} "
-                    f"prompts: {'; '.join(finals)}.", "", *compared]
-    return ["", "## The long run" + ("" if done else f" (in progress: {result['steps']} steps each is the goal)"), "",
-            f"`{result['command']}`: `{result['recipe']}`, seed {result['seed']}, LIFEBench-lite EN LS on "
-            f"{base.get('lifebench_n', result['curve_prompts'])} of its prompts every {result['eval_every']} steps. "
-            f"Base {base['lifebench_ls']:.1f}{_ci(base['lifebench_ls_ci'])}; {points}"
-            + (f"; best-of-8 from the base model {best:.1f} (the experiment's prompts)." if best else "."),
-            "", *compared, "![long_run](img/long_run.png)"]
-
-
-#: the sentence that ends the results page, after the long run's section
-PAGE_END = "This page holds the current experiment only."
-
-
-def refresh_long_run_section(page: Path, long_run: Path = LONG_RUN) -> None:
-    """Rewrite only the long run's section of the results page from `long_run` (benchmarks/long_run.py
-    calls it after every curve point); the experiment's part of the page is left as it is."""
-    text = page.read_text()
-    if PAGE_END not in text:
-        raise SystemExit(f"{page}: no line starting {PAGE_END!r}; rewrite the page with benchmarks/experiment.py")
-    head, tail = text.split(PAGE_END, 1)
-    head = head.split("\n## The long run", 1)[0].rstrip("\n")
-    page.write_text("\n".join([head, *long_run_lines(long_run), "", PAGE_END]) + tail)
-
-
 def plots(cfg: dict, done: list[str]) -> list[str]:
     import matplotlib
 
@@ -609,10 +556,6 @@ def perception_vs_control(curves: dict, path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
-
-
-def _ci(interval) -> str:
-    return f" [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else ""
 
 
 def best_of_answer(runs: dict, name: str = "best_of_8") -> str:
@@ -765,7 +708,7 @@ def markdown(result: dict, images: list[str]) -> str:
               + "; ".join(f"{g}: {spec['bench']} {spec.get('filter', '')}" for g, spec in cfg["eval"].items()
                           if isinstance(spec, dict)), ""]
     lines += [f"![{Path(i).stem}]({i})" for i in images]
-    lines += long_run_lines(LONG_RUN)
+    lines += appendix_lines()
     lines += ["", PAGE_END + " The studies behind it (recipe sweeps, the "
               "awareness weight, counting alone, a larger model), round by round, are in "
               "[research/notes.md](../research/notes.md).", ""]

@@ -19,11 +19,12 @@ held-out prompts, never the eval set) at every mark (`--minutes 15,30`: training
 checks' own time excluded), the run stopped at the last one. Held-out LS as in the recipe sweep
 (`research/recipe_sweep.py`'s `validation`). Work under $LARFT_HOME/learning_speed/minutes; an unfinished run
 starts again.
-Writes benchmarks/results/learning_speed.json (resumable: finished runs are kept).
+Writes benchmarks/results/learning_speed.json (resumable: finished runs are kept) and its section of docs/results.md.
 
     .venv/bin/python benchmarks/learning_speed.py --part steps [--steps 4] [--variants today,fast]
     .venv/bin/python benchmarks/learning_speed.py --part levers [--steps 3] [--variants fast-ct2-int8,fast-ct2-topp1]
     .venv/bin/python benchmarks/learning_speed.py --part minutes [--minutes 15,30] [--seeds 0,1] [--variants today,fast,reuse]
+    .venv/bin/python benchmarks/learning_speed.py --report   # only the results page's section, from the file
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runs import StepBreakdown, read_json, run_worker, step_record, write_json  # noqa: E402
+from results_page import LEARNING_SPEED, refresh_appendix  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "learning_speed.json"
+RESULTS = LEARNING_SPEED
+PAGE = ROOT / "docs" / "results.md"
 RECIPE = ROOT / "configs" / "recipe-cpu.yaml"
 
 #: the variant configs/recipe-cpu.yaml is: the headline step speedups are its
@@ -99,6 +102,8 @@ def _load() -> dict:
 def _save(result: dict) -> None:
     result["levers"] = lever_summary(result)
     write_json(RESULTS, result)
+    if RESULTS == LEARNING_SPEED and PAGE.exists():  # a quick check written elsewhere leaves the page alone
+        refresh_appendix(PAGE, learning_speed=RESULTS)
 
 
 #: the minutes variant each lever's held-out effect is read from, and the one it is compared with
@@ -381,10 +386,15 @@ def main() -> None:
                         "score-neutral budgets (the same in every variant)")
     parser.add_argument("--variants", help="default: every variant of the part")
     parser.add_argument("--redo", help="comma-separated runs to measure again (e.g. grpo-today,grpo-trim)")
+    parser.add_argument("--report", action="store_true", help="only rewrite the results page's section from the "
+                        "results file")
     parser.add_argument("--worker")
     parser.add_argument("--out")
     args = parser.parse_args()
     _use_results(args.results)
+    if args.report:
+        _save(_load())
+        return
     if args.worker and args.worker.startswith("minutes:"):
         _, variant, seed = args.worker.split(":")
         minutes_worker(variant, int(seed), sorted(float(m) for m in args.minutes.split(",")), args.out,

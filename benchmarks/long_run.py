@@ -33,7 +33,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runs import read_json, write_json  # noqa: E402
 from experiment import (  # noqa: E402
-    git_commit, headline, larft, paired_ls_difference_of, refresh_long_run_section, train_settings)
+    git_commit, headline, larft, paired_ls_difference_of, train_settings)
+from results_page import refresh_appendix  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "long_run.json"
@@ -54,7 +55,7 @@ def _load() -> dict:
 def _save(result: dict) -> None:
     write_json(RESULTS, result)
     if PAGE.exists():
-        refresh_long_run_section(PAGE, RESULTS)
+        refresh_appendix(PAGE, long_run=RESULTS)
 
 
 def best_of_8_reference(given: float | None, recorded: float | None) -> float | None:
