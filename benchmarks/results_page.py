@@ -76,8 +76,10 @@ def learning_speed_lines(path: Path) -> list[str]:
     marks = sorted({m for v in at.values() for m in v}, key=float)
     runs = result.get("minute_runs", {})
     lines += ["", f"`{result['command_minutes']}`: LARFT runs of the recipe (`fast`) and of the recipe before its "
-              f"levers (`today`) stopped after the same training minutes; held-out LS on the recipe's held-out "
-              f"prompts (never the eval set), {result.get('heldout_ls_before', 0):.1f} before training. "
+              f"levers (`today`) stopped after the same training minutes (the held-out checks' own time not counted); "
+              "LIFEBench's length score on the recipe's held-out prompts (never the eval set; of its training "
+              "constraints, `equal` only in configs/recipe-cpu.yaml: the scale of the equal-to column above), "
+              f"{result.get('heldout_ls_before', 0):.1f} before training. "
               "The mean of the seeds, then each seed (its optimizer step).", "",
               "| variant | " + " | ".join(f"{m} min" for m in marks) + " |", "|---|" + "---|" * len(marks)]
     for variant, by_mark in at.items():
