@@ -17,7 +17,7 @@ PAGE_END = "This page holds the current experiment only."
 HEADINGS = ("## Learning per CPU-hour", "## The long run")
 
 #: what each step-cost variant of benchmarks/learning_speed.py changes, against `today`
-STEP_VARIANTS = {
+STEP_LABELS = {
     "today": "the recipe before the levers: fp32, KL beta 0.001 (a reference forward), padded micro-batches",
     "beta0": "beta 0: no reference model",
     "trim": "micro-batches trimmed to their own longest completion",
@@ -25,8 +25,8 @@ STEP_VARIANTS = {
     "fast": "the three together",
     "fast-ct2": "the three + CTranslate2 rollouts: **the recipe**",
 }
-#: what each minutes variant is (benchmarks/learning_speed.py's MINUTE_VARIANTS)
-MINUTE_VARIANTS = {"today": "recipe before the levers", "fast": "the recipe", "reuse": "the recipe, num_iterations 2",
+#: what each minutes variant is (benchmarks/learning_speed.py's MINUTE_LABELS)
+MINUTE_LABELS = {"today": "recipe before the levers", "fast": "the recipe", "reuse": "the recipe, num_iterations 2",
                    "int8": "the recipe, int8 rollouts, importance-weighted", "lora": "the recipe, LoRA r16"}
 
 
@@ -51,7 +51,7 @@ def learning_speed_lines(path: Path) -> list[str]:
              "variants sample alike, and LARFT's awareness pass on every step), the median of the later steps, each "
              "variant in its own process; speedup against `today`.", "",
              "| variant | GRPO-only s/step | LARFT s/step | speedup GRPO-only / LARFT |", "|---|---|---|---|"]
-    for variant, what in STEP_VARIANTS.items():
+    for variant, what in STEP_LABELS.items():
         grpo, larft = seconds.get(f"grpo-{variant}"), seconds.get(f"larft-{variant}")
         if grpo is None and larft is None:
             continue
@@ -94,7 +94,7 @@ def learning_speed_lines(path: Path) -> list[str]:
                              if f"{x['minutes']:g}" == m), None)
                 seeds.append(f"s{seed}: {ls:.1f}" + (f" at step {step}" if step is not None else ""))
             cells.append(f"**{by_mark[m]['mean']:.1f}** ({'; '.join(seeds)})")
-        lines.append(f"| `{variant}`: {MINUTE_VARIANTS.get(variant, variant)} | " + " | ".join(cells) + " |")
+        lines.append(f"| `{variant}`: {MINUTE_LABELS.get(variant, variant)} | " + " | ".join(cells) + " |")
     return lines
 
 
