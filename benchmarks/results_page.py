@@ -25,7 +25,7 @@ STEP_LABELS = {
     "fast": "the three together",
     "fast-ct2": "the three + CTranslate2 rollouts: **the recipe**",
 }
-#: what each minutes variant is (benchmarks/learning_speed.py's MINUTE_LABELS)
+#: a label for each minutes variant (their flags: benchmarks/learning_speed.py's MINUTE_VARIANTS)
 MINUTE_LABELS = {"today": "recipe before the levers", "fast": "the recipe", "reuse": "the recipe, num_iterations 2",
                    "int8": "the recipe, int8 rollouts, importance-weighted", "lora": "the recipe, LoRA r16"}
 
