@@ -3,6 +3,7 @@ with LIFEBench-lite LS measured along the way.
 
     .venv/bin/python benchmarks/long_run.py [--steps 300] [--eval_every 50] [--runs larft,grpo]
     .venv/bin/python benchmarks/long_run.py --report    # paired differences, plot, page from the records
+    .venv/bin/python benchmarks/long_run.py --full_at 200,250   # finished runs' checkpoints on every prompt
 
 Each run trains with the recipe (configs/recipe-cpu.yaml; GRPO-only: awareness_lambda_max 0) for
 `--steps` optimizer steps on the experiment's training prompts, saving a checkpoint every half
@@ -69,11 +70,12 @@ def best_of_8_reference(given: float | None, recorded: float | None) -> float | 
     return experiment.get("runs", {}).get("best_of_8", {}).get("lifebench_ls")
 
 
-def evaluate(model: str, out: Path, log: Path, *, full: bool, limit: int, system_prompt: str = "default") -> dict:
-    """LIFEBench LS (and, for a final model, the probe) of one model; cached in `out`."""
+def evaluate(model: str, out: Path, log: Path, *, full: bool, limit: int | None, system_prompt: str = "default") -> dict:
+    """LIFEBench LS (and, for a final model, the probe) of one model; cached in `out`. `limit` None:
+    every prompt, LIFEBench only."""
     args = ["--model", model, "--bench", "lifebench", "--filter", LIFEBENCH_FILTER, "--backend", "ct2",
             "--batch-size", "16", "--max-new-tokens-cap", "1024", "--device", "cpu", "--system-prompt", system_prompt]
-    if not full:
+    if not full and limit is not None:
         args += ["--limit", str(limit)]
     if not (out / "lifebench" / "results.json").exists():
         larft("eval", *args, "--out", str(out / "lifebench"), log=log)
@@ -194,7 +196,30 @@ def compare_runs(result: dict, work: Path, a: str = "larft", b: str = "grpo") ->
     curve = [{"steps": s, **d} for s in steps if (d := paired_ls_difference_of(
         work / "eval" / f"{a}-{s}-curve" / lifebench, work / "eval" / f"{b}-{s}-curve" / lifebench))]
     final = paired_ls_difference_of(work / "eval" / f"{a}-final" / lifebench, work / "eval" / f"{b}-final" / lifebench)
-    result[f"{a}_minus_{b}"] = {"curve": curve, **({"final": final} if final else {})}
+    late_steps = sorted({p["steps"] for p in runs[a].get("full_at", [])} & {p["steps"] for p in runs[b].get("full_at", [])})
+    late = [{"steps": s, **d} for s in late_steps if (d := paired_ls_difference_of(
+        work / "eval" / f"{a}-{s}-full" / lifebench, work / "eval" / f"{b}-{s}-full" / lifebench))]
+    result[f"{a}_minus_{b}"] = {"curve": curve, **({"final": final} if final else {}), **({"full_at": late} if late else {})}
+
+
+def evaluate_checkpoints_fully(result: dict, work: Path, steps: list[int], system: str) -> None:
+    """Each finished run's checkpoints at `steps` on every prompt (the final model's prompts), as
+    runs[run]["full_at"]: whether the final models' paired difference holds at the steps before the
+    last, or is one checkpoint's draw. Cached per checkpoint; only finished runs."""
+    for run, data in result.get("runs", {}).items():
+        if "final" not in data:
+            print(f"[long_run] {run}: not finished; --full_at evaluates finished runs only", flush=True)
+            continue
+        for step in steps:
+            checkpoint = work / "train" / run / f"checkpoint-{step}"
+            if not (checkpoint / "model.safetensors").exists():
+                raise SystemExit(f"{checkpoint}: no model to evaluate (--full_at {step}; curve points are kept "
+                                 f"at multiples of the run's eval_every)")
+            point = evaluate(str(checkpoint), work / "eval" / f"{run}-{step}-full", work / "logs" / f"eval-{run}.log",
+                             full=False, limit=None, system_prompt=system)
+            data["full_at"] = sorted([p for p in data.get("full_at", []) if p["steps"] != step]
+                                     + [{"steps": step, "commit": git_commit(), **point}], key=lambda p: p["steps"])
+            print(f"[long_run] {run} step {step}, every prompt: LS {point['lifebench_ls']:.1f}", flush=True)
 
 
 def prune(out: Path, keep_steps: set[int]) -> None:
@@ -270,10 +295,16 @@ def main() -> None:
     parser.add_argument("--best_of_8_ls", type=float, help="the reference line (default: read from experiment.json)")
     parser.add_argument("--report", action="store_true", help="train and evaluate nothing: the paired "
                         "differences, plot and results page again from what is recorded and cached")
+    parser.add_argument("--full_at", help="train nothing: evaluate the finished runs' checkpoints at these "
+                        "steps (e.g. 200,250) on every prompt, as the final models are, and pair them")
     args = parser.parse_args()
     work = work_dir(args.name)
     result = _load()
-    if args.report:
+    if args.report or args.full_at:
+        if args.full_at:
+            evaluate_checkpoints_fully(result, work, [int(x) for x in args.full_at.split(",")],
+                                       result.get("system_prompt", "default"))
+            result["full_at_command"] = "python benchmarks/long_run.py " + " ".join(sys.argv[1:])
         compare_runs(result, work)
         _save(result)
         plot(result)

@@ -128,6 +128,15 @@ def long_run_lines(path: Path) -> list[str]:
     if finals:
         compared = [f"The final models (step {result['steps']}) on all {next(r['final']['lifebench_n'] for r in result['runs'].values() if r.get('final'))} "
                     f"prompts: {'; '.join(finals)}.", "", *compared]
+    late = {d["steps"]: d for d in paired.get("full_at", [])}
+    if late:  # earlier checkpoints on every prompt: does the final models' difference hold before the last step?
+        scores = "; ".join(f"{labels.get(name, name)} " + " / ".join(f"{p['lifebench_ls']:.1f}" for p in run["full_at"]
+                                                                    if p["steps"] in late)
+                           for name, run in result["runs"].items() if run.get("full_at"))
+        steps = " / ".join(str(s) for s in sorted(late))
+        compared += [f"Checkpoints at steps {steps} on all the final models' prompts (`{result.get('full_at_command', '')}`): "
+                     f"{scores}; LARFT minus GRPO-only, paired: "
+                     + "; ".join(f"step {s} {d['diff']:+.1f}{_ci(d['ci'])}" for s, d in sorted(late.items())) + ".", ""]
     return ["", "## The long run" + ("" if done else f" (in progress: {result['steps']} steps each is the goal)"), "",
             f"`{result['command']}`: `{result['recipe']}`, seed {result['seed']}, LIFEBench-lite EN LS on "
             f"{base.get('lifebench_n', result['curve_prompts'])} of its prompts every {result['eval_every']} steps. "

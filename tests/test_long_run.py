@@ -125,3 +125,37 @@ def test_the_last_curve_point_is_read_from_the_final_evaluation(long_run, tmp_pa
     assert got["lifebench_ls_ci"][0] <= got["lifebench_ls"] <= got["lifebench_ls_ci"][1]
     with pytest.raises(SystemExit, match="lacks 1 curve prompt"):
         long_run.curve_point_from_final(final, [*curve_ids, "elsewhere"], tmp_path / "eval" / "other")
+
+
+def test_earlier_checkpoints_on_every_prompt_are_recorded_and_paired(long_run, tmp_path, monkeypatch):
+    """--full_at: each finished run's checkpoint evaluated on every prompt (no --limit), recorded as
+    full_at and paired; an unfinished run is left alone and a missing checkpoint is named."""
+    calls = []
+
+    def fake_larft(*args, log):
+        calls.append(args)
+        out = Path(args[args.index("--out") + 1])
+        run = out.parent.name.split("-")[0]
+        _eval(out.parent.parent.parent, out.parent.name, {f"p{i}": 32 if run == "larft" else 40 for i in range(6)})
+        metrics = {"LS": 90.0, "ci95": {"LS": [85.0, 95.0]}, "per_control": {"equal": {"LS": 90.0}}, "n": 6,
+                   "refusals": {"rate": 0.0}}
+        record = json.loads((out / "results.json").read_text())
+        record["benchmarks"]["lifebench"]["metrics"] = metrics
+        (out / "results.json").write_text(json.dumps(record))
+
+    monkeypatch.setattr(long_run, "larft", fake_larft)
+    monkeypatch.setattr(long_run, "git_commit", lambda: "abc")
+    for run in ("larft", "grpo"):
+        (tmp_path / "train" / run / "checkpoint-250").mkdir(parents=True)
+        (tmp_path / "train" / run / "checkpoint-250" / "model.safetensors").write_text("")
+    result = {"runs": {"larft": {**_run(250), "final": {}}, "grpo": {**_run(250), "final": {}}, "other": _run(50)}}
+    long_run.evaluate_checkpoints_fully(result, tmp_path, [250], "none")
+    assert len(calls) == 2 and all("--limit" not in c and "--system-prompt" in c for c in calls)
+    assert [p["steps"] for p in result["runs"]["larft"]["full_at"]] == [250] and "full_at" not in result["runs"]["other"]
+    long_run.evaluate_checkpoints_fully(result, tmp_path, [250], "none")  # cached: not evaluated again
+    assert len(calls) == 2 and len(result["runs"]["grpo"]["full_at"]) == 1
+    long_run.compare_runs(result, tmp_path)
+    (late,) = result["larft_minus_grpo"]["full_at"]
+    assert late["steps"] == 250 and late["n"] == 6 and late["diff"] > 0
+    with pytest.raises(SystemExit, match="checkpoint-200: no model"):
+        long_run.evaluate_checkpoints_fully(result, tmp_path, [200], "none")

@@ -41,6 +41,15 @@ def test_results_page_shows_the_long_runs_last_points(page, tmp_path):
     path.write_text(json.dumps(result))
     assert ("The final models (step 300) on all 324 prompts: LARFT **69.4** [66.7, 72.1] (equal-to 39.3, "
             "perplexity 22.03, refusals 0.0%).") in "\n".join(page.long_run_lines(path))
+    assert "Checkpoints at steps" not in "\n".join(page.long_run_lines(path))
+    for name, ls in (("larft", 70.1), ("grpo", 71.0)):
+        result["runs"][name]["full_at"] = [{"steps": 250, "lifebench_ls": ls, "lifebench_ls_ci": [60.0, 80.0]}]
+    result["larft_minus_grpo"]["full_at"] = [{"steps": 250, "diff": -0.9, "ci": [-3.5, 1.7], "n": 324}]
+    result["full_at_command"] = "python benchmarks/long_run.py --full_at 250"
+    path.write_text(json.dumps(result))
+    assert ("Checkpoints at steps 250 on all the final models' prompts (`python benchmarks/long_run.py --full_at 250`): "
+            "LARFT 70.1; GRPO-only 71.0; LARFT minus GRPO-only, paired: step 250 -0.9 [-3.5, 1.7].") \
+        in "\n".join(page.long_run_lines(path))
 
 
 SPEED = {"command_steps": "python benchmarks/learning_speed.py --part steps",
