@@ -191,14 +191,16 @@ def compare_runs(result: dict, work: Path, a: str = "larft", b: str = "grpo") ->
     runs = result.get("runs", {})
     if a not in runs or b not in runs:
         return
-    steps = sorted({p["steps"] for p in runs[a]["curve"]} & {p["steps"] for p in runs[b]["curve"]} - {0})
-    lifebench = "lifebench/results.json"
-    curve = [{"steps": s, **d} for s in steps if (d := paired_ls_difference_of(
-        work / "eval" / f"{a}-{s}-curve" / lifebench, work / "eval" / f"{b}-{s}-curve" / lifebench))]
-    final = paired_ls_difference_of(work / "eval" / f"{a}-final" / lifebench, work / "eval" / f"{b}-final" / lifebench)
-    late_steps = sorted({p["steps"] for p in runs[a].get("full_at", [])} & {p["steps"] for p in runs[b].get("full_at", [])})
-    late = [{"steps": s, **d} for s in late_steps if (d := paired_ls_difference_of(
-        work / "eval" / f"{a}-{s}-full" / lifebench, work / "eval" / f"{b}-{s}-full" / lifebench))]
+
+    def paired(tag: str) -> dict | None:  # the two runs' evaluations cached under eval/<run>-<tag>
+        return paired_ls_difference_of(*(work / "eval" / f"{run}-{tag}" / "lifebench" / "results.json" for run in (a, b)))
+
+    def both_reached(key: str) -> list[int]:
+        return sorted(set.intersection(*({p["steps"] for p in runs[run].get(key, [])} for run in (a, b))) - {0})
+
+    curve = [{"steps": s, **d} for s in both_reached("curve") if (d := paired(f"{s}-curve"))]
+    late = [{"steps": s, **d} for s in both_reached("full_at") if (d := paired(f"{s}-full"))]
+    final = paired("final")
     result[f"{a}_minus_{b}"] = {"curve": curve, **({"final": final} if final else {}), **({"full_at": late} if late else {})}
 
 
