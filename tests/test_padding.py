@@ -5,7 +5,7 @@ import torch
 from datasets import Dataset
 
 from helpers import grads, prompt_rows, two_step_trainer
-from larft.padding import sort_by_length, trim_padding
+from larft.padding import rows_per_optimizer_step, sort_by_length, trim_padding
 
 
 def test_trimmed_micro_batch_gives_the_same_loss_and_gradient(tiny_model_dir, tmp_path):
@@ -72,3 +72,62 @@ def test_training_steps_with_trimming_match_those_without(tiny_model_dir, tmp_pa
         assert with_trim.keys() == without.keys() and "loss" in with_trim
         for key, value in without.items():
             assert abs(with_trim[key] - value) < 1e-4, key
+
+
+def test_sorting_never_moves_a_rollout_out_of_its_optimizer_step():
+    # 8 rollouts, 4 micro-batches of 2, one optimizer step per micro-batch: blocks of 2 rows
+    assert rows_per_optimizer_step(8, steps_per_generation=4, accumulation=1) == 2
+    assert rows_per_optimizer_step(8, steps_per_generation=4, accumulation=2) == 4
+    assert rows_per_optimizer_step(8, steps_per_generation=2, accumulation=4) == 8  # a step spans whole batches
+    assert rows_per_optimizer_step(12, steps_per_generation=6, accumulation=4) == 4  # gcd(6, 4) micro-batches
+    lengths = [5, 1, 4, 2, 3, 0, 7, 6]
+    batch = {"prompt_mask": torch.ones(8, 1, dtype=torch.long),
+             "completion_mask": torch.tensor([[1] * n + [0] * (8 - n) for n in lengths]),
+             "row": list(range(8))}
+    out = sort_by_length(batch, block=2)
+    assert [sorted(out["row"][i:i + 2]) for i in range(0, 8, 2)] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert out["row"] == [1, 0, 3, 2, 5, 4, 7, 6]  # shortest first inside each block
+
+
+def _per_step_rollouts(tiny_model_dir, out, trim: bool):
+    """Train 4 optimizer steps on one generation batch (steps_per_generation 4, accumulation 1, lr > 0):
+    per optimizer step, the sorted list of rollouts (prompt + completion ids, padding dropped) it trained on,
+    the logged losses, and the weights at the end."""
+    trainer = two_step_trainer(tiny_model_dir, out, trim_padding=trim, learning_rate=1e-2, max_steps=4,
+                               per_device_train_batch_size=2, gradient_accumulation_steps=1, steps_per_generation=4,
+                               max_completion_length=16, logging_steps=1, bf16=False, beta=0.0)
+    seen: list[list[tuple]] = []
+    compute = trainer._compute_loss
+
+    def recording(model, inputs):
+        rows = []
+        for p, pm, c, cm in zip(inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"],
+                                inputs["completion_mask"]):
+            rows.append((tuple(p[pm.bool()].tolist()), tuple(c[cm.bool()].tolist())))
+        seen.append(sorted(rows))
+        return compute(model, inputs)
+
+    trainer._compute_loss = recording
+    trainer.train()
+    losses = [(r["loss"], r.get("awareness_loss")) for r in trainer.state.log_history if "loss" in r]
+    weights = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    return seen, losses, weights
+
+
+@pytest.mark.slow
+def test_trimming_keeps_each_optimizer_steps_rollouts_losses_and_weights(tiny_model_dir, tmp_path):
+    """steps_per_generation 4 > accumulation 1: each optimizer step trains on one quarter of the
+    generation batch. With trimming, each step gets the same quarter as TRL's shuffle gives it without,
+    and so the same losses and, at a learning rate > 0, the same weights after every step (fp32)."""
+    off = _per_step_rollouts(tiny_model_dir, tmp_path / "off", trim=False)
+    on = _per_step_rollouts(tiny_model_dir, tmp_path / "on", trim=True)
+    assert len(on[0]) == len(off[0]) == 4
+    assert on[0] == off[0]  # the same rollouts at every optimizer step
+    assert len(on[1]) == 4
+    for (loss_on, aware_on), (loss_off, aware_off) in zip(on[1], off[1]):
+        assert abs(loss_on - loss_off) < 1e-5 and abs(aware_on - aware_off) < 1e-5
+    assert torch.allclose(on[2], off[2], atol=1e-5)
+    from transformers import AutoModelForCausalLM
+
+    start = torch.cat([p.detach().flatten() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters()])
+    assert not torch.allclose(on[2], start, atol=1e-4)  # the steps did train

@@ -120,8 +120,9 @@ class LARFTConfig(GRPOConfig):
     )
     trim_padding: bool = field(
         default=True,
-        metadata={"help": "Sort each generation batch by length before splitting it into micro-batches and cut "
-                  "each to its own longest rollout (same losses, less padding to compute)."},
+        metadata={"help": "Sort each optimizer step's rollouts by length among its micro-batches (after TRL's "
+                  "shuffle, which still decides which rollouts each step gets) and cut each micro-batch to its own "
+                  "longest rollout: the same gradients, less padding to compute."},
     )
     # Overridden TRL defaults
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for rollouts (paper: 0.7)."})

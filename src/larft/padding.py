@@ -1,17 +1,21 @@
 """Less padding in the policy's forward and backward: micro-batches of similar length, each cut
 to its own longest rollout.
 
-TRL pads a whole generation batch to its longest completion (and its longest prompt) and splits
-it into micro-batches as they are. On CPU every padded position costs as much as a real one.
-Sorting the batch by length before the split puts similar lengths together, and cutting each
-micro-batch to the columns that hold a real token removes the rest. Every loss TRL computes is a
-masked sum or mean over real tokens, so the cut changes no loss; which rollouts share a
-micro-batch changes as with TRL's own random shuffle (exactly nothing for the token-level
-losses `dapo`, `cispo`, `vespo`, which are normalised over the whole generation batch).
+TRL pads a whole generation batch to its longest completion (and its longest prompt), shuffles
+it and splits it into `steps_per_generation` micro-batches. On CPU every padded position costs as
+much as a real one. After TRL's own shuffle, the rollouts of each *optimizer step* (its
+`gradient_accumulation_steps` micro-batches) are sorted by length among themselves, and each
+micro-batch is cut to the columns that hold a real token. So every optimizer step trains on exactly
+the rollouts TRL's shuffle gives it; only their order among that step's micro-batches changes, and
+that changes no gradient (the step sums them) and no loss (every loss TRL computes is a masked sum
+or mean over real tokens). Sorting across optimizer steps would not be neutral: with
+steps_per_generation > gradient_accumulation_steps each step would train on one length slice of
+the batch, and under a length reward length and advantage go together.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -23,12 +27,28 @@ COMPLETION_KEYS = ("completion_ids", "completion_mask", "tool_mask", "old_per_to
 PROMPT_KEYS = ("prompt_ids", "prompt_mask")
 
 
-def sort_by_length(batch: dict[str, Any]) -> dict[str, Any]:
-    """The generation batch reordered by real (prompt + completion) length, in unison over every
-    per-rollout value (tensors along their first dimension, lists); scalars are kept."""
+def rows_per_optimizer_step(rows: int, steps_per_generation: int, accumulation: int) -> int:
+    """How many consecutive rows of a (shuffled) generation batch of `rows` rollouts one optimizer
+    step trains on together: micro-batch j of the batch runs at micro-step s0 + j (s0 a multiple of
+    steps_per_generation), and an optimizer step is `accumulation` consecutive micro-steps, so blocks
+    of gcd(steps_per_generation, accumulation) micro-batches never straddle two optimizer steps."""
+    if rows % steps_per_generation:
+        raise ValueError(f"a generation batch of {rows} rollouts does not split into {steps_per_generation} "
+                         "micro-batches")
+    return rows // steps_per_generation * math.gcd(steps_per_generation, max(accumulation, 1))
+
+
+def sort_by_length(batch: dict[str, Any], block: int | None = None) -> dict[str, Any]:
+    """The generation batch reordered by real (prompt + completion) length within each block of
+    `block` consecutive rows (None: the whole batch as one block), in unison over every per-rollout
+    value (tensors along their first dimension, lists); scalars are kept. A rollout never leaves its block."""
     lengths = batch["prompt_mask"].sum(dim=1) + batch["completion_mask"].sum(dim=1)
-    order = torch.argsort(lengths.cpu(), stable=True)
     rows = lengths.size(0)
+    block = block or rows
+    if rows % block:
+        raise ValueError(f"{rows} rows do not split into blocks of {block}")
+    blocks = torch.arange(rows) // block
+    order = torch.argsort(blocks * (int(lengths.max()) + 1) + lengths.cpu(), stable=True)
 
     def permute(value: Any) -> Any:
         if isinstance(value, torch.Tensor):

@@ -207,19 +207,24 @@ class LARFTTrainer(GRPOTrainer):
     # -- padding: micro-batches of similar length, each cut to its own longest rollout ------------
     def _prepare_inputs(self, generation_batch: dict[str, torch.Tensor | Any]) -> dict[str, torch.Tensor | Any]:
         """TRL's `_prepare_inputs` (generate a batch every steps_per_generation x num_iterations
-        micro-steps, split it, hand out one piece per micro-step), with `trim_padding`: the batch
-        sorted by length instead of shuffled, and each piece cut to its own longest rollout."""
+        micro-steps, shuffle it, split it, hand out one piece per micro-step), with `trim_padding`:
+        after TRL's shuffle, each optimizer step's rollouts sorted by length among themselves
+        (`larft.padding`), and each piece cut to its own longest rollout. Every optimizer step sees
+        exactly the rollouts it sees without trimming."""
         if not (self.model.training and self.args.trim_padding):
             return super()._prepare_inputs(generation_batch)
-        from trl.trainer.utils import split_pixel_values_by_grid, split_tensor_dict, unsplit_pixel_values_by_grid
+        from trl.trainer.utils import (shuffle_sequence_dict, split_pixel_values_by_grid, split_tensor_dict,
+                                       unsplit_pixel_values_by_grid)
 
-        from larft.padding import sort_by_length, trim_padding
+        from larft.padding import rows_per_optimizer_step, sort_by_length, trim_padding
 
         generate_every = self.args.steps_per_generation * self.num_iterations
         if self._step % generate_every == 0 or self._buffered_inputs is None:
             batch = split_pixel_values_by_grid(self._generate_and_score_completions(generation_batch))
-            torch.randperm(batch["completion_mask"].size(0))  # the draw TRL's shuffle makes: the same rollouts follow
-            pieces = split_tensor_dict(sort_by_length(batch), self.args.steps_per_generation)
+            batch = shuffle_sequence_dict(batch)  # TRL's own shuffle: which rollouts each optimizer step gets
+            block = rows_per_optimizer_step(batch["completion_mask"].size(0), self.args.steps_per_generation,
+                                            self.args.gradient_accumulation_steps)
+            pieces = split_tensor_dict(sort_by_length(batch, block), self.args.steps_per_generation)
             self._buffered_inputs = [trim_padding(unsplit_pixel_values_by_grid(p)) for p in pieces]
         return self._buffered_inputs[self._step % self.args.steps_per_generation]
 
