@@ -53,14 +53,15 @@ def tiny_trainer(model_dir: str | Path, output_dir: str | Path, *, rows: list[di
                  reward_funcs: list | None = None, **settings: Any) -> Any:
     """A LARFTTrainer on the model in `model_dir` with its own tokenizer, training on `rows`
     (default: `prompt_rows()`), writing to `output_dir`. `settings` are LARFTConfig fields over TINY_RUN,
-    and LARFTTrainer's own `length_reward` / `reward_processing_classes` / `peft_config`."""
+    and LARFTTrainer's own `length_reward` / `reward_processing_classes` / `peft_config` / `rollout_func` / `callbacks`."""
     from datasets import Dataset
     from transformers import AutoTokenizer
 
     from larft.config import LARFTConfig
     from larft.trainer import LARFTTrainer
 
-    trainer_kwargs = {k: settings.pop(k) for k in ("length_reward", "reward_processing_classes", "peft_config")
+    trainer_kwargs = {k: settings.pop(k) for k in ("length_reward", "reward_processing_classes", "peft_config",
+                                                   "rollout_func", "callbacks")
                       if k in settings}
     args = LARFTConfig(**{"output_dir": str(output_dir), **TINY_RUN, **settings})
     return LARFTTrainer(model=str(model_dir), reward_funcs=reward_funcs, args=args,

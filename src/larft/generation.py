@@ -67,12 +67,11 @@ class _RowBudgets(StoppingCriteria):
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
-    """The ids that end a turn: the model's generation config eos (may be several), the tokenizer's eos."""
-    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    found = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
-    if tokenizer.eos_token_id is not None:
-        found.add(tokenizer.eos_token_id)
-    return found
+    """The ids that end a turn: the model's generation config eos (may be several), the tokenizer's eos
+    (`larft.rollout_end.turn_end_ids`)."""
+    from larft.rollout_end import turn_end_ids
+
+    return turn_end_ids(getattr(model, "generation_config", None), tokenizer)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ import math
 
 from larft.length import DEFAULT_REASONING, WORD_PATTERN, completion_text, count_words, final_text, measure
 from larft.length_spec import LengthSpec
+from larft.rollout_end import rollout_end, rollout_stop_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -190,8 +191,7 @@ class LengthReward:
     def _stops(self) -> set[int]:
         if self.stop_ids is not None:
             return self.stop_ids
-        tok = self.tokenizer
-        return {t for t in (getattr(tok, "eos_token_id", None), getattr(tok, "pad_token_id", None)) if t is not None}
+        return set(rollout_stop_ids((), self.tokenizer)) if self.tokenizer is not None else set()
 
     def __call__(self, prompts: list, completions: list, completion_ids: list | None = None,
                  **columns: Any) -> list[float | None]:
@@ -220,7 +220,7 @@ class LengthReward:
                 degenerate_guard=self.degenerate_guard,
                 refusal_floor=self.refusal_floor,
                 reasoning=self.reasoning,
-                truncated=bool(stops and (not completion_ids[i] or completion_ids[i][-1] not in stops)),
+                truncated=bool(stops) and rollout_end(completion_ids[i], stops)[1],
             ))
         return rewards
 

@@ -34,6 +34,7 @@ from larft.importance import importance_weights, weight_gradient
 from larft.length import count_words, final_text, measure, parse_delimiters
 from larft.length_spec import LengthSpec
 from larft.rewards import LengthReward, is_refusal, length_deviation
+from larft.rollout_end import rollout_end, rollout_stop_ids
 from larft.schedule import awareness_lambda
 
 if TYPE_CHECKING:
@@ -120,12 +121,15 @@ class LARFTTrainer(GRPOTrainer):
             if self.rollout_backend == "ct2":
                 warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
             super().__init__(model=model, reward_funcs=funcs, args=args, **kwargs)
+        #: the ids that end a rollout (`larft.rollout_end`): the reward, truncated_rate, rollouts.jsonl and the
+        #: awareness label all cut a rollout at the first of them
+        self.rollout_stop_ids = rollout_stop_ids(self.eos_token_ids, self._tokenizer)
         for func in self.reward_funcs:  # the tokens unit needs the policy's tokenizer
             if isinstance(func, LengthReward):
                 if func.tokenizer is None:
                     func.tokenizer = self._tokenizer
-                if func.stop_ids is None:  # TRL's own test of a finished rollout (its eos ids and pad)
-                    func.stop_ids = {*self.eos_token_ids, self._tokenizer.pad_token_id} - {None}
+                if func.stop_ids is None:
+                    func.stop_ids = set(self.rollout_stop_ids)
         self._use_larft_console()
         self.add_callback(_CardAtTrainEnd(self))
 
@@ -161,6 +165,7 @@ class LARFTTrainer(GRPOTrainer):
         finite reward is TRL's "this function cannot score this completion"."""
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self._last_rewards = rewards  # every process's rollouts, for the rollout trace
+        self._last_completion_ids = completion_ids_list  # this process's, unpadded: where each rollout ends
         step = self.state.global_step + 1
         infinite = torch.isinf(rewards)
         if infinite.any():
@@ -232,7 +237,10 @@ class LARFTTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
-        texts, truncated = self._completion_texts(output["completion_ids"])
+        ids = getattr(self, "_last_completion_ids", None)  # unpadded, as the reward functions saw them
+        ids = ids if ids is not None and len(ids) == len(inputs) else output["completion_ids"].tolist()
+        self._last_completion_ids = None
+        texts, truncated = self._completion_texts(ids)
         units = [LengthSpec.of(row).unit for row in inputs]
         lengths = self._log_length_metrics(mode, texts, truncated, inputs, units)
         if mode == "train" and self.args.log_rollouts:
@@ -252,18 +260,20 @@ class LARFTTrainer(GRPOTrainer):
             output[AWARENESS_ITEMS] = self.accelerator.gather(local.reshape(1)).sum()
         return output
 
-    def _completion_texts(self, completion_ids: torch.Tensor) -> tuple[list[str], list[bool]]:
+    def _completion_texts(self, completion_ids: list[list[int]]) -> tuple[list[str], list[bool]]:
         """What each rollout actually wrote (its final answer) and whether it was cut off.
 
-        Decoded up to the first stop token (eos / pad), *not* through `completion_mask`: TRL
-        zeroes that mask for truncated rollouts when `mask_truncated_completions` is on, and a
-        truncated rollout must still be counted and labelled by the text the reward scored."""
-        stops = {t for t in (self._tokenizer.eos_token_id, self._tokenizer.pad_token_id) if t is not None}
+        Decoded up to the rollout's end (`larft.rollout_end`: the first eos id of the generation
+        config or tokenizer, or pad), the same end the reward sees, *not* through `completion_mask`:
+        TRL zeroes that mask for truncated rollouts when `mask_truncated_completions` is on, and a
+        truncated rollout must still be counted and labelled by the text the reward scored. The ids are
+        the unpadded ones the reward functions get: in TRL's padded tensor a rollout cut at its own
+        budget (per-target budgets) would be followed by pad, and read as finished."""
         rows, truncated = [], []
-        for ids in completion_ids.tolist():
-            end = next((i for i, t in enumerate(ids) if t in stops), None)
-            rows.append(ids if end is None else ids[:end])
-            truncated.append(end is None)
+        for ids in completion_ids:
+            end, cut = rollout_end(ids, self.rollout_stop_ids)
+            rows.append(ids[:end])
+            truncated.append(cut)
         texts = self._tokenizer.batch_decode(rows, skip_special_tokens=True)
         return [final_text(t, self.reasoning) for t in texts], truncated
 
