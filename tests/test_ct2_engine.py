@@ -174,10 +174,33 @@ def test_per_target_budgets_give_each_rollout_twice_its_target(tiny_model_dir, t
     trainer = tiny_trainer(tiny_model_dir, tmp_path / "out", rows=rows, max_steps=1, max_completion_length=400,
                            rollout_backend="ct2", per_target_budget=True, awareness_lambda_max=0.0)
     tok = trainer.processing_class
-    budgets = trainer.rollout_func.budgets([r["prompt"] for r in rows], trainer)
+    budgets = trainer.rollout_func.budgets(rows, trainer)
     assert budgets == [min(400, training_budget(r["target"], tok)) for r in rows]
     assert len(set(budgets)) > 1  # targets 4 and 8: their own budgets
-    assert trainer.rollout_func.budgets([[{"role": "user", "content": "not in the data"}]], trainer) == [400]
+    assert trainer.rollout_func.budgets([{"prompt": rows[0]["prompt"]}], trainer) == [400]  # no target: the cap
+
+
+def test_two_rows_with_the_same_prompt_get_their_own_budgets(tiny_model_dir, tmp_path):
+    """The budgets follow each rollout's row through generation, not its prompt's text."""
+    from larft.budget import training_budget
+
+    prompt = [{"role": "user", "content": "Describe the moon."}]
+    rows = [{"prompt": prompt, "target": 4, "constraint": "equal"}, {"prompt": prompt, "target": 40, "constraint": "equal"}]
+    trainer = tiny_trainer(tiny_model_dir, tmp_path / "out", rows=rows, max_steps=1, max_completion_length=400,
+                           rollout_backend="ct2", per_target_budget=True, awareness_lambda_max=0.0)
+    asked = []
+    rollout = trainer.rollout_func
+
+    def spying(prompts, trainer):
+        asked.append(rollout.budgets(rollout._rows(prompts, trainer), trainer))
+        return rollout(prompts, trainer)
+
+    trainer.rollout_func = spying
+    trainer.model.train()
+    trainer._generate_and_score_completions([rows[0], rows[0], rows[1], rows[1]])
+    tok = trainer.processing_class
+    assert asked == [[training_budget(4, tok)] * 2 + [training_budget(40, tok)] * 2]
+    assert training_budget(4, tok) < training_budget(40, tok)
 
 
 def test_a_folded_temperature_reports_the_tempered_log_probs(tiny_model_dir):

@@ -296,7 +296,8 @@ class CT2Rollouts:
             self.engine.sync(trainer.accelerator.unwrap_model(trainer.model))
             self.synced_step = step
         prompt_ids = trainer._tokenize_prompts(prompts)[0]  # exactly TRL's own chat templating
-        budgets = self.budgets(prompts, trainer) if args.per_target_budget else trainer.max_completion_length
+        budgets = self.budgets(self._rows(prompts, trainer), trainer) if args.per_target_budget \
+            else trainer.max_completion_length
         start = time.perf_counter()
         rollouts = self.engine.generate(
             prompt_ids, max_new_tokens=budgets, stop_ids=trainer.eos_token_ids,
@@ -311,26 +312,30 @@ class CT2Rollouts:
                 "logprobs": logprobs}
 
 
-    def budgets(self, prompts: list, trainer: Any) -> list[int]:
-        """Each rollout's budget: 2x its row's target in tokens (`larft.budget.training_budget`), where
-        a cut rollout's length reward is known, capped by max_completion_length. A prompt is matched
-        to its dataset row by its content; rows without a word target get max_completion_length."""
-        import json
+    @staticmethod
+    def _rows(prompts: list, trainer: Any) -> list[dict]:
+        """The dataset row of each rollout, in order (LARFTTrainer sets `generating_rows` while it generates):
+        two rows with the same prompt and different targets are two rows, not one prompt."""
+        rows = getattr(trainer, "generating_rows", None)
+        if rows is None or len(rows) != len(prompts):
+            raise RuntimeError(f"per_target_budget: {len(prompts)} prompts to roll out, but the trainer holds "
+                               f"{'no' if rows is None else len(rows)} rows for them (LARFTTrainer sets "
+                               "`generating_rows` while it generates)")
+        return rows
 
+    def budgets(self, rows: list[dict], trainer: Any) -> list[int]:
+        """Each rollout's budget from its own row: 2x its target in tokens (`larft.budget.training_budget`),
+        where a cut rollout's length reward is known, capped by max_completion_length; rows without a word
+        target get max_completion_length."""
         from larft.budget import training_budget
         from larft.length_spec import LengthSpec
 
-        if getattr(self, "_targets", None) is None:
-            self._targets = {}
-            for row in trainer.train_dataset:
-                spec = LengthSpec.of(row)
-                if spec.has_target and spec.unit == "words":
-                    self._targets[json.dumps(row["prompt"], sort_keys=True)] = spec.largest
         cap = trainer.max_completion_length
         out = []
-        for prompt in prompts:
-            target = self._targets.get(json.dumps(prompt, sort_keys=True))
-            out.append(cap if target is None else min(cap, training_budget(target, trainer.processing_class)))
+        for row in rows:
+            spec = LengthSpec.of(row)
+            words = spec.has_target and spec.unit == "words"
+            out.append(min(cap, training_budget(spec.largest, trainer.processing_class)) if words else cap)
         return out
 
 

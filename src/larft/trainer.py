@@ -235,7 +235,12 @@ class LARFTTrainer(GRPOTrainer):
 
     # -- hook 1: rollouts -> length metrics, the rollout trace and counting examples ------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        output = super()._generate_and_score_completions(inputs)
+        #: the dataset row of each rollout while it is generated (ct2's per-target budgets read its target)
+        self.generating_rows = inputs
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        finally:
+            self.generating_rows = None
         mode = "train" if self.model.training else "eval"
         ids = getattr(self, "_last_completion_ids", None)  # unpadded, as the reward functions saw them
         ids = ids if ids is not None and len(ids) == len(inputs) else output["completion_ids"].tolist()
