@@ -165,10 +165,7 @@ def test_number_only_awareness_loss_is_the_count_tokens_share(tiny_model_dir, tm
 def test_rollout_reuse_trains_twice_on_one_generation(tiny_model_dir, tmp_path):
     """num_iterations 2 (TRL's rollout reuse): one generation batch feeds two optimizer steps, each
     with the policy loss against the generating policy's log-probs and the awareness loss."""
-    from larft.callbacks import MetricsJsonlCallback
-
-    trainer = two_step_trainer(tiny_model_dir, tmp_path, num_iterations=2)
-    trainer.add_callback(MetricsJsonlCallback(tmp_path / "out"))
+    trainer = two_step_trainer(tiny_model_dir, tmp_path, num_iterations=2)  # it writes metrics.jsonl itself
     generated, losses = [], []
     generate, compute = trainer._generate_and_score_completions, trainer._compute_loss
 

@@ -148,20 +148,76 @@ class LARFTPrinterCallback(TrainerCallback):
             print(_summary(logs), flush=True)
 
 
+def trim_metrics(path: Path, last_step: int) -> None:
+    """Keep metrics lines up to the checkpoint's step: the steps after it are trained again."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and _step_of(line) is not None and _step_of(line) <= last_step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None  # a line cut by a kill: that step is trained again
+
+
+class ResumedStepFiles(TrainerCallback):
+    """When training starts (new or resumed), metrics.jsonl and rollouts.jsonl keep only the lines of the
+    steps before it (none for a new run): a resumed run trains the steps after its checkpoint again, and a
+    new run in the same output_dir starts its own files. Main process only."""
+
+    def __init__(self, output_dir: str | os.PathLike):
+        self.output_dir = Path(output_dir)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        for name in ("metrics.jsonl", "rollouts.jsonl"):
+            trim_metrics(self.output_dir / name, state.global_step)
+
+
 class LengthCheckCallback(TrainerCallback):
     """Greedy generations for held-out prompts before and after training; prints asked vs
     delivered and writes OUTPUT_DIR/length_check.json. `max_new_tokens` None: each prompt gets
-    the eval's score-neutral budget (`larft.budget`), so no answer is cut short of 3x its target."""
+    the eval's score-neutral budget (`larft.budget`), so no answer is cut short of 3x its target.
+
+    With a `trainer`, the check runs on every process, with the parameters gathered the way TRL
+    gathers them for its own rollouts (`unwrap_model_for_generation`) and `synced_gpus` on several
+    processes, so that under ZeRO-3 or FSDP every rank joins each forward's all-gathers; only the main
+    process writes. The "after" half runs when training ends having reached max_steps (not when it
+    was stopped), before the model card is written."""
 
     def __init__(self, rows: list[dict[str, Any]], tokenizer: Any, max_new_tokens: int | None, output_dir: str,
-                 chat_template_kwargs: dict | None = None, reasoning: tuple = DEFAULT_REASONING):
+                 chat_template_kwargs: dict | None = None, reasoning: tuple = DEFAULT_REASONING, trainer: Any = None):
         self.rows = rows
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.chat_template_kwargs = chat_template_kwargs
         self.reasoning = reasoning
+        self.trainer = trainer
         self.path = Path(output_dir) / "length_check.json"
         self.results: dict[str, list[dict[str, Any]]] = {}
+
+    @property
+    def _is_main(self) -> bool:
+        return self.trainer is None or self.trainer.accelerator.is_main_process
+
+    def _generating(self, model: Any) -> Any:
+        """The model to generate with, as TRL generates its rollouts (ZeRO-3 parameters gathered)."""
+        from contextlib import nullcontext
+
+        if self.trainer is None:
+            return nullcontext(model)
+        from trl.models import unwrap_model_for_generation
+
+        trainer = self.trainer
+        return unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                           gather_deepspeed3_params=trainer.args.ds3_gather_for_generation)
 
     def _run(self, model: Any, label: str) -> None:
         from larft.budget import answer_budget
@@ -171,18 +227,20 @@ class LengthCheckCallback(TrainerCallback):
         if budgets is None:
             specs = [LengthSpec.of(r) for r in self.rows]
             budgets = [answer_budget(s.required_goal(), self.tokenizer, s.constraint) for s in specs]
-        with weights_precision(model):  # during training: not under the training's bf16 autocast
-            records = generate_records(model, self.tokenizer, [r["prompt"] for r in self.rows],
+        several = self.trainer is not None and self.trainer.accelerator.num_processes > 1
+        with self._generating(model) as unwrapped, weights_precision(unwrapped):  # not under the training's autocast
+            records = generate_records(unwrapped, self.tokenizer, [r["prompt"] for r in self.rows],
                                        max_new_tokens=budgets, chat_template_kwargs=self.chat_template_kwargs,
-                                       reasoning=self.reasoning)
+                                       reasoning=self.reasoning, synced_gpus=several or None)
         results = []
         for row, record in zip(self.rows, records):
             text = record.text
             spec = LengthSpec.of(row)
             delivered = measure(text, spec.unit, tokenizer=self.tokenizer, extract=False)
+            prompt = row["prompt"]
             results.append(
                 {
-                    "prompt": row["prompt"][-1]["content"],
+                    "prompt": prompt[-1]["content"] if isinstance(prompt, list) else str(prompt),
                     "constraint": spec.constraint,
                     "unit": spec.unit,
                     "target": spec.as_json(),
@@ -195,32 +253,48 @@ class LengthCheckCallback(TrainerCallback):
         self.results[label] = results
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if not state.is_world_process_zero or "before" in self.results:
-            return
-        self.before(model)
+        if "before" not in self.results:
+            self.before(model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self.trainer is not None and state.max_steps > 0 and state.global_step >= state.max_steps:
+            self.finish(model)
+
+    def _saved_before(self) -> list[dict[str, Any]] | None:
+        """A resumed run's "before" (the base model's, measured when the run began), read by the main
+        process and shared with the others, so that every process makes the same choice."""
+        saved = None
+        if self._is_main and self.path.exists():
+            saved = json.loads(self.path.read_text(encoding="utf-8")).get("before") or None
+        if self.trainer is not None and self.trainer.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            saved = broadcast_object_list([saved], from_process=0)[0]
+        return saved
 
     def before(self, model: Any) -> None:
         """The 'before' half (the baselines of `larft.baselines` call it themselves, without a Trainer)."""
-        if self.path.exists():  # a resumed run: "before" is the base model's, measured when the run began
-            saved = json.loads(self.path.read_text(encoding="utf-8"))
-            if saved.get("before"):
-                self.results["before"] = saved["before"]
-                return
+        saved = self._saved_before()
+        if saved:
+            self.results["before"] = saved
+            return
         self._run(model, "before")
         self._save()
 
     def _save(self) -> None:
+        if not self._is_main:
+            return
         tmp = self.path.with_suffix(".json.tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(self.results, indent=2, ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, self.path)
 
     def finish(self, model: Any) -> None:
         """After a completed run (not an interrupted one): the 'after' half, printed and saved."""
-        if not self.results:  # not the main process
-            return
         self._run(model, "after")
         self._save()
-        print(format_length_check(self.results))
+        if self._is_main:
+            print(format_length_check(self.results))
 
 
 def format_length_check(results: dict[str, list[dict[str, Any]]]) -> str:

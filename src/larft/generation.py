@@ -106,8 +106,11 @@ def generate_records(
     progress: bool = False,
     chat_template_kwargs: dict | None = None,
     reasoning: tuple[tuple[str, str], ...] = DEFAULT_REASONING,
+    synced_gpus: bool | None = None,
 ) -> list[Generation]:
-    """Generate for chat prompts; `max_new_tokens` is one budget for all or one per prompt."""
+    """Generate for chat prompts; `max_new_tokens` is one budget for all or one per prompt. `synced_gpus`:
+    transformers' own option for sharded models on several processes (each keeps stepping until all are
+    done; None lets transformers decide)."""
     budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     if len(budgets) != len(prompts):
         raise ValueError(f"{len(budgets)} budgets for {len(prompts)} prompts")
@@ -133,7 +136,7 @@ def generate_records(
                 if do_sample else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
             out = model.generate(
                 **enc, max_new_tokens=int(own.max()), pad_token_id=pad_id, eos_token_id=sorted(stops),
-                stopping_criteria=StoppingCriteriaList([_RowBudgets(width, own)]), **sampling,
+                stopping_criteria=StoppingCriteriaList([_RowBudgets(width, own)]), synced_gpus=synced_gpus, **sampling,
             )
             for row, budget in zip(out[:, width:].tolist(), own.tolist()):
                 end = next((i for i, t in enumerate(row[:budget]) if t in stops), None)

@@ -14,8 +14,9 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
+from larft.callbacks import trim_metrics
 from larft.data import generate_rows
 from larft.errors import UserError
 from larft.loader import DataError, DataIssue, load_rows, normalize_record
@@ -63,29 +64,48 @@ def rows_fingerprint(rows: list[dict[str, Any]]) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
 
 
-def split_held_out(rows: list[dict[str, Any]], n: int, run_file: Path, resuming: bool) -> tuple[list, list]:
-    """(training rows, held-out rows for the length check). A new run holds out the last `n`
-    rows that have a length target and records them (indices and a fingerprint of the prompt set) in larft_run.json; a
-    resumed run restores exactly that split, so it never trains on its held-out prompts."""
-    for i, row in enumerate(rows):
-        row["_index"] = i
-    if resuming and run_file.exists():
-        saved = json.loads(run_file.read_text(encoding="utf-8"))
-        if "rows_fingerprint" in saved:
-            if saved["rows_fingerprint"] != rows_fingerprint(rows):
-                raise UserError(f"--resume: the training prompts differ from those the run in {run_file.parent} "
-                                "started with (same --train_file / train_size / train_targets needed)")
-            held = set(saved.get("held_out", []))
-            return [r for r in rows if r["_index"] not in held], [r for r in rows if r["_index"] in held]
+def held_out_positions(rows: Iterable[Mapping[str, Any]], n: int) -> list[int]:
+    """Which rows the length check holds out: the last `n` that have a length target (rows that only
+    your own reward functions score are not checked), by position. The same rule for `LARFTTrainer`,
+    the baselines and a resumed run, so a run never trains on its held-out prompts."""
     from larft.length_spec import LengthSpec
 
-    targeted = [r["_index"] for r in rows if LengthSpec.of(r).has_target]  # rows your own rewards score are not checked
-    if n <= 0 or not targeted:
-        return rows, []
+    if n <= 0:
+        return []
+    targeted = [i for i, row in enumerate(rows) if LengthSpec.of(row).has_target]
+    if not targeted:
+        return []
     if n >= len(targeted):
-        raise UserError(f"length_check_prompts={n} leaves no training rows with a length target")
-    held = set(targeted[-n:])
+        raise UserError(f"length_check_prompts={n} leaves no training rows with a length target "
+                        f"({len(targeted)} rows have one)")
+    return targeted[-n:]
+
+
+def split_held_out(rows: list[dict[str, Any]], n: int, run_file: Path, resuming: bool) -> tuple[list, list]:
+    """(training rows, held-out rows for the length check) by `held_out_positions`, recorded (indices and
+    a fingerprint of the prompt set) in larft_run.json; a resumed run checks it holds out the same rows."""
+    for i, row in enumerate(rows):
+        row["_index"] = i
+    held = set(held_out_positions(rows, n))
+    check_resumed_split(run_file, rows, held, resuming)
     return [r for r in rows if r["_index"] not in held], [r for r in rows if r["_index"] in held]
+
+
+def check_resumed_split(run_file: Path, rows: list[dict[str, Any]], held: set[int], resuming: bool) -> None:
+    """A resumed run sees the prompt set it started with and holds out the same rows, or a UserError says
+    what changed."""
+    if not (resuming and run_file.exists()):
+        return
+    saved = json.loads(run_file.read_text(encoding="utf-8"))
+    if "rows_fingerprint" not in saved:
+        return
+    if saved["rows_fingerprint"] != rows_fingerprint(rows):
+        raise UserError(f"--resume: the training prompts differ from those the run in {run_file.parent} "
+                        "started with (same --train_file / train_size / train_targets needed)")
+    if set(saved.get("held_out", [])) != held:
+        raise UserError(f"--resume: the run in {run_file.parent} held out {len(saved.get('held_out', []))} prompts "
+                        f"for the length check, this one would hold out {len(held)} (same --length_check_prompts "
+                        "needed)")
 
 
 # -- checks before any model is loaded --------------------------------------------------------
@@ -105,7 +125,7 @@ def check_prompt_lengths(rows: list[dict[str, Any]], tokenizer: Any, max_tokens:
         raise DataError(issues)
 
 
-def check_completion_budget(rows: list[dict[str, Any]], tokenizer: Any, config: Any) -> None:
+def check_completion_budget(rows: Iterable[Mapping[str, Any]], tokenizer: Any, config: Any) -> None:
     """Say so when max_completion_length cuts rollouts before 2x their target (`larft.budget`): a
     rollout cut there has a known reward; one cut earlier is scored 0 as if it had run on."""
     from larft.budget import training_budget
@@ -155,24 +175,6 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def trim_metrics(path: Path, last_step: int) -> None:
-    """Keep metrics lines up to the checkpoint's step: the steps after it are trained again."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and _step_of(line) is not None and _step_of(line) <= last_step]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _step_of(line: str) -> int | None:
-    try:
-        return int(json.loads(line)["step"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None  # a line cut by a kill: that step is trained again
-
-
 def start_output_dir(output_dir: Path, *, resume: bool, resumable: bool = True, process_index: int = 0) -> Path | None:
     """The checkpoint a `--resume` run continues from (its metrics and rollout trace trimmed to that
     step), or None for a new run; a new run refuses an output_dir that already holds one."""
@@ -206,7 +208,7 @@ def write_json(path: Path, data: Any) -> None:
 class RunSetup:
     """What every training method starts from (`prepare_run`)."""
 
-    rows: list[dict[str, Any]]  # training rows, the run's system prompt applied
+    rows: list[dict[str, Any]]  # training rows, the run's system prompt applied (hold_out off: every row as given)
     check_rows: list[dict[str, Any]]  # held-out rows of the length check (none: no check)
     tokenizer: Any
     model_path: str  # what is loaded (`models.resolve_model` of --model)
@@ -228,7 +230,8 @@ class RunSetup:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if config.process_index == 0:  # one writer: ranks racing on the same temp file lose a rename
             write_json(self.output_dir / RUN_RECORD, {
-                "model": train_args.model, "model_path": self.model_path, "train_rows": len(self.rows),
+                "model": train_args.model, "model_path": self.model_path,
+                "train_rows": len({r["_index"] for r in self.rows} - {r["_index"] for r in self.check_rows}),
                 "train_file": self.source, "rows_fingerprint": self.fingerprint,
                 "held_out": [r["_index"] for r in self.check_rows], **extra,
             })
@@ -245,28 +248,36 @@ class RunSetup:
                                    config.chat_template_kwargs, parse_delimiters(config.reasoning_delimiters))
 
 
-def prepare_run(train_args: Any, config: Any, *, resumable: bool = True) -> RunSetup:
+def prepare_run(train_args: Any, config: Any, *, resumable: bool = True, hold_out: bool = True) -> RunSetup:
     """output_dir checked (or its run resumed), the prompt rows read and split, the system prompt
     applied, the tokenizer loaded and every prompt checked against --max_prompt_tokens: everything
     that can fail on the user's input, before any model is loaded. Nothing is written yet
-    (`RunSetup.write_record`)."""
+    (`RunSetup.write_record`). With `hold_out` off (LARFT: `LARFTTrainer` holds out the length check's
+    rows and applies the system prompt itself, from its LARFTConfig) `rows` are all the rows as given,
+    `check_rows` the ones the trainer will hold out, and the system prompt is only used for the check
+    of prompt lengths."""
     from larft.models import load_tokenizer, resolve_model
 
     output_dir = Path(config.output_dir)
     checkpoint = start_output_dir(output_dir, resume=bool(getattr(train_args, "resume", False)) and resumable,
                                   resumable=resumable, process_index=config.process_index)
     rows = training_rows(train_args, require_target=not getattr(train_args, "reward_funcs", None))
+    given = rows
     rows, check_rows = split_held_out(rows, config.length_check_prompts, output_dir / RUN_RECORD,
                                       resuming=checkpoint is not None)
     fingerprint = rows_fingerprint(rows + check_rows)  # of the prompt set as given: the system prompt is a setting
-    rows, check_rows = (with_system_prompts(r, config.system_prompt) for r in (rows, check_rows))
+    if hold_out:
+        rows, check_rows = (with_system_prompts(r, config.system_prompt) for r in (rows, check_rows))
+    else:
+        rows = given
 
     source = getattr(train_args, "dataset_name", None) or train_args.train_file
     model_path = resolve_model(train_args.model)
     init_kwargs = model_init_kwargs(train_args, config)
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code,
                                revision=init_kwargs.get("revision"))
-    check_prompt_lengths(rows, tokenizer, train_args.max_prompt_tokens, source or "<generated>")
+    check_prompt_lengths(rows if hold_out else with_system_prompts(rows, config.system_prompt), tokenizer,
+                         train_args.max_prompt_tokens, source or "<generated>")
     return RunSetup(rows=rows, check_rows=check_rows, tokenizer=tokenizer, model_path=model_path,
                     init_kwargs=init_kwargs, output_dir=output_dir, fingerprint=fingerprint, source=source,
                     checkpoint=checkpoint)
@@ -296,6 +307,6 @@ def push_output(config: Any, repo_id: str) -> None:
 
 
 __all__ = ["FINGERPRINT_KEYS", "RUN_RECORD", "RunSetup", "check_completion_budget", "check_prompt_lengths",
-           "complete_checkpoints", "hub_repo", "model_init_kwargs", "prepare_run", "push_output", "rows_fingerprint",
+           "check_resumed_split", "complete_checkpoints", "held_out_positions", "hub_repo", "model_init_kwargs", "prepare_run", "push_output", "rows_fingerprint",
            "split_held_out", "start_output_dir", "training_rows", "trim_metrics", "with_system_prompts",
            "write_json"]

@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from larft.callbacks import MetricsJsonlCallback
 from larft.config import LARFTConfig
 from larft.errors import UserError
 from larft.interrupt import GracefulStopCallback, TrainingInterrupted
 from larft.logs import get_logger
-from larft.run_setup import check_completion_budget, complete_checkpoints, prepare_run
+from larft.run_setup import complete_checkpoints, prepare_run
 
 logger = get_logger(__name__)
 
@@ -124,20 +123,16 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
         raise UserError("--resume_from_checkpoint is not how larft resumes: pass --resume true with the same "
                         "--output_dir; it continues from the newest complete checkpoint there, with its held-out "
                         "split and metrics")
-    setup = prepare_run(train_args, config)
+    setup = prepare_run(train_args, config, hold_out=False)  # the trainer holds out and applies the system prompt
     output_dir, checkpoint, rows, tokenizer = setup.output_dir, setup.checkpoint, setup.rows, setup.tokenizer
     config.model_init_kwargs = setup.init_kwargs
-    check_completion_budget(rows, tokenizer, config)
     setup.write_record(train_args, config)
     stop = GracefulStopCallback()
-    callbacks = [MetricsJsonlCallback(output_dir), stop]
+    callbacks = [stop]  # metrics.jsonl, the length check and the budget warning are LARFTTrainer's own
     if tuned and os.environ.get("LARFT_MALLOC_TRIM_STEPS", "1") != "0":
         from larft.callbacks import ReleaseMemoryCallback
 
         callbacks.append(ReleaseMemoryCallback())  # the kept memory goes back between steps
-    check = setup.length_check(config)
-    if check:
-        callbacks.append(check)
     callbacks += extra_callbacks or []
     columns = list(dict.fromkeys(k for r in rows for k in r if k not in ("line", "_index", "_source")))
     trainer = LARFTTrainer(
@@ -161,8 +156,6 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     if stop.signum is not None:
         last = complete_checkpoints(output_dir)
         raise TrainingInterrupted(stop.signum, trainer.state.global_step, str(last[0]) if last else None)
-    if check:  # before saving: the model card shows the "after" lengths
-        check.finish(trainer.model)
     merge = bool(getattr(train_args, "use_peft", False) and train_args.merge_lora)
     trainer.merged_subfolder = MERGED_SUBFOLDER if merge else None
     trainer.create_model_card()  # README.md: the LARFT card (push_to_hub rewrites the same one)
@@ -170,7 +163,8 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     # uploads output_dir (model, card, metrics; not checkpoints) to hub_model_id here
     trainer.save_model(str(output_dir))
     if merge and trainer.accelerator.is_main_process:
-        merged = merged_model(trainer, output_dir, setup.model_path, setup.init_kwargs, quantization)
+        merged = merged_model(trainer, output_dir, setup.model_path, setup.init_kwargs, quantization,
+                              sharded=is_sharded(trainer.accelerator))
         merged.save_pretrained(output_dir / MERGED_SUBFOLDER)
         tokenizer.save_pretrained(output_dir / MERGED_SUBFOLDER)
         logger.info(f"merged LoRA model saved to {output_dir / MERGED_SUBFOLDER}")
@@ -184,11 +178,24 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
 MERGED_SUBFOLDER = "merged"
 
 
-def merged_model(trainer: Any, output_dir: Path, model_path: str, init_kwargs: dict[str, Any], quantization: Any) -> Any:
-    """The LoRA adapter merged into its base model. With a quantized base (QLoRA) the adapter is
-    merged into the base model reloaded unquantized, in its dtype: merging into 4-bit weights would
-    round the update away."""
-    if quantization is None:
+def is_sharded(accelerator: Any) -> bool:
+    """Whether the trained parameters are split over processes (FSDP, DeepSpeed ZeRO-3): then no process
+    alone holds them, and an operation on them run by one process waits forever for the others."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return accelerator.distributed_type == DistributedType.DEEPSPEED and plugin is not None and plugin.zero_stage == 3
+
+
+def merged_model(trainer: Any, output_dir: Path, model_path: str, init_kwargs: dict[str, Any], quantization: Any,
+                 sharded: bool = False) -> Any:
+    """The LoRA adapter merged into its base model, on the main process. In memory when this process holds
+    the trained weights; else from the saved adapter (`save_model` gathers it on every process first) and the
+    base model reloaded: a sharded model (FSDP, ZeRO-3) is not whole on any one process, and a quantized base
+    (QLoRA) is reloaded unquantized, in its dtype, since merging into 4-bit weights would round the update away."""
+    if quantization is None and not sharded:
         return trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -115,6 +115,10 @@ class LARFTTrainer(GRPOTrainer):
         self.merged_subfolder: str | None = None
         #: the Hub dataset the prompts came from, for the card; set by `larft train --dataset_name`
         self.dataset_name: str | None = None
+        #: the held-out rows of the before/after length check (`length_check_prompts`), system prompt applied
+        self.length_check_rows: list[dict[str, Any]] = []
+        if kwargs.get("train_dataset") is not None:
+            kwargs["train_dataset"], self.length_check_rows = prepare_prompts(kwargs["train_dataset"], args)
         import warnings
 
         with warnings.catch_warnings():  # TRL flags rollout_func as experimental; larft's use is pinned and tested
@@ -131,7 +135,27 @@ class LARFTTrainer(GRPOTrainer):
                 if func.stop_ids is None:
                     func.stop_ids = set(self.rollout_stop_ids)
         self._use_larft_console()
-        self.add_callback(_CardAtTrainEnd(self))
+        self._add_run_callbacks()
+        self.add_callback(_CardAtTrainEnd(self))  # last: the card shows the length check's "after"
+
+    def _add_run_callbacks(self) -> None:
+        """What every LARFT run writes, from Python as from `larft train`: metrics.jsonl (each file holding
+        this run's steps only), the before/after length check on the held-out rows, and a warning when
+        max_completion_length cuts rollouts before their reward is known."""
+        from datasets import Dataset
+
+        from larft.callbacks import LengthCheckCallback, MetricsJsonlCallback, ResumedStepFiles
+        from larft.run_setup import check_completion_budget
+
+        have = {type(c) for c in self.callback_handler.callbacks}
+        self.add_callback(ResumedStepFiles(self.args.output_dir))
+        if MetricsJsonlCallback not in have:
+            self.add_callback(MetricsJsonlCallback(self.args.output_dir))
+        if self.length_check_rows:
+            self.add_callback(LengthCheckCallback(self.length_check_rows, self._tokenizer, None, self.args.output_dir,
+                                                  self.args.chat_template_kwargs, self.reasoning, trainer=self))
+        if isinstance(self.train_dataset, Dataset):  # a stream is not read ahead of training
+            check_completion_budget(self.train_dataset, self._tokenizer, self.args)
 
     def _use_larft_console(self) -> None:
         """transformers prints every log dict under the bar (ProgressCallback) or as lines
@@ -309,15 +333,19 @@ class LARFTTrainer(GRPOTrainer):
 
     def _write_rollouts(self, rows: list[dict], texts: list[str], lengths: list[int], truncated: list[bool]) -> None:
         """One line per rollout in OUTPUT_DIR/rollouts.jsonl (main process writes every rank's rows):
-        the trace to check, independently of larft's own metrics, what was asked, written and rewarded."""
+        the trace to check, independently of larft's own metrics, what was asked (the last message, and
+        the system message when there is one), written and rewarded."""
         from accelerate.utils import gather_object
 
         local = []
         for row, text, n, cut in zip(rows, texts, lengths, truncated):
             spec = LengthSpec.of(row)
-            prompt = row["prompt"][-1]["content"] if isinstance(row["prompt"], list) else str(row["prompt"])
-            local.append({"prompt": prompt, "target": spec.as_json(), "constraint": spec.constraint, "unit": spec.unit,
-                          "length": n, "truncated": cut, "text": text})
+            messages = row["prompt"]
+            chat = isinstance(messages, list)
+            prompt = messages[-1]["content"] if chat else str(messages)
+            system = messages[0]["content"] if chat and messages and messages[0].get("role") == "system" else None
+            local.append({"prompt": prompt, **({} if system is None else {"system": system}), "target": spec.as_json(),
+                          "constraint": spec.constraint, "unit": spec.unit, "length": n, "truncated": cut, "text": text})
         records = gather_object(local)
         if not self.accelerator.is_main_process:
             return
@@ -449,6 +477,33 @@ class LARFTTrainer(GRPOTrainer):
         metrics["sampling/importance_sampling_ratio/mean"].append(
             self.accelerator.gather(per_token.mean() if per_token.numel() else logps.new_ones(())).mean().item())
         return (weight_gradient(logps, weights), *out[1:])
+
+def prepare_prompts(dataset: Any, args: LARFTConfig) -> tuple[Any, list[dict[str, Any]]]:
+    """The training prompts as the LARFTConfig asks, the same from Python and from `larft train`: the length
+    check's rows held out (`length_check_prompts`: the last rows with a length target,
+    `run_setup.held_out_positions`) and the system message (`system_prompt`) put before every chat prompt.
+    Returns (training dataset, held-out rows with the system message)."""
+    from datasets import Dataset
+
+    from larft.generation import with_system_prompt
+    from larft.run_setup import held_out_positions
+
+    held_rows: list[dict[str, Any]] = []
+    if args.length_check_prompts > 0:
+        if not isinstance(dataset, Dataset):
+            raise UserError(f"length_check_prompts={args.length_check_prompts} holds out rows of a datasets.Dataset; "
+                            f"got {type(dataset).__name__} (set length_check_prompts: 0 for a streamed dataset)")
+        held = held_out_positions(dataset, args.length_check_prompts)
+        held_rows = [{**dataset[i], "prompt": with_system_prompt(dataset[i]["prompt"], args.system_prompt)}
+                     for i in held]
+        if held:
+            dropped = set(held)
+            dataset = dataset.select([i for i in range(len(dataset)) if i not in dropped])
+    if args.system_prompt != "default":
+        system = args.system_prompt
+        dataset = dataset.map(lambda row: {"prompt": with_system_prompt(row["prompt"], system)})
+    return dataset, held_rows
+
 
 class _CardAtTrainEnd(TrainerCallback):
     """Writes the LARFT model card when training ends, so a library user's output_dir has one."""
