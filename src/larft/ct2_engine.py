@@ -33,6 +33,9 @@ def require_ctranslate2() -> Any:
 def check_convertible(config: Any) -> None:
     """Fail early, naming the architecture, when CTranslate2 has no converter for this model."""
     require_ctranslate2()
+    from larft.private_api import check_ct2
+
+    check_ct2()  # a private table: a clear error if a CTranslate2 release moved it
     from ctranslate2.converters.transformers import _MODEL_LOADERS
 
     name = type(config).__name__

@@ -134,6 +134,9 @@ class LARFTTrainer(GRPOTrainer):
                     func.tokenizer = self._tokenizer
                 if func.stop_ids is None:
                     func.stop_ids = set(self.rollout_stop_ids)
+        from larft.private_api import check_trl
+
+        check_trl(self)  # the TRL internals larft overrides and reads: a clear error if a release moved them
         self._use_larft_console()
         self._add_run_callbacks()
         self.add_callback(_CardAtTrainEnd(self))  # last: the card shows the length check's "after"
