@@ -214,7 +214,8 @@ def awareness_loss(
     - rows sorted by length and run in `chunks` groups, each cut to its own longest row
       (padding is paid in full on CPU);
     - the prompt part before the text is the same in every row: with `prefix_length` it is
-      computed once and its keys/values shared by the group (gradients flow through it).
+      computed once and its keys/values shared by the group (gradients flow through it; not for a
+      model sharded by FSDP2, `_is_fsdp2`).
     A batch without any label token gives 0, not NaN. Default chunks: one per 4 rows, at most 4.
     """
     loss_labels = labels if loss_mask is None else labels.masked_fill(~loss_mask.bool(), IGNORE_INDEX)
@@ -224,6 +225,7 @@ def awareness_loss(
     if not n_tokens:
         return torch.zeros((), device=input_ids.device, requires_grad=True)
     rows = input_ids.size(0)
+    sharded = _is_fsdp2(model)  # FSDP2: no shared prefix (`_is_fsdp2`)
     chunks = max(1, min(chunks if chunks is not None else min(4, rows // 4), rows))
     order = torch.argsort(attention_mask.sum(dim=1))
     total = torch.zeros((), device=input_ids.device)
@@ -233,7 +235,8 @@ def awareness_loss(
         ids, mask, lab, loss_lab = ids[:, -keep:], mask[:, -keep:], lab[:, -keep:], loss_lab[:, -keep:]
         if not (lab != IGNORE_INDEX).any():
             continue
-        prefix = _shared_prefix(ids, mask, prefix_length[part] if prefix_length is not None else None)
+        shared = prefix_length[part] if prefix_length is not None and not sharded else None
+        prefix = _shared_prefix(ids, mask, shared)  # None without a shared prefix
         sink = _RowSink(part.tolist(), predictions) if predictions is not None else None
         loss = _cached_prefix_loss(model, ids, mask, lab, prefix, sink, loss_lab) if prefix is not None else None
         total = total + (loss if loss is not None else _plain_loss(model, ids, mask, lab, sink, loss_lab))
@@ -310,6 +313,22 @@ def _sum_ce(logits: torch.Tensor, targets: torch.Tensor, sink: _RowSink | None =
     return torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.size(-1)), loss_targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
     )
+
+
+def _is_fsdp2(model: Any) -> bool:
+    """Whether FSDP2 (`fully_shard`) manages `model`. The shared prefix's keys/values carry gradient
+    back into the prefix's forward without passing through any layer's output, where FSDP2 hooks
+    the re-gathering of the layer's (by then resharded) parameters for backward: that backward
+    then reads freed storage ("setStorage: ... out of bounds for storage of size 0"), so a sharded
+    model takes the plain pass (the same loss, without the shared prefix's saving)."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch < 2.6
+        return False
+    if isinstance(model, FSDPModule):
+        return True
+    modules = getattr(model, "modules", None)  # blocks sharded under an unsharded root
+    return callable(modules) and any(isinstance(m, FSDPModule) for m in modules())
 
 
 def _plain_loss(model: Any, ids: torch.Tensor, mask: torch.Tensor, lab: torch.Tensor,

@@ -161,6 +161,8 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     trainer.create_model_card()  # README.md: the LARFT card (push_to_hub rewrites the same one)
     # with LoRA: the adapter (PeftModel.from_pretrained loads it); with --push_to_hub, transformers
     # uploads output_dir (model, card, metrics; not checkpoints) to hub_model_id here
+    if trainer.is_fsdp_enabled:  # checkpoints stay sharded (what --resume reads); the final model is whole
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(output_dir))
     if merge and trainer.accelerator.is_main_process:
         merged = merged_model(trainer, output_dir, setup.model_path, setup.init_kwargs, quantization,
