@@ -92,7 +92,7 @@ def test_shard_run_killed_and_resumed_steps_as_an_uninterrupted_one(tmp_path, ti
     once a checkpoint exists, then `--resume true`: the same steps and rewards as (a)."""
     steps = 4
     reference = tmp_path / "reference"
-    done = _sharded("--generate", *_args(tiny_model_dir, reference, steps))
+    done = _sharded("--generate", *_args(tiny_model_dir, reference, steps, "--length_check_prompts", "2"))
     assert "runs this as MULTI_CPU" not in done.stderr  # larft's warning when the FSDP config is not applied
 
     probes = _probes(reference)
@@ -126,6 +126,11 @@ def test_shard_run_killed_and_resumed_steps_as_an_uninterrupted_one(tmp_path, ti
     base = load_file(Path(tiny_model_dir) / "model.safetensors")
     assert not all(torch.equal(final[k], base[k]) for k in final)  # it trained (learning rate > 0)
 
+    # the before/after length check ran on every rank (a sharded forward is collective) and rank 0 wrote it
+    check = json.loads((reference / "length_check.json").read_text())
+    assert len(check["before"]) == len(check["after"]) == 2
+    assert "Asked vs delivered length" in done.stdout
+
     want = _metrics(reference)
     assert [r["step"] for r in want] == list(range(1, steps + 1))
     assert all(r["num_processes"] == 2 and r["awareness_loss"] > 0 for r in want)
@@ -133,7 +138,8 @@ def test_shard_run_killed_and_resumed_steps_as_an_uninterrupted_one(tmp_path, ti
 
     # (b) killed: rank 1 gets SIGKILL after checkpoint-2 is complete; the launcher then stops rank 0
     out = tmp_path / "killed"
-    proc = subprocess.Popen([*LAUNCH, str(HERE / "shard_run.py"), "--pause", "0.5", *_args(tiny_model_dir, out, steps)],
+    proc = subprocess.Popen([*LAUNCH, str(HERE / "shard_run.py"), "--pause", "0.5",
+                             *_args(tiny_model_dir, out, steps, "--length_check_prompts", "2")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), start_new_session=True)
     ranks: dict[int, int] = {}
     try:
@@ -152,7 +158,7 @@ def test_shard_run_killed_and_resumed_steps_as_an_uninterrupted_one(tmp_path, ti
                 os.kill(pid, signal.SIGKILL)
         proc.wait()
     assert not (out / "model.safetensors").exists()  # it did not finish
-    resumed = _sharded(*_args(tiny_model_dir, out, steps), "--resume", "true")
+    resumed = _sharded(*_args(tiny_model_dir, out, steps, "--length_check_prompts", "2"), "--resume", "true")
     assert "resuming from" in resumed.stderr
     got = _metrics(out)
     assert [r["step"] for r in got] == [r["step"] for r in want]

@@ -208,3 +208,18 @@ def test_paper_config_accepts_the_papers_2048_token_prompts():
 
     train_args, config = parse_train_args(["--config", str(HERE.parent / "configs" / "paper.yaml")])
     assert train_args.max_prompt_tokens == 2048
+
+
+def test_a_checkpoint_of_several_processes_is_complete_only_with_every_ranks_random_state(tmp_path):
+    """Each rank writes its own rng_state_I.pth, unordered with the main process's trainer_state.json: a
+    run killed between them must not resume from that checkpoint with a fresh random state on a rank."""
+    from larft.run_setup import complete_checkpoints
+
+    for step, ranks in ((1, (0, 1)), (2, (0,))):  # step 2: rank 1's state never written
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text('{"global_step": %d}' % step)
+        for rank in ranks:
+            (folder / f"rng_state_{rank}.pth").write_bytes(b"x")
+    assert complete_checkpoints(tmp_path, processes=2) == [tmp_path / "checkpoint-1"]
+    assert complete_checkpoints(tmp_path) == [tmp_path / "checkpoint-2", tmp_path / "checkpoint-1"]

@@ -158,8 +158,11 @@ def model_init_kwargs(train_args: Any, config: Any) -> dict[str, Any]:
 
 
 # -- output_dir: a new run, or a resumed one -------------------------------------------------
-def complete_checkpoints(output_dir: Path) -> list[Path]:
-    """checkpoint-N folders that were fully written (trainer_state.json comes last), newest first."""
+def complete_checkpoints(output_dir: Path, processes: int = 1) -> list[Path]:
+    """checkpoint-N folders that were fully written, newest first: trainer_state.json (the main process
+    writes it last) and, from a run on several processes, every process's rng_state_I.pth, which each
+    process writes itself, unordered with the main process's files: a run killed between the two would
+    resume with a fresh random state on some rank, and so with other rollouts."""
     found = []
     for path in output_dir.glob("checkpoint-*"):
         suffix = path.name.split("-")[-1]
@@ -171,15 +174,21 @@ def complete_checkpoints(output_dir: Path) -> list[Path]:
         except (OSError, json.JSONDecodeError):
             logger.warning(f"{path}: incomplete checkpoint (no valid trainer_state.json), not used")
             continue
+        missing = [f"rng_state_{i}.pth" for i in range(processes) if processes > 1
+                   and not (path / f"rng_state_{i}.pth").exists()]
+        if missing:
+            logger.warning(f"{path}: incomplete checkpoint ({', '.join(missing)} missing), not used")
+            continue
         found.append((int(suffix), path))
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def start_output_dir(output_dir: Path, *, resume: bool, resumable: bool = True, process_index: int = 0) -> Path | None:
+def start_output_dir(output_dir: Path, *, resume: bool, resumable: bool = True, process_index: int = 0,
+                     processes: int = 1) -> Path | None:
     """The checkpoint a `--resume` run continues from (its metrics and rollout trace trimmed to that
     step), or None for a new run; a new run refuses an output_dir that already holds one."""
     if resume:
-        found = complete_checkpoints(output_dir) if output_dir.is_dir() else []
+        found = complete_checkpoints(output_dir, processes) if output_dir.is_dir() else []
         if not found:
             raise UserError(f"--resume: no complete checkpoint-* folder in {output_dir}")
         checkpoint = found[0]
@@ -260,7 +269,8 @@ def prepare_run(train_args: Any, config: Any, *, resumable: bool = True, hold_ou
 
     output_dir = Path(config.output_dir)
     checkpoint = start_output_dir(output_dir, resume=bool(getattr(train_args, "resume", False)) and resumable,
-                                  resumable=resumable, process_index=config.process_index)
+                                  resumable=resumable, process_index=config.process_index,
+                                  processes=config.world_size)
     rows = training_rows(train_args, require_target=not getattr(train_args, "reward_funcs", None))
     given = rows
     rows, check_rows = split_held_out(rows, config.length_check_prompts, output_dir / RUN_RECORD,

@@ -30,9 +30,11 @@ def check_distributed_engine(accelerator: Any) -> None:
     for name, variable, engine in (("FSDP", "ACCELERATE_USE_FSDP", DistributedType.FSDP),
                                    ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED", DistributedType.DEEPSPEED)):
         if os.environ.get(variable, "false").lower() == "true" and accelerator.distributed_type != engine:
+            shim = " (FSDP on CPU processes: set LARFT_CPU_FSDP=1, larft.cpu_fsdp)" if name == "FSDP" else ""
             logger.warning(f"the accelerate config asks for {name}, but accelerate runs this as "
                            f"{accelerator.distributed_type.value} on {accelerator.device.type}: {name} needs GPUs "
-                           "(accelerate does not shard on CPU processes); every process holds the whole model")
+                           "(accelerate does not shard on CPU processes); every process holds the whole model"
+                           + shim)
 
 
 class TrainingFailed(RuntimeError):
@@ -161,8 +163,6 @@ def train(train_args: Any, config: LARFTConfig, extra_callbacks: list | None = N
     trainer.create_model_card()  # README.md: the LARFT card (push_to_hub rewrites the same one)
     # with LoRA: the adapter (PeftModel.from_pretrained loads it); with --push_to_hub, transformers
     # uploads output_dir (model, card, metrics; not checkpoints) to hub_model_id here
-    if trainer.is_fsdp_enabled:  # checkpoints stay sharded (what --resume reads); the final model is whole
-        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(output_dir))
     if merge and trainer.accelerator.is_main_process:
         merged = merged_model(trainer, output_dir, setup.model_path, setup.init_kwargs, quantization,

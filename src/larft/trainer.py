@@ -121,6 +121,9 @@ class LARFTTrainer(GRPOTrainer):
             kwargs["train_dataset"], self.length_check_rows = prepare_prompts(kwargs["train_dataset"], args)
         import warnings
 
+        from larft import cpu_fsdp
+
+        cpu_fsdp.install()  # LARFT_CPU_FSDP=1 on CPU processes: FSDP2, before the Accelerator is built
         with warnings.catch_warnings():  # TRL flags rollout_func as experimental; larft's use is pinned and tested
             if self.rollout_backend == "ct2":
                 warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
@@ -174,6 +177,21 @@ class LARFTTrainer(GRPOTrainer):
             elif type(callback) is PrinterCallback:
                 self.callback_handler.remove_callback(callback)
                 self.add_callback(LARFTPrinterCallback())
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """transformers' save_model; under FSDP a final model (not a checkpoint) is saved whole. Checkpoints
+        stay as the FSDP config says (sharded: what a resumed run reads); with SHARDED_STATE_DICT
+        transformers writes no model at all for the final save (transformers#30491), so it is switched to
+        FULL_STATE_DICT for that save, as transformers' FSDP guide advises. Every process must call it."""
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if not (self.is_fsdp_enabled and plugin is not None and not _internal_call):
+            return super().save_model(output_dir, _internal_call)
+        previous = plugin.state_dict_type
+        plugin.set_state_dict_type("FULL_STATE_DICT")
+        try:
+            return super().save_model(output_dir, _internal_call)
+        finally:
+            plugin.set_state_dict_type(previous)
 
     # -- lambda(t) ------------------------------------------------------------------------
     def current_awareness_lambda(self) -> float:
