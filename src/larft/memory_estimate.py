@@ -695,7 +695,8 @@ def estimate_memory(
                     vllm_mode=vllm_mode if use_vllm else None, rollout_backend="vllm" if use_vllm else rollout_backend,
                     steps_per_generation=steps_per_generation,
                     gradient_accumulation_steps=gradient_accumulation_steps, attn_implementation=attn_implementation,
-                    device_type=device_type, awareness_backward_first=first)
+                    device_type=device_type, awareness_backward_first=first,
+                    vllm_share_left_out=bool(use_vllm and vllm_mode == "colocate" and not device_memory))
     fits = None if device_memory is None else total <= device_memory
     return Estimate(parts=at_peak, total=total, device_memory=device_memory, fits=fits,
                     biggest=max(at_peak, key=lambda x: x.bytes), phase=peak_phase, phases=phases,
