@@ -95,6 +95,23 @@ class TrainArguments(ScriptArguments, ModelConfig, BaselineConfig):
     resume: bool = dataclasses.field(
         default=False, metadata={"help": "Continue from the latest checkpoint in output_dir."}
     )
+    dry_run: bool = dataclasses.field(
+        default=False, metadata={"help": "Check the run (options, data, prompts, the model's config and tokenizer; "
+                                          "no weights), print its estimated peak memory per device part by part, "
+                                          "and exit: 0 when it fits, 1 when not. Writes nothing."}
+    )
+    device_memory: str | None = dataclasses.field(
+        default=None, metadata={"help": "--dry_run: the memory of one device to fit (80GB, 24GiB; default: this "
+                                        "machine's first GPU, else its RAM)."}
+    )
+    accelerate_config: str | None = dataclasses.field(
+        default=None, metadata={"help": "--dry_run: the accelerate config the run will be launched with (its "
+                                        "strategy and num_processes; default: how this process was launched)."}
+    )
+    dry_run_device: str | None = dataclasses.field(
+        default=None, metadata={"help": "--dry_run: estimate for cuda or cpu (default: cuda with --device_memory "
+                                        "or a GPU here, else cpu).", "choices": ["cuda", "cpu"]}
+    )
     # ModelConfig fields with larft's meaning
     lora_r: int = dataclasses.field(
         default=0, metadata={"help": "LoRA rank: > 0 trains a LoRA adapter (pip install 'larft[peft]'), 0 all "
@@ -224,6 +241,15 @@ def _check_config_file(path: str) -> None:
         raise UsageError(f"config file {path}: must be a mapping of option: value")
 
 
+def explicit_options(argv: list[str]) -> set[str]:
+    """The option names a `larft train` command sets itself: on its command line or in its --config file."""
+    names = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        data = yaml.safe_load(Path(argv[argv.index("--config") + 1]).read_text(encoding="utf-8")) or {}
+        names |= set(data) if isinstance(data, dict) else set()
+    return names
+
+
 def run_train(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
         _train_parser().print_help()
@@ -232,6 +258,10 @@ def run_train(argv: list[str]) -> int:
 
     cpu_fsdp.install()  # LARFT_CPU_FSDP=1 on CPU processes: accelerate's FSDP2 instead of DDP (tests, experiments)
     train_args, config = parse_train_args(argv)
+    if train_args.dry_run:
+        from larft.dry_run import dry_run
+
+        return dry_run(train_args, config, explicit_options(argv))
     if train_args.method == "larft":
         from larft.train import train
     else:  # --method rft / hir / dpo: the baselines, same data and outputs
