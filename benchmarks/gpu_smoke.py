@@ -3,11 +3,14 @@
     .venv/bin/python benchmarks/gpu_smoke.py            # on a CUDA machine (scripts/gpu-smoke.sh sets it up)
     .venv/bin/python benchmarks/gpu_smoke.py --dry-run  # anywhere: check every command's options, run nothing
 
-Steps: bf16 LARFT for 10 steps with transformers rollouts, then with TRL's vLLM colocate rollouts when
-vLLM is installed; `larft eval` on CUDA (LIFEBench-lite EN 16..128, a seeded slice) with the hf backend,
-then vLLM's; 2-process FSDP for a few steps when there are two GPUs. Prints one table (step time,
-tokens/s, peak GPU memory, LS) and writes benchmarks/results/gpu_smoke.json. A step that fails is
-recorded with its error and the rest still run; the exit code says whether any failed.
+Steps: the dry run's estimate of the first training step's peak (`larft train --dry_run` on this GPU), then
+bf16 LARFT for 10 steps with transformers rollouts (its measured peak beside that estimate), then with TRL's
+vLLM colocate rollouts when vLLM is installed; the 7B recipes' settings (configs/qwen2.5-7b-8gpu.yaml full
+fine-tuning, configs/qwen2.5-7b-8gpu-lora.yaml LoRA: micro-batches of 2 x 8 accumulation, bf16 weights) on
+the small model for 3 steps, on one GPU; `larft eval` on CUDA (LIFEBench-lite EN 16..128, a seeded slice)
+with the hf backend, then vLLM's; 2-process FSDP for a few steps when there are two GPUs. Prints one table
+(step time, tokens/s, peak GPU memory, the estimate, LS) and writes benchmarks/results/gpu_smoke.json. A step
+that fails is recorded with its error and the rest still run; the exit code says whether any failed.
 """
 
 from __future__ import annotations
@@ -39,9 +42,25 @@ def train_args(out: Path, steps: int, extra: list[str]) -> list[str]:
             "--length_check_prompts", "0", "--save_strategy", "no", *extra]
 
 
+def recipe_args(config: str, out: Path, data: Path, has_vllm: bool) -> list[str]:
+    """A 7B recipe's settings on the small model, 3 steps on one GPU (rollouts cut to 256 tokens)."""
+    return ["--config", config, "--model", MODEL, "--output_dir", str(out), "--train_file", str(data),
+            "--max_steps", "3", "--max_completion_length", "256", "--length_check_prompts", "4",
+            "--save_strategy", "no", "--report_to", "none", "--use_vllm", str(has_vllm).lower()]
+
+
 def plan(work: Path, gpus: int, has_vllm: bool) -> list[dict]:
     """The steps to run: name, command (argv after `python -m larft` or a full launcher), kind."""
-    steps = [{"name": "train-hf", "kind": "train", "argv": ["train", *train_args(work / "train-hf", 10, [])]}]
+    data = work / "prompts.jsonl"
+    steps = [
+        {"name": "dry-run-hf", "kind": "dryrun", "argv": ["train", *train_args(work / "dry-run", 10, ["--dry_run"])]},
+        {"name": "train-hf", "kind": "train", "argv": ["train", *train_args(work / "train-hf", 10, [])]},
+        {"name": "data", "kind": "data", "argv": ["data", "generate", "--out", str(data), "--n", "256", "--targets",
+                                                  "16,32,64,128", "--seed", "0"]},
+    ]
+    for name, config in (("recipe-7b-zero3-settings", "configs/qwen2.5-7b-8gpu.yaml"),
+                         ("recipe-7b-lora-settings", "configs/qwen2.5-7b-8gpu-lora.yaml")):
+        steps.append({"name": name, "kind": "train", "argv": ["train", *recipe_args(config, work / name, data, has_vllm)]})
     if has_vllm:
         steps.append({"name": "train-vllm-colocate", "kind": "train", "argv": [
             "train", *train_args(work / "train-vllm", 10, ["--use_vllm", "true", "--vllm_mode", "colocate",
@@ -85,8 +104,14 @@ class GpuMemory:
         self._thread.join(timeout=5)
 
 
-def figures(step: dict) -> dict:
-    """Step time and tokens/s of a training run, LS and tokens/s of an eval, from their output files."""
+def figures(step: dict, log: Path) -> dict:
+    """Step time and tokens/s of a training run, LS and tokens/s of an eval, from their output files; a dry
+    run's estimated peak from its printout."""
+    if step["kind"] == "data":
+        return {}
+    if step["kind"] == "dryrun":
+        head = next(x for x in log.read_text(encoding="utf-8").splitlines() if x.startswith("Peak memory per device"))
+        return {"estimate_gb": float(head.split("): ")[1].split(" GB")[0])}
     out = Path(step["argv"][step["argv"].index("--output_dir" if step["kind"] == "train" else "--out") + 1])
     if step["kind"] == "train":
         lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
@@ -116,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
         for step in steps:
             print(f"[gpu-smoke] {step['name']}: {' '.join(step.get('launcher', ['python', '-m', 'larft']) + step['argv'])}")
-            if step["kind"] == "train":
+            if step["kind"] in ("train", "dryrun"):
                 parse_train_args(step["argv"][1:])  # every option must parse
         print(f"[gpu-smoke] dry run: {len(steps)} steps planned, options valid, nothing run")
         return 0
@@ -138,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                 code = 124
         record = {"wall_s": time.perf_counter() - start, "peak_gpu_mib": memory.peak, "exit": code, "log": str(log)}
         if code == 0:
-            record.update(figures(step))
+            record.update(figures(step, log))
             if step["kind"] == "eval":
                 record["gen_tokens_per_s"] = record["gen_tokens"] / record["wall_s"]
         else:
@@ -147,11 +172,13 @@ def run(args: argparse.Namespace) -> int:
         result["steps"][step["name"]] = record
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'step':22s} {'exit':>4s} {'wall s':>7s} {'s/step':>7s} {'tok/s':>7s} {'peak MiB':>9s} {'LS':>6s}")
+    print(f"{'step':26s} {'exit':>4s} {'wall s':>7s} {'s/step':>7s} {'tok/s':>7s} {'peak MiB':>9s} {'est. GB':>7s} "
+          f"{'LS':>6s}")
     for name, r in result["steps"].items():
         speed = r.get("gen_tokens_per_s") or r.get("rollout_words_per_s")
-        print(f"{name:22s} {r['exit']:>4d} {r['wall_s']:>7.0f} {r.get('step_seconds_median') or 0:>7.1f} "
-              f"{speed or 0:>7.0f} {r['peak_gpu_mib']:>9d} {r.get('lifebench_ls') or 0:>6.1f}")
+        print(f"{name:26s} {r['exit']:>4d} {r['wall_s']:>7.0f} {r.get('step_seconds_median') or 0:>7.1f} "
+              f"{speed or 0:>7.0f} {r['peak_gpu_mib']:>9d} {r.get('estimate_gb') or 0:>7.1f} "
+              f"{r.get('lifebench_ls') or 0:>6.1f}")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0

@@ -18,6 +18,12 @@ it was measured at. Writes benchmarks/results/memory.json (finished variants are
 measure again).
 
     .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas_glibc,arenas2,micro4,hf_rollouts,fp32,int8_rollouts,lora,checkpointing,keep_steps]
+    .venv/bin/python benchmarks/memory.py --config recipe --steps 45 --variants tuned,checkpointing
+
+With `--config recipe` (configs/recipe-cpu.yaml) or a number of steps other than 3, results are kept
+under `<config>-<steps>/<variant>`. Each run also records its per-step rewards (a variant that saves
+memory must train the same: the same rewards step for step at the same seed) and the dry run's estimate
+of its peak (`larft train --dry_run`, `larft.memory_estimate`), to put the measured peak beside it.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from _runs import read_json, write_json  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "memory.json"
 DEMO = ROOT / "configs" / "demo-cpu.yaml"
+CONFIGS = {"demo": DEMO, "recipe": ROOT / "configs" / "recipe-cpu.yaml"}
 
 #: (environment, larft train flags) of each variant, over the demo's settings
 VARIANTS = {
@@ -104,8 +111,23 @@ class PhaseSampler:
         self._thread.join()
 
 
-def worker(variant: str, steps: int, out: str) -> None:
-    """One demo run of `steps` steps with its phases sampled; prints peaks and step times as JSON."""
+def estimate_gb(config_file: Path, flags: list[str]) -> float:
+    """The dry run's estimate of the run's peak (GB), for the same options."""
+    from larft.cli import explicit_options, parse_train_args
+    from larft.dry_run import dry_run
+    import contextlib
+    import io
+
+    argv = ["--config", str(config_file), *flags, "--dry_run"]
+    train_args, config = parse_train_args(argv)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        dry_run(train_args, config, explicit_options(argv))
+    head = next(line for line in printed.getvalue().splitlines() if line.startswith("Peak memory per device"))
+    return float(head.split("): ")[1].split(" GB")[0])
+
+
+def worker(variant: str, steps: int, out: str, config_file: Path = DEMO) -> None:
+    """One run of `steps` steps with its phases sampled; prints peaks, step times and rewards as JSON."""
     import resource
 
     from transformers import TrainerCallback
@@ -113,9 +135,10 @@ def worker(variant: str, steps: int, out: str) -> None:
     from larft.cli import parse_train_args
     from larft.train import train
 
-    train_args, config = parse_train_args(
-        ["--config", str(DEMO), "--output_dir", out, "--max_steps", str(steps), "--save_steps", str(steps),
-         "--report_to", "none", *VARIANTS[variant][1]])
+    flags = ["--output_dir", out, "--max_steps", str(steps), "--save_steps", str(steps), "--report_to", "none",
+             *VARIANTS[variant][1]]
+    estimate = estimate_gb(config_file, flags)
+    train_args, config = parse_train_args(["--config", str(config_file), *flags])
     sampler = PhaseSampler()
 
     class Phases(TrainerCallback):
@@ -143,40 +166,45 @@ def worker(variant: str, steps: int, out: str) -> None:
         "phase_peak_rss_gb": sampler.peaks,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,  # kB -> GB
         "step_seconds": [r["step_seconds"] for r in records],
+        "rewards": [r["reward_mean"] for r in records],
+        "estimate_gb": estimate,
     }))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--config", choices=list(CONFIGS), default="demo")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--redo", default="", help="comma-separated variants to measure again")
     parser.add_argument("--worker", choices=list(VARIANTS))
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.steps, args.out)
+        worker(args.worker, args.steps, args.out, CONFIGS[args.config])
         return
     result = read_json(RESULTS)
     runs = result.setdefault("runs", {})
+    prefix = "" if (args.config, args.steps) == ("demo", 3) else f"{args.config}-{args.steps}/"
     for key in filter(None, args.redo.split(",")):
-        runs.pop(key, None)
+        runs.pop(prefix + key, None)
     for variant in args.variants.split(","):
-        if variant in runs and runs[variant].get("steps") == args.steps:
+        key = prefix + variant
+        if key in runs and runs[key].get("steps") == args.steps:
             continue
         env = {**os.environ, **VARIANTS[variant][0]}
         with tempfile.TemporaryDirectory() as tmp:
             proc = subprocess.run([sys.executable, __file__, "--worker", variant, "--steps", str(args.steps),
-                                   "--out", tmp], capture_output=True, text=True, env=env)
+                                   "--config", args.config, "--out", tmp], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
             raise SystemExit(f"{variant} failed (exit {proc.returncode})")
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip()
-        runs[variant] = {"steps": args.steps, "commit": commit,
-                         **json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[7:])}
-        run = runs[variant]
-        print(f"{variant:8s} peak {run['peak_rss_gb']:.2f} GB, later steps "
+        runs[key] = {"steps": args.steps, "commit": commit,
+                     **json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))[7:])}
+        run = runs[key]
+        print(f"{key:8s} peak {run['peak_rss_gb']:.2f} GB (estimate {run['estimate_gb']:.2f}), later steps "
               f"{statistics.median(run['step_seconds'][1:] or run['step_seconds']):.1f} s; "
               + ", ".join(f"{k} {v['rss']:.2f}" for k, v in run["phase_peak_rss_gb"].items()), flush=True)
         result.update({"what": "peak RSS per phase of the demo's settings, a fresh process per variant",

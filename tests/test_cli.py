@@ -117,6 +117,7 @@ def test_gpu_smoke_dry_run_plans_every_path_with_valid_options():
     proc = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_smoke.py"), "--dry-run"], capture_output=True,
                           text=True, cwd=root, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for step in ("train-hf", "train-vllm-colocate", "eval-hf", "eval-vllm", "train-fsdp-2gpu"):
+    for step in ("dry-run-hf", "train-hf", "recipe-7b-zero3-settings", "recipe-7b-lora-settings",
+                 "train-vllm-colocate", "eval-hf", "eval-vllm", "train-fsdp-2gpu"):
         assert f"[gpu-smoke] {step}:" in proc.stdout
-    assert "5 steps planned, options valid" in proc.stdout
+    assert "9 steps planned, options valid" in proc.stdout
