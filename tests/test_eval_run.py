@@ -70,6 +70,13 @@ def test_end_to_end_eval_writes_all_outputs(tiny_model_dir, tmp_path):
     assert saved["benchmarks"]["retention"]["metrics"]["perplexity"] > 1
     assert saved["model"] == str(tiny_model_dir) and "torch" in saved["versions"]
     assert "## lifebench:life" in (out / "report.md").read_text()
+    for name, buckets in (("lifebench:life", "per_length"), ("ruler-tlg", "per_length"), ("lenctrl:lenctrl", "per_level")):
+        bench = saved["benchmarks"][name]  # answer health beside every length benchmark's score
+        assert bench["metrics"]["health"]["n"] == len(bench["samples"]) and bench["metrics"]["health"][buckets]
+        assert all(isinstance(x["ends_on_sentence"], bool) and "loops" in x for x in bench["samples"])
+    assert set(saved["benchmarks"]["lifebench:life"]["metrics"]["health"]["per_length"]) <= {"16", "32"}
+    assert "Answer health" in (out / "report.md").read_text()
+    assert "lifebench:life loops%" in results["summary"]
     assert results["summary"]["retention perplexity"] == saved["benchmarks"]["retention"]["metrics"]["perplexity"]
 
 

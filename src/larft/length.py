@@ -8,6 +8,7 @@ counters; those live with the evaluation code, on purpose.)
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from larft.errors import UserError
@@ -109,3 +110,59 @@ def completion_text(completion: str | list[dict[str, Any]]) -> str:
     if isinstance(completion, list):
         return "".join(m.get("content", "") or "" for m in completion if m.get("role", "assistant") == "assistant")
     raise TypeError(f"completion must be a string or a list of messages, got {type(completion).__name__}")
+
+
+# -- answer health: loops and sentence ends ----------------------------------------------------
+#: the eval's loop metric: an answer of >= LOOP_MIN_WORDS words loops when more than LOOP_SHARE of its
+#: word 4-grams repeat an earlier 4-gram (`is_looping`). The length reward's degenerate guard uses the
+#: same function with its own settings (`larft.rewards.is_degenerate`: trigrams, > 0.5, any length).
+LOOP_NGRAM = 4
+LOOP_SHARE = 0.3
+LOOP_MIN_WORDS = 8
+
+
+def repetition_share(text: str, n: int = LOOP_NGRAM) -> float:
+    """Share of the word n-grams of `text` that repeat an earlier n-gram of the same text:
+    (n-grams - distinct n-grams) / n-grams, over larft words (`WORD_PATTERN`, lower-cased; a CJK
+    character is a word). 0.0 for a text of fewer than n words. "a b c a b c" has 4 trigrams, 3
+    distinct: 0.25; a text that says one sentence over and over tends to 1."""
+    if n < 1:
+        raise ValueError(f"n-gram size must be >= 1, got {n}")
+    words = [w.lower() for w in WORD_PATTERN.findall(text)]
+    grams = list(zip(*(words[i:] for i in range(n))))
+    if not grams:
+        return 0.0
+    return (len(grams) - len(Counter(grams))) / len(grams)
+
+
+def is_looping(text: str, n: int = LOOP_NGRAM, threshold: float = LOOP_SHARE,
+               min_words: int = LOOP_MIN_WORDS) -> bool | None:
+    """Whether `text` loops: its `repetition_share(text, n)` is above `threshold`. None (not
+    judged) for a text of fewer than `min_words` words, where a few repeats say nothing; with
+    `min_words=0` every text is judged (a text shorter than n words never loops).
+
+    The eval's loop metric is the default (4-grams, > 0.3, >= 8 words); the length reward's
+    degenerate guard is `is_looping(text, 3, 0.5, min_words=0)` (`larft.rewards.is_degenerate`)."""
+    if min_words > 0 and count_words(text) < min_words:
+        return None
+    return repetition_share(text, n) > threshold
+
+
+#: what ends a sentence: . ! ? and the ellipsis, and the CJK full stop, exclamation and question marks
+SENTENCE_ENDS = frozenset(".!?\u2026\u3002\uff01\uff1f")
+#: closing quotes and brackets that may follow a sentence end ('He said "yes."', '(see above.)', 「好。」)
+_CLOSERS = "\"'\u201d\u2019\u00bb\u203a)]}\u300d\u300f\uff09\u3011\u3009\u300b\uff02"
+#: markdown marks and whitespace that may trail an answer (emphasis, code, strike-through, rules)
+_TRAILING_MARKUP = "*_`~#=-"
+
+
+def ends_on_sentence(text: str) -> bool:
+    """Whether an answer ends on a finished sentence: after trailing whitespace, markdown marks
+    (* _ ` ~ # = -: a closing `**`, a code fence, a rule) and closing quotes / brackets are stripped,
+    its last character is a sentence end (`. ! ?`, `…`, or CJK `。！？`). So `Done.`, `**Done.**`, `He said "no."`,
+    `(as above.)` and `好。」` end on a sentence; `and then the`, `(see above)`, `Steps:`, a list item
+    without a full stop, and an empty answer do not. Pass the final answer (`final_text`)."""
+    text = text.rstrip()
+    while text and (text[-1].isspace() or text[-1] in _TRAILING_MARKUP or text[-1] in _CLOSERS):
+        text = text[:-1]
+    return bool(text) and text[-1] in SENTENCE_ENDS

@@ -13,12 +13,13 @@ and LIFEBench would not show (it drops answers of <= 1 word as refusals).
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import TYPE_CHECKING, Any, Sequence
 
 import math
 
-from larft.length import DEFAULT_REASONING, WORD_PATTERN, completion_text, count_words, final_text, measure
+from larft.length import (
+    DEFAULT_REASONING, completion_text, count_words, final_text, is_looping, measure, repetition_share,
+)
 from larft.length_spec import LengthSpec
 from larft.rollout_end import rollout_end, rollout_stop_ids
 
@@ -32,6 +33,8 @@ REFUSAL_FLOOR = 0.1
 
 #: share of repeated word trigrams above which a response counts as degenerate (looping)
 DEGENERATE_TRIGRAM_SHARE = 0.5
+#: the n-gram size of the degenerate guard (the eval's loop metric uses 4-grams: `larft.length.is_looping`)
+DEGENERATE_NGRAM = 3
 
 
 def _falloff(length: int, bound: int) -> float:
@@ -93,17 +96,17 @@ def is_refusal(length: int, target: int | Sequence[int], constraint: str = "equa
 
 
 def repeated_trigram_share(text: str) -> float:
-    """Share of word trigrams that repeat an earlier trigram (0 for fewer than 3 words)."""
-    words = [w.lower() for w in WORD_PATTERN.findall(text)]
-    trigrams = list(zip(words, words[1:], words[2:]))
-    if not trigrams:
-        return 0.0
-    distinct = len(Counter(trigrams))
-    return (len(trigrams) - distinct) / len(trigrams)
+    """Share of word trigrams that repeat an earlier trigram (0 for fewer than 3 words):
+    `larft.length.repetition_share(text, 3)`."""
+    return repetition_share(text, 3)
 
 
-def is_degenerate(text: str, threshold: float = DEGENERATE_TRIGRAM_SHARE) -> bool:
-    return repeated_trigram_share(text) > threshold
+def is_degenerate(text: str, threshold: float = DEGENERATE_TRIGRAM_SHARE, n: int = DEGENERATE_NGRAM) -> bool:
+    """The length reward's degenerate guard: more than `threshold` (0.5) of the word n-grams
+    (trigrams) repeat an earlier one, whatever the length (a text of fewer than n words never is).
+    The same function as the eval's loop metric (`larft.length.is_looping`), with the guard's
+    own settings; the eval's are stricter (4-grams, > 0.3, answers of >= 8 words)."""
+    return bool(is_looping(text, n=n, threshold=threshold, min_words=0))
 
 
 def length_score(

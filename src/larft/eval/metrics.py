@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Iterable
+from typing import Any, Callable, Hashable, Iterable, Mapping
 
 LIFEBENCH_CONTROLS = ("equal", "at_most", "at_least")
 
@@ -84,6 +84,51 @@ def lifebench_headline(samples: list[tuple[str, int, int]]) -> dict[str, float |
         out[f"LS {control}"] = c["LS"]
         out[f"LD {control}"] = c["LD"]
     return out
+
+
+def lifebench_ls_by_length(aggregate: dict) -> dict[int, float]:
+    """LS per target length, the mean over the controls scored at that length (the macro average
+    the headline takes, length by length)."""
+    by_length: dict[int, list[float]] = defaultdict(list)
+    for c in aggregate["per_control"].values():
+        for t, v in c["per_length"].items():
+            by_length[int(t)].append(v["LS"])
+    return {t: sum(v) / len(v) for t, v in sorted(by_length.items())}
+
+
+# -- answer health (every length benchmark) ------------------------------------------------
+#: the per-sample flags `answer_health` reads: `ends_on_sentence` and `loops` (None: too short to
+#: judge) from `larft.length.ends_on_sentence` / `is_looping`, and `truncated` (cut at its budget)
+HEALTH_FLAGS = ("ends_on_sentence", "loops", "truncated")
+
+
+def _health_cell(samples: list[Mapping[str, Any]]) -> dict[str, Any]:
+    cell: dict[str, Any] = {"n": len(samples)}
+    for key in HEALTH_FLAGS:
+        judged = [bool(x[key]) for x in samples if x.get(key) is not None]
+        cell[key] = sum(judged) / len(judged) if judged else None
+        if key == "loops":
+            cell["loops_judged"] = len(judged)
+    return cell
+
+
+def answer_health(samples: Iterable[Mapping[str, Any]], bucket: Callable[[Mapping[str, Any]], Hashable] | None = None,
+                  order: Callable[[Any], Any] | None = None, name: str = "per_length") -> dict[str, Any]:
+    """How the answers end, beside the length scores: over all samples and per bucket (default
+    the sample's target length), the share of answers that
+    - `ends_on_sentence`: end on a finished sentence (`larft.length.ends_on_sentence`);
+    - `loops`: loop, over the answers long enough to judge (>= 8 words; `loops_judged` of them):
+      more than 30% of their word 4-grams repeat an earlier one (`larft.length.is_looping`, the
+      function behind the length reward's degenerate guard);
+    - `truncated`: were cut at their token budget.
+    Each share is None where no sample carries its flag (results written before the flags were
+    recorded). Every answer counts, refusals included; `n` is the number of answers."""
+    samples = list(samples)
+    bucket = bucket or (lambda x: x["target"])
+    groups: dict[Hashable, list[Mapping[str, Any]]] = defaultdict(list)
+    for x in samples:
+        groups[bucket(x)].append(x)
+    return {**_health_cell(samples), name: {k: _health_cell(groups[k]) for k in sorted(groups, key=order)}}
 
 
 # -- LongBench-Write ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from larft.eval.metrics import HEALTH_FLAGS, answer_health, lifebench_ls_by_length
 from larft.eval.stats import overlap
 from larft.errors import MissingFileError, UserError
 
@@ -27,7 +28,32 @@ def _fmt(x: Any, digits: int = 1) -> str:
     return str(x)
 
 
+#: the answer-health shares (`larft.eval.metrics.answer_health`) as the reports name them
+HEALTH_LABELS = {"ends_on_sentence": "ends on sentence", "loops": "loops", "truncated": "cut at budget"}
+#: the score shown beside the health figures of a bucket, per benchmark
+_BUCKET_SCORES = ("LS", "S_l", "PM", "MAE")
+
+
 # -- one run --------------------------------------------------------------------------------
+def bench_health(bench: dict) -> dict | None:
+    """A benchmark's answer health: its `metrics.health`, or, for results written before it was
+    recorded, what its samples allow (`truncated` only: older samples carry no health flags and
+    no texts; LIFEBench's LS per length beside it). None without samples."""
+    m = bench.get("metrics", {})
+    if m.get("health"):
+        return m["health"]
+    samples = bench.get("samples") or []
+    if not samples or not any(k in samples[0] for k in HEALTH_FLAGS) or "target" not in samples[0]:
+        return None
+    health = answer_health(samples)
+    if "per_control" in m:
+        ls = lifebench_ls_by_length(m)
+        for t, cell in health["per_length"].items():
+            cell["LS"] = ls.get(int(t))
+        health["LS"] = m.get("LS")
+    return health
+
+
 def summary_row(results: dict) -> dict[str, Any]:
     """The headline numbers of a run, flat (used by report.md and `larft report`)."""
     return {k: v for k, (v, _) in summary_with_cis(results).items()}
@@ -62,7 +88,44 @@ def summary_with_cis(results: dict) -> dict[str, tuple[Any, list[float] | None]]
             row[f"{name} MAE"] = (m["MAE"], ci.get("MAE"))
         elif "perplexity" in m:
             row[f"{name} perplexity"] = (m["perplexity"], None)
+        health = bench_health(bench)
+        if health:
+            for key, label in HEALTH_LABELS.items():
+                value = health.get(key)
+                row[f"{name} {label}%"] = (None if value is None else 100 * value, None)
     return row
+
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def health_lines(health: dict) -> list[str]:
+    """The answer-health table of one benchmark: per bucket (target length, Ruler's target label
+    or LenCtrl's level) and for all answers."""
+    buckets_key = "per_level" if "per_level" in health else "per_length"
+    buckets = health.get(buckets_key, {})
+    score = next((k for k in _BUCKET_SCORES if any(k in c for c in buckets.values())), None)
+    head = "level" if buckets_key == "per_level" else "target"
+    lines = ["Answer health (share of answers, %): ends on a sentence end; loops (more than 30% of its word "
+             "4-grams repeat an earlier one; judged on answers of >= 8 words); cut at its token budget.", "",
+             f"| {head} | n | " + (f"{score} | " if score else "") + "ends on sentence | loops (judged) | cut at budget |",
+             "|---" * (5 + bool(score)) + "|"]
+
+    def row(label: str, c: dict, bold: bool = False) -> str:
+        b = "**" if bold else ""
+        cells = [f"{b}{label}{b}", str(c["n"])]
+        if score:
+            cells.append(_fmt(c.get(score)))
+        loops = c.get("loops")
+        cells += [_pct(c.get("ends_on_sentence")), "-" if loops is None else f"{_pct(loops)} ({c['loops_judged']})",
+                  _pct(c.get("truncated"))]
+        return "| " + " | ".join(cells) + " |"
+
+    lines += [row(str(k), c) for k, c in buckets.items()]
+    lines.append(row("all", health, bold=True))
+    return lines
 
 
 def _ci(interval: list[float] | None, digits: int = 1) -> str:
@@ -144,6 +207,9 @@ def markdown(results: dict) -> str:
             lines += [f"MAE = **{_fmt(m['MAE'], 2)}**{_ci(ci.get('MAE'), 2)} over {m['n']} prompts ({m.get('note', '')})"]
             for level, v in m.get("per_level", {}).items():
                 lines.append(f"- {level}: MAE {_fmt(v['MAE'], 2)} (n={v['n']})")
+        health = bench_health(bench)
+        if health:
+            lines += ["", *health_lines(health)]
         lines.append("")
     if results.get("lm_eval"):
         lines += ["## lm-evaluation-harness", "", "```", json.dumps(results["lm_eval"]["results"], indent=1)[:4000],

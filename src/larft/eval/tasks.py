@@ -12,10 +12,12 @@ from typing import Any, Callable, Protocol, Sequence
 from larft.eval import benchmarks as B
 from larft.eval.counters import lenctrl_count, lifebench_count, longbench_write_count, ruler_count
 from larft.eval.metrics import (
-    lifebench_aggregate, lifebench_headline, longbench_sl, mean_absolute_error, ruler_aggregate,
+    RULER_PM, answer_health, lifebench_aggregate, lifebench_headline, lifebench_ls_by_length, longbench_sl,
+    mean_absolute_error, ruler_aggregate, ruler_hit,
 )
 from larft.eval.settings import EvalSettings
 from larft.eval.stats import bootstrap_cis
+from larft.length import ends_on_sentence, is_looping
 from larft.logs import get_logger
 
 logger = get_logger(__name__)
@@ -80,6 +82,10 @@ class LengthBenchmark(Benchmark):
     def metrics(self, samples: list[dict[str, Any]], settings: EvalSettings) -> dict[str, Any]:
         raise NotImplementedError
 
+    def health(self, samples: list[dict[str, Any]], metrics: dict[str, Any]) -> dict[str, Any]:
+        """Answer health (`larft.eval.metrics.answer_health`), overall and per target length."""
+        return answer_health(samples)
+
     # -- shared -------------------------------------------------------------------------------
     def run(self, ev: EvalRun, name: str, items: list[B.EvalItem] | None = None) -> dict[str, Any]:
         items, excluded = self.runnable(ev, items or [])
@@ -89,12 +95,16 @@ class LengthBenchmark(Benchmark):
         samples = [self.sample(it, out) for it, out in zip(items, outputs)]
         metrics = self.metrics(samples, ev.settings)
         metrics.update(self.cost(samples, ev.settings))
+        metrics["health"] = self.health(samples, metrics)
         return {"metrics": metrics, "samples": samples, "counter": self.counter, **excluded}
 
     def sample(self, it: B.EvalItem, output: dict[str, Any]) -> dict[str, Any]:
+        """One answer's record in results.json: its lengths, budget and health flags, not its text."""
+        text = output["text"]
         sample = {"id": it.id, "lang": it.lang, "control": it.control, "target": it.target,
-                  "length": self.count(it, output["text"]), "max_new_tokens": output["max_new_tokens"],
-                  "truncated": output["truncated"], "new_tokens": output["new_tokens"], "gen_tokens": output["gen_tokens"]}
+                  "length": self.count(it, text), "max_new_tokens": output["max_new_tokens"],
+                  "truncated": output["truncated"], "new_tokens": output["new_tokens"], "gen_tokens": output["gen_tokens"],
+                  "ends_on_sentence": ends_on_sentence(text), "loops": is_looping(text)}
         if "best_of_rewards" in output:
             sample["best_of_rewards"] = output["best_of_rewards"]
         return {**sample, **self.extra(it, sample)}
@@ -173,6 +183,15 @@ class LifeBench(LengthBenchmark):
         result["truncated"] = sum(x["truncated"] for x in samples)
         return result
 
+    def health(self, samples: list[dict[str, Any]], metrics: dict[str, Any]) -> dict[str, Any]:
+        """Per target length, beside the LS of that length (the mean over its controls)."""
+        health = answer_health(samples)
+        ls = lifebench_ls_by_length(metrics)
+        for t, cell in health["per_length"].items():
+            cell["LS"] = ls.get(t)
+        health["LS"] = metrics.get("LS")
+        return health
+
 
 class LongBenchWrite(LengthBenchmark):
     """LongBench-Write's format (the LongWrite-Ruler set): S_l, overall and per asked length."""
@@ -194,6 +213,13 @@ class LongBenchWrite(LengthBenchmark):
         return {"S_l": mean_sl(samples)["S_l"], "n": len(samples), "ci95": self.cis(settings, samples, mean_sl),
                 "per_length": {t: sum(v) / len(v) for t, v in sorted(per_length.items())},
                 "truncated": sum(x["truncated"] for x in samples)}
+
+    def health(self, samples: list[dict[str, Any]], metrics: dict[str, Any]) -> dict[str, Any]:
+        health = answer_health(samples)
+        for t, cell in health["per_length"].items():
+            cell["S_l"] = metrics["per_length"].get(t)
+        health["S_l"] = metrics.get("S_l")
+        return health
 
 
 class RulerTLG(LengthBenchmark):
@@ -218,6 +244,14 @@ class RulerTLG(LengthBenchmark):
             metrics["ci95"] = self.cis(settings, samples, pooled)
         return metrics
 
+    def health(self, samples: list[dict[str, Any]], metrics: dict[str, Any]) -> dict[str, Any]:
+        """Per target label (Ruler's buckets: 10 ... >800), beside its PM."""
+        health = answer_health(samples, bucket=lambda x: x["target_label"], order=B.RULER_TARGETS.index)
+        for label, cell in health["per_length"].items():
+            members = [x for x in samples if x["target_label"] == label]
+            cell["PM"] = 100 * sum(ruler_hit(x["length"], label, RULER_PM) for x in members) / len(members)
+        return health
+
 
 class LenCtrl(LengthBenchmark):
     """LenCtrl-Bench's format: MAE of words, sentences or paragraphs, overall and per level."""
@@ -241,3 +275,10 @@ class LenCtrl(LengthBenchmark):
                                            "n": len(sel)}
         metrics["note"] = "stand-in splitter (no public LenCtrl-Bench code): not guaranteed to match the paper"
         return metrics
+
+    def health(self, samples: list[dict[str, Any]], metrics: dict[str, Any]) -> dict[str, Any]:
+        """Per level (word / sentence / paragraph: the targets of different units), beside its MAE."""
+        health = answer_health(samples, bucket=lambda x: x["level"], name="per_level")
+        for level, cell in health["per_level"].items():
+            cell["MAE"] = metrics["per_level"][level]["MAE"]
+        return health
