@@ -148,9 +148,14 @@ def load_eval(rec: Path, cfg: dict) -> dict:
 
 
 def recorded(cfg: dict, tag: str) -> dict | None:
-    """The headline figures of a recorded stage, or None if it has not finished yet."""
+    """The headline figures of a recorded stage, or None if it has not finished yet; with the answer
+    health of its stored LIFEBench answers (`answer_health_figures`), computed on every read, so a
+    record made before those figures existed has them too."""
     path = records_dir(cfg) / tag / "headline.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    health = answer_health_figures(records_dir(cfg) / tag / "lifebench" / "results.json")
+    return {**json.loads(path.read_text()), **health}
 
 
 #: keys of a recipe file that choose data or outputs, not training settings: the experiment sets them
@@ -276,6 +281,7 @@ def headline(merged: dict) -> dict:
         "lifebench_budget_limited": len(b["lifebench"].get("budget_limited", [])),
         "lifebench_skipped_too_long": len(b["lifebench"].get("skipped_too_long", [])),
     }
+    out.update(health_of(b["lifebench"]))
     if "ruler-tlg" in b and "all" in b["ruler-tlg"]["metrics"]:
         out["ruler_pm"] = b["ruler-tlg"]["metrics"]["all"]["PM"]
         out["ruler_fm"] = b["ruler-tlg"]["metrics"]["all"]["FM"]
@@ -292,7 +298,30 @@ def gen_tokens_per_prompt(bench: dict) -> float | None:
 
 
 SCALARS = ("lifebench_ls", "lifebench_ls_equal", "counting_within10", "counting_mae_parsed", "refusal_rate",
-           "perplexity", "train_minutes", "gen_tokens_per_prompt")
+           "perplexity", "train_minutes", "gen_tokens_per_prompt", "lifebench_ends_on_sentence", "lifebench_loops",
+           "lifebench_cut_at_budget")
+
+#: answer health of a stage's LIFEBench answers (`larft.eval.metrics.answer_health`): figure -> its share
+HEALTH_FIGURES = {"lifebench_ends_on_sentence": "ends_on_sentence", "lifebench_loops": "loops",
+                  "lifebench_cut_at_budget": "truncated"}
+
+
+def answer_health_figures(path: Path) -> dict:
+    """The whole-benchmark answer-health shares of a stage, from its stored LIFEBench results.json
+    (its `metrics.health`, or its samples for records written before that: those carry `truncated`
+    but no texts and no health flags, so their ends-on-sentence and loop shares are None). Empty
+    when the file is missing."""
+    if not path.exists():
+        return {}
+    return health_of(json.loads(path.read_text())["benchmarks"]["lifebench"])
+
+
+def health_of(bench: dict) -> dict:
+    """HEALTH_FIGURES of one benchmark's results (`larft.eval.report.bench_health`); None where not recorded."""
+    from larft.eval.report import bench_health
+
+    health = bench_health(bench) or {}
+    return {figure: health.get(key) for figure, key in HEALTH_FIGURES.items()}
 
 
 def seed_mean(per_seed: dict[int, dict]) -> dict:
@@ -669,14 +698,20 @@ def markdown(result: dict, images: list[str]) -> str:
         "rejection-sampling SFT, hindsight-relabelled SFT (every answer, its prompt asking for the length it has) "
         "and length DPO on the model's own samples, as many sampled completions as a GRPO run (`larft train "
         "--method`). gen tok/prompt: tokens generated per LIFEBench prompt, all samples counted "
-        "(the inference cost).", "",
+        "(the inference cost). Answer health, shares of the LIFEBench answers (trained runs: mean of seeds): "
+        "ends on sentence (the answer's last character, after trailing markdown and closing quotes, ends a "
+        "sentence), loops (more than 30% of its word 4-grams repeat an earlier one; answers of >= 8 words), cut at "
+        "budget (stopped at its token budget); `-`: not recorded (answers evaluated before `larft eval` stored "
+        "the health flags keep no texts, so only the cut share can be read from them).", "",
     ]
     lines += cap_comparison(runs)
     if result["pending"]:
         lines += [f"**Pending stages** (not run yet): {', '.join(result['pending'])}.", ""]
-    lines += ["| run | LS mean [95% CI] | LS equal | LS at_most | LS at_least | refusals % | count within 10% | "
-              "count MAE (parsed) | count format % | perplexity | gen tok/prompt | train min |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| run | LS mean [95% CI] | LS equal | LS at_most | LS at_least | refusals % | ends on sentence % | "
+              "loops % | cut at budget % | count within 10% | count MAE (parsed) | count format % | perplexity | "
+              "gen tok/prompt | train min |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for name, r in runs.items():
         pc = r.get("lifebench_ls_per_control", {})
         ls = f"**{r['lifebench_ls']:.1f}**" + (_ci(r.get("lifebench_ls_ci")) if "seeds" not in r else "")
@@ -691,6 +726,7 @@ def markdown(result: dict, images: list[str]) -> str:
         lines.append(
             f"| {name} | {ls} | {pc.get('equal', float('nan')):.1f} | {pc.get('at_most', float('nan')):.1f} | "
             f"{pc.get('at_least', float('nan')):.1f} | {100 * r['refusal_rate']:.1f} | "
+            + " | ".join(pct(r.get(k)) for k in HEALTH_FIGURES) + " | "
             f"{100 * r['counting_within10']:.0f} | {'-' if mae is None else f'{mae:.1f}'} | {100 * fmt:.0f} | "
             f"{r['perplexity']:.2f} | {'-' if tokens is None else f'{tokens:.0f}'} | {r.get('train_minutes', 0):.1f} |")
     for name in runs:

@@ -34,6 +34,18 @@ def _ci(interval) -> str:
     return f" [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else ""
 
 
+#: the answer-health shares of a run's LIFEBench answers (benchmarks/experiment.py's HEALTH_FIGURES), as worded here
+HEALTH_WORDS = {"lifebench_ends_on_sentence": "ending on a sentence", "lifebench_loops": "looping",
+                "lifebench_cut_at_budget": "cut at their budget"}
+
+
+def health_text(figures: dict) -> str:
+    """", answers ending on a sentence 93.2%, looping 1.0%, cut at their budget 2.5%" from a run's
+    figures: the shares it has (none recorded: "")."""
+    parts = [f"{words} {100 * figures[key]:.1f}%" for key, words in HEALTH_WORDS.items() if figures.get(key) is not None]
+    return f", answers {', '.join(parts)}" if parts else ""
+
+
 def learning_speed_lines(path: Path) -> list[str]:
     """The step cost of the recipe, lever by lever, and held-out LS after fixed training minutes (none
     before the file exists; "not run yet" for a part that has not run)."""
@@ -123,7 +135,8 @@ def long_run_lines(path: Path) -> list[str]:
     compared = ([f"LARFT minus GRPO-only, paired over the same prompts: {'; '.join(differences)}.", ""]
                 if differences else [])
     finals = [f"{labels.get(name, name)} **{f['lifebench_ls']:.1f}**{_ci(f['lifebench_ls_ci'])} (equal-to "
-              f"{f['lifebench_ls_equal']:.1f}, perplexity {f['perplexity']:.2f}, refusals {100 * f['refusal_rate']:.1f}%)"
+              f"{f['lifebench_ls_equal']:.1f}, perplexity {f['perplexity']:.2f}, refusals {100 * f['refusal_rate']:.1f}%"
+              f"{health_text(f)})"
               for name, run in result["runs"].items() if (f := run.get("final"))]
     if finals:
         compared = [f"The final models (step {result['steps']}) on all {next(r['final']['lifebench_n'] for r in result['runs'].values() if r.get('final'))} "

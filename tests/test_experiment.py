@@ -215,3 +215,24 @@ def test_the_goals_table_marks_each_goal_from_the_numbers(experiment):
         ["missed", "missed", "**met**", "**met**", "missed", "missed", "missed"]
     assert "negative result" in rows[1]
     assert experiment.goals_table({"base": base, "larft": good}) == []  # no GRPO-only yet: no table
+
+
+def test_the_experiment_table_reads_health_from_the_stored_samples(experiment, tmp_path):
+    path = tmp_path / "results.json"
+    samples = [{"target": 16, "truncated": False, "ends_on_sentence": True, "loops": False},
+               {"target": 32, "truncated": True, "ends_on_sentence": False, "loops": True}]
+    path.write_text(json.dumps({"benchmarks": {"lifebench": {"metrics": {}, "samples": samples}}}))
+    assert experiment.answer_health_figures(path) == {"lifebench_ends_on_sentence": 0.5, "lifebench_loops": 0.5,
+                                                      "lifebench_cut_at_budget": 0.5}
+    samples = [{"target": 16, "truncated": True}, {"target": 16, "truncated": False}]  # an older record
+    path.write_text(json.dumps({"benchmarks": {"lifebench": {"metrics": {}, "samples": samples}}}))
+    assert experiment.answer_health_figures(path) == {"lifebench_ends_on_sentence": None, "lifebench_loops": None,
+                                                      "lifebench_cut_at_budget": 0.5}
+    assert experiment.answer_health_figures(tmp_path / "missing.json") == {}
+
+
+def test_the_results_page_words_the_health_a_run_has():
+    page = load_script("benchmarks/results_page.py")
+    assert page.health_text({"lifebench_ends_on_sentence": 0.932, "lifebench_loops": 0.01,
+                             "lifebench_cut_at_budget": None}) == ", answers ending on a sentence 93.2%, looping 1.0%"
+    assert page.health_text({}) == ""
