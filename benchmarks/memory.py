@@ -7,7 +7,8 @@ the check after and the final save. A thread samples the process's RSS (/proc/se
 0.1 s and keeps the peak of each phase, named by training callbacks. Variants: larft's allocator
 tuning on (`tuned`, the default: trim and mmap thresholds, top pad, arenas capped at 2), off
 (`untuned`), on with glibc's own arena count (`arenas_glibc`: LARFT_MALLOC_ARENA_MAX=0), on with the
-cap set from process start (`arenas2`: MALLOC_ARENA_MAX=2), micro-batches of 4 instead of 8 (`micro4`), transformers rollouts
+cap set from process start (`arenas2`: MALLOC_ARENA_MAX=2), free pages handed back after every part of a step
+(`trim_phases`), buffers above 4 MiB mmap'ed (`mmap4m`), micro-batches of 4 instead of 8 (`micro4`), transformers rollouts
 instead of CTranslate2's (`hf_rollouts`: what the engine's copy of the weights costs), fp32 instead of
 bf16 autocast (`fp32`), an int8 CTranslate2 engine (`int8_rollouts`, top_p 1 as its correction needs), a
 LoRA adapter (`lora`: rank 16 on every linear layer, ct2 rolling out the merged weights), activation
@@ -39,6 +40,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runs import read_json, write_json  # noqa: E402
@@ -61,6 +63,8 @@ VARIANTS = {
     "lora": ({}, ["--lora_r", "16"]),
     "checkpointing": ({}, ["--activation_checkpointing", "true"]),
     "keep_steps": ({"LARFT_MALLOC_TRIM_STEPS": "0"}, []),
+    "trim_phases": ({"LARFT_MEMORY_TRIM_PHASES": "1"}, []),
+    "mmap4m": ({"LARFT_MALLOC_MMAP_THRESHOLD": str(4 << 20)}, []),
 }
 
 
@@ -126,6 +130,70 @@ def estimate_gb(config_file: Path, flags: list[str]) -> float:
     return float(head.split("): ")[1].split(" GB")[0])
 
 
+def _name_step_parts(sampler: "PhaseSampler") -> None:
+    """`--fine`: the steps phase split into its parts (rollouts, the awareness pass, the policy's forward,
+    backward, the optimizer step), by wrapping the methods that do them; each part's peak is its own."""
+    import functools
+
+    import accelerate
+    import trl
+
+    import larft.trainer as larft_trainer
+
+    def named(owner: Any, method: str, phase: str, after: str | None = None) -> None:
+        original = getattr(owner, method)
+
+        @functools.wraps(original)  # the signature stays the method's (larft.private_api checks it)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            previous = sampler.phase
+            sampler.enter(phase)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                sampler.enter(after or previous)
+
+        setattr(owner, method, wrapper)
+
+    named(larft_trainer.LARFTTrainer, "_generate_and_score_completions", "step: rollouts + scoring", "step: other")
+    named(larft_trainer.LARFTTrainer, "_awareness_term", "step: awareness forward + backward")
+    named(trl.GRPOTrainer, "_compute_loss", "step: policy forward")
+    named(accelerate.Accelerator, "backward", "step: backward")
+    named(torch_optimizer_class(), "step", "step: optimizer")
+
+
+def _trim_after_parts() -> None:
+    """`trim_phases`: the allocator's free pages handed back after the rollouts, the awareness pass and each
+    backward, not only after the optimizer step (the arithmetic is untouched)."""
+    import functools
+
+    import accelerate
+
+    import larft.trainer as larft_trainer
+    from larft.malloc import release_free_memory
+
+    def trimmed(owner: Any, method: str) -> None:
+        original = getattr(owner, method)
+
+        @functools.wraps(original)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return original(*args, **kwargs)
+            finally:
+                release_free_memory()
+
+        setattr(owner, method, wrapper)
+
+    trimmed(larft_trainer.LARFTTrainer, "_generate_and_score_completions")
+    trimmed(larft_trainer.LARFTTrainer, "_awareness_term")
+    trimmed(accelerate.Accelerator, "backward")
+
+
+def torch_optimizer_class() -> Any:
+    import torch
+
+    return torch.optim.AdamW
+
+
 def worker(variant: str, steps: int, out: str, config_file: Path = DEMO) -> None:
     """One run of `steps` steps with its phases sampled; prints peaks, step times and rewards as JSON."""
     import resource
@@ -158,6 +226,10 @@ def worker(variant: str, steps: int, out: str, config_file: Path = DEMO) -> None
         def on_train_end(self, args, state, control, **kwargs):
             sampler.enter("check after, final save")
 
+    if os.environ.get("LARFT_MEMORY_FINE") == "1":
+        _name_step_parts(sampler)
+    if os.environ.get("LARFT_MEMORY_TRIM_PHASES") == "1":
+        _trim_after_parts()
     sampler.enter("load, check before")
     with sampler:
         train(train_args, config, extra_callbacks=[Phases()])
@@ -175,6 +247,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--config", choices=list(CONFIGS), default="demo")
+    parser.add_argument("--fine", action="store_true", help="split the steps phase into its parts (kept under "
+                        "`<config>-<steps>-fine/<variant>`)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--redo", default="", help="comma-separated variants to measure again")
     parser.add_argument("--worker", choices=list(VARIANTS))
@@ -185,14 +259,15 @@ def main() -> None:
         return
     result = read_json(RESULTS)
     runs = result.setdefault("runs", {})
-    prefix = "" if (args.config, args.steps) == ("demo", 3) else f"{args.config}-{args.steps}/"
+    prefix = "" if (args.config, args.steps, args.fine) == ("demo", 3, False) else \
+        f"{args.config}-{args.steps}{'-fine' if args.fine else ''}/"
     for key in filter(None, args.redo.split(",")):
         runs.pop(prefix + key, None)
     for variant in args.variants.split(","):
         key = prefix + variant
         if key in runs and runs[key].get("steps") == args.steps:
             continue
-        env = {**os.environ, **VARIANTS[variant][0]}
+        env = {**os.environ, **VARIANTS[variant][0], **({"LARFT_MEMORY_FINE": "1"} if args.fine else {})}
         with tempfile.TemporaryDirectory() as tmp:
             proc = subprocess.run([sys.executable, __file__, "--worker", variant, "--steps", str(args.steps),
                                    "--config", args.config, "--out", tmp], capture_output=True, text=True, env=env)
