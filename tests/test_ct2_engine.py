@@ -108,7 +108,9 @@ def test_a_trainer_step_rolls_out_with_ct2_on_the_current_weights(tiny_model_dir
                            awareness_lambda_max=0.5, awareness_warmup_ratio=0.0, rollout_backend="ct2")
     assert trainer.rollout_func is not None and trainer.rollout_backend == "ct2"
     trainer.train()
-    assert trainer.rollout_func.synced_step == 1 and len(trainer.rollout_func.engine.sync_seconds) == 2
+    assert len(trainer.rollout_func.engine.sync_seconds) == 2  # the weights of each step, converted once
+    # the engine's copy of the weights is freed after the rollouts, not kept through the backward
+    assert trainer.rollout_func.engine.generator is None and trainer.rollout_func.synced_step is None
     logged = [r for r in trainer.state.log_history if "reward" in r]
     assert len(logged) == 2 and all(0.0 <= r["reward"] <= 1.0 for r in logged)
     trace = [json.loads(x) for x in (tmp_path / "out" / "rollouts.jsonl").read_text().splitlines()]

@@ -309,6 +309,10 @@ class CT2Rollouts:
             top_k=args.top_k or 0, seed=args.seed * 1_000_003 + step * 1009 + trainer.accelerator.process_index,
         )
         self.generate_seconds.append(time.perf_counter() - start)
+        # the policy changes at the next optimizer step, and the next rollouts convert it anew: the engine's
+        # copy of the weights is not kept through the forward and backward in between
+        self.engine.generator = None
+        self.synced_step = None
         # fp32 rollouts are the policy's own samples: no log-probs to carry, no correction to make
         logprobs = [r.logprobs for r in rollouts] if self.sampler_logprobs else None
         return {"prompt_ids": [list(p) for p in prompt_ids], "completion_ids": [r.completion_ids for r in rollouts],
