@@ -8,7 +8,8 @@ the check after and the final save. A thread samples the process's RSS (/proc/se
 tuning on (`tuned`, the default: trim and mmap thresholds, top pad, arenas capped at 2), off
 (`untuned`), on with glibc's own arena count (`arenas_glibc`: LARFT_MALLOC_ARENA_MAX=0), on with the
 cap set from process start (`arenas2`: MALLOC_ARENA_MAX=2), free pages handed back after every part of a step
-(`trim_phases`), buffers above 4 MiB mmap'ed (`mmap4m`), micro-batches of 4 instead of 8 (`micro4`), transformers rollouts
+(`trim_phases`; larft's default since, `release_between_parts`; `trim_steps_only` is the default before it),
+buffers above 4 MiB mmap'ed (`mmap4m`), micro-batches of 4 instead of 8 (`micro4`), transformers rollouts
 instead of CTranslate2's (`hf_rollouts`: what the engine's copy of the weights costs), fp32 instead of
 bf16 autocast (`fp32`), an int8 CTranslate2 engine (`int8_rollouts`, top_p 1 as its correction needs), a
 LoRA adapter (`lora`: rank 16 on every linear layer, ct2 rolling out the merged weights), activation
@@ -64,6 +65,7 @@ VARIANTS = {
     "checkpointing": ({}, ["--activation_checkpointing", "true"]),
     "keep_steps": ({"LARFT_MALLOC_TRIM_STEPS": "0"}, []),
     "trim_phases": ({"LARFT_MEMORY_TRIM_PHASES": "1"}, []),
+    "trim_steps_only": ({"LARFT_MALLOC_TRIM_PARTS": "0"}, []),
     "mmap4m": ({"LARFT_MALLOC_MMAP_THRESHOLD": str(4 << 20)}, []),
 }
 

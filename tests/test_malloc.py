@@ -110,13 +110,18 @@ def test_freed_memory_kept_by_the_tuning_goes_back_when_released():
 
 @pytest.mark.parametrize("env, calls", [("1", 2), ("0", 0)])
 def test_cpu_training_releases_memory_after_every_optimizer_step(tmp_path, tiny_model_dir, monkeypatch, env, calls):
+    """After every optimizer step, and inside a step after the rollouts and after each micro-step's backward."""
+    import inspect
+
     import larft.malloc
     from larft.cli import parse_train_args
     from larft.train import train
 
-    released = []
-    monkeypatch.setattr(larft.malloc, "release_free_memory", lambda: released.append(1) or True)
+    released = []  # who asked: the step's end (a callback) or a part of the step (release_between_parts)
+    monkeypatch.setattr(larft.malloc, "release_free_memory",
+                        lambda: released.append(inspect.stack()[1].function) or True)
     monkeypatch.setattr(larft.malloc, "tune_malloc", lambda device="cpu": True)  # as on a glibc CPU run
+    monkeypatch.setattr(larft.malloc, "_tuned", True)
     monkeypatch.setenv("LARFT_MALLOC_TRIM_STEPS", env)
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(f'{{"prompt": "Describe tea in {n} words.", "target": {n}}}\n' for n in (5, 6, 7, 8)))
@@ -124,4 +129,8 @@ def test_cpu_training_releases_memory_after_every_optimizer_step(tmp_path, tiny_
                              "--dataset_name", str(rows), "--max_steps", "2", "--num_generations", "2",
                              "--per_device_train_batch_size", "4", "--max_completion_length", "8",
                              "--report_to", "none", "--save_strategy", "no"]))
-    assert len(released) == calls
+    assert released.count("on_step_end") == calls
+    # 2 steps of 1 micro-step: after each step's rollouts and each micro-step's backward (the awareness pass's own
+    # backward only once lambda > 0)
+    parts = released.count("release_between_parts")
+    assert (parts >= 4) if calls else parts == 0

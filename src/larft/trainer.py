@@ -33,6 +33,7 @@ from larft.errors import UserError
 from larft.importance import importance_weights, weight_gradient
 from larft.length import count_words, final_text, measure, parse_delimiters
 from larft.length_spec import LengthSpec
+from larft.malloc import release_between_parts
 from larft.rewards import LengthReward, is_refusal, length_deviation
 from larft.rollout_end import rollout_end, rollout_stop_ids
 from larft.schedule import awareness_lambda
@@ -286,6 +287,7 @@ class LARFTTrainer(GRPOTrainer):
             output = super()._generate_and_score_completions(inputs)
         finally:
             self.generating_rows = None
+        release_between_parts()  # what generating freed is not resident beside the forward and backward
         mode = "train" if self.model.training else "eval"
         ids = getattr(self, "_last_completion_ids", None)  # unpadded, as the reward functions saw them
         ids = ids if ids is not None and len(ids) == len(inputs) else output["completion_ids"].tolist()
@@ -402,6 +404,13 @@ class LARFTTrainer(GRPOTrainer):
         if total[1] > 0:
             self._metrics[mode]["awareness_count_error"].append((total[0] / total[1]).item())
 
+    def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """TRL's micro-step; then, on a CPU run with larft's allocator settings, what its backward freed goes
+        back to the OS (`larft.malloc.release_between_parts`): the same arithmetic, a lower peak."""
+        loss = super().training_step(*args, **kwargs)
+        release_between_parts()
+        return loss
+
     # -- hook 2: the unified loss -----------------------------------------------------------
     def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
         mode = "train" if self.model.training else "eval"
@@ -464,6 +473,7 @@ class LARFTTrainer(GRPOTrainer):
         self._metrics["train"]["awareness_lambda"].append(lam)
         if backward and term.requires_grad:
             self.accelerator.backward(term)
+            release_between_parts()  # the counting pass's freed activations, before the policy's forward
         return term.detach() if backward else term
 
     # -- hook 3: quantized rollouts -> importance-weighted policy gradient -----------------------
