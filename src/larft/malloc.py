@@ -13,8 +13,8 @@ free pages back (`release_free_memory`), so the resident size is one step's work
 any step ever touched (benchmarks/memory.py, `keep_steps` against `tuned`); LARFT_MALLOC_TRIM_STEPS=0 keeps them.
 Within a step, the free pages also go back after each part that frees much (the rollouts, the awareness
 pass's backward, the policy's backward: `release_between_parts`), so one part's freed buffers are not resident
-beside the next part's: the demo's peak 8.92 -> 7.58 GB, the same rewards at every step, ~7% step time
-(benchmarks/memory.py, `trim_phases` against `tuned`).
+beside the next part's: the demo's peak 8.92 -> 7.58 GB and the recipe's 11.22 -> 9.95 GB, the same rewards
+at every step, for +7% / +20% step time (one run each; benchmarks/memory.py, docs/usage.md "CPU note").
 """
 
 from __future__ import annotations
