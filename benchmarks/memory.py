@@ -212,11 +212,12 @@ def worker(variant: str, steps: int, out: str, config_file: Path = DEMO) -> None
     sampler = PhaseSampler()
 
     class Phases(TrainerCallback):
-        """Names what the process is doing: the check before runs in on_train_begin (an earlier
-        callback), the steps between on_train_begin and on_train_end, saves inside them."""
+        """Names what the process is doing: the check before runs in on_train_begin (the trainer's own
+        callback), the steps from the first on_step_begin to on_train_end, saves inside them."""
 
-        def on_train_begin(self, args, state, control, **kwargs):
-            sampler.enter("steps")
+        def on_step_begin(self, args, state, control, **kwargs):
+            if sampler.phase == "load, check before":
+                sampler.enter("steps")
 
         def on_step_end(self, args, state, control, **kwargs):
             if control.should_save:
