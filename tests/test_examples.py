@@ -62,5 +62,10 @@ def test_the_qwen_8gpu_config_parses_into_the_papers_settings():
 
     train_args, config = parse_train_args(["--config", str(ROOT / "configs" / "qwen2.5-7b-8gpu.yaml")])
     assert train_args.model == "Qwen/Qwen2.5-7B-Instruct" and train_args.max_prompt_tokens == 2048
-    assert (config.num_generations, config.per_device_train_batch_size, config.steps_per_generation) == (4, 16, 4)
+    # the paper's 512 completions per round and 128 per optimizer step on 8 GPUs, in micro-batches of 2 (the release's)
+    assert (config.num_generations, config.per_device_train_batch_size, config.gradient_accumulation_steps,
+            config.steps_per_generation) == (4, 2, 8, 32)
+    assert 8 * config.per_device_train_batch_size * config.gradient_accumulation_steps == 128
+    assert 8 * config.per_device_train_batch_size * config.steps_per_generation == 512
+    assert train_args.dtype == "bfloat16"
     assert config.awareness_lambda_max == 0.01 and config.learning_rate == 1e-6 and config.use_vllm

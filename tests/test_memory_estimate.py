@@ -205,7 +205,7 @@ def test_estimate_for_reads_a_yaml_config_and_a_larft_config(tmp_path):
     est = estimate_for(data, qwen7b_config(), num_processes=8, strategy="zero3", device_memory=GPU80)
     s = est.settings
     assert (s["per_device_train_batch_size"], s["seq_len"], s["activation_checkpointing"], s["use_vllm"]) == \
-        (16, 2048 + 8000, True, True)
+        (2, 2048 + 8000, True, True)
     assert any(p.name == "vLLM (colocate)" and p.bytes == int(0.3 * GPU80) for p in est.parts)
     assert any(p.name == "reference model" for p in est.parts)  # beta 0.001
     config = LARFTConfig(str(tmp_path), per_device_train_batch_size=4, num_generations=4, max_completion_length=64,
