@@ -38,17 +38,20 @@ def rows_per_optimizer_step(rows: int, steps_per_generation: int, accumulation: 
     return rows // steps_per_generation * math.gcd(steps_per_generation, max(accumulation, 1))
 
 
-def sort_by_length(batch: dict[str, Any], block: int | None = None) -> dict[str, Any]:
+def sort_by_length(batch: dict[str, Any], block: int | None = None, ties: torch.Tensor | None = None) -> dict[str, Any]:
     """The generation batch reordered by real (prompt + completion) length within each block of
     `block` consecutive rows (None: the whole batch as one block), in unison over every per-rollout
-    value (tensors along their first dimension, lists); scalars are kept. A rollout never leaves its block."""
-    lengths = batch["prompt_mask"].sum(dim=1) + batch["completion_mask"].sum(dim=1)
+    value (tensors along their first dimension, lists); scalars are kept. A rollout never leaves its block.
+    Rows of equal length keep the order of `ties` (a rank per row; default: their order in the batch)."""
+    lengths = batch["prompt_mask"].sum(dim=1).cpu() + batch["completion_mask"].sum(dim=1).cpu()
     rows = lengths.size(0)
     block = block or rows
     if rows % block:
         raise ValueError(f"{rows} rows do not split into blocks of {block}")
     blocks = torch.arange(rows) // block
-    order = torch.argsort(blocks * (int(lengths.max()) + 1) + lengths.cpu(), stable=True)
+    ties = torch.arange(rows) if ties is None else ties.cpu()
+    key = (blocks * (int(lengths.max()) + 1) + lengths) * rows + ties
+    order = torch.argsort(key, stable=True)
 
     def permute(value: Any) -> Any:
         if isinstance(value, torch.Tensor):

@@ -265,17 +265,21 @@ class LARFTTrainer(GRPOTrainer):
         if not (self.model.training and self.args.trim_padding):
             return super()._prepare_inputs(generation_batch)
         from trl.trainer.utils import (shuffle_sequence_dict, split_pixel_values_by_grid, split_tensor_dict,
-                                       unsplit_pixel_values_by_grid)
+                                       unsplit_pixel_values_by_grid)  # larft.private_api checks them
 
         from larft.padding import rows_per_optimizer_step, sort_by_length, trim_padding
 
         generate_every = self.args.steps_per_generation * self.num_iterations
         if self._step % generate_every == 0 or self._buffered_inputs is None:
             batch = split_pixel_values_by_grid(self._generate_and_score_completions(generation_batch))
-            batch = shuffle_sequence_dict(batch)  # TRL's own shuffle: which rollouts each optimizer step gets
-            block = rows_per_optimizer_step(batch["completion_mask"].size(0), self.args.steps_per_generation,
-                                            self.args.gradient_accumulation_steps)
-            pieces = split_tensor_dict(sort_by_length(batch, block), self.args.steps_per_generation)
+            rows = batch["completion_mask"].size(0)
+            # TRL's own shuffle (the same draw) decides which rollouts each optimizer step gets; among equal
+            # lengths, rows keep their order from before it
+            batch["_row"] = torch.arange(rows)
+            batch = shuffle_sequence_dict(batch)
+            ties = batch.pop("_row")
+            block = rows_per_optimizer_step(rows, self.args.steps_per_generation, self.args.gradient_accumulation_steps)
+            pieces = split_tensor_dict(sort_by_length(batch, block, ties), self.args.steps_per_generation)
             self._buffered_inputs = [trim_padding(unsplit_pixel_values_by_grid(p)) for p in pieces]
         return self._buffered_inputs[self._step % self.args.steps_per_generation]
 
