@@ -13,7 +13,7 @@ FIRST_LINES = [
     "# larft",
     "",
     "```bash",
-    "./scripts/demo.sh      # fresh machine: set up .venv, then a short LARFT run on the bundled model (10-14 min, 2 CPU cores)",
+    "./scripts/demo.sh      # fresh machine: set up .venv, then a short LARFT run on the bundled model (6-14 min, 2 CPU cores)",
     "./scripts/test.sh      # fresh machine: set up .venv, then the test suite",
     "```",
 ]
