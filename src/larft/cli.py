@@ -254,9 +254,6 @@ def run_train(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
         _train_parser().print_help()
         return 0
-    from larft import cpu_fsdp
-
-    cpu_fsdp.install()  # LARFT_CPU_FSDP=1 on CPU processes: accelerate's FSDP2 instead of DDP (tests, experiments)
     train_args, config = parse_train_args(argv)
     if train_args.dry_run:
         from larft.dry_run import dry_run

@@ -29,8 +29,8 @@ transformers' `save_model` writes no model at all).
 
 It applies only when asked (`LARFT_CPU_FSDP=1`), when accelerate was asked for FSDP
 (`ACCELERATE_USE_FSDP=true`) and when no accelerator (CUDA, XPU, MPS, ...) is present, so a GPU run is
-never touched. `larft train` installs it (`larft.cli.run_train`); code that builds a LARFTTrainer
-itself calls `install()` first. It is for tests and CPU experiments: the sharded code paths
+never touched. `LARFTTrainer` installs it before its Accelerator is built, so `larft train` and
+Python code get it alike. It is for tests and CPU experiments: the sharded code paths
 (sharding, generation, sharded checkpoints, resume) without GPUs.
 """
 

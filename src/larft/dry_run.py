@@ -7,6 +7,7 @@ gap to measured peaks.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from typing import Any
@@ -90,7 +91,7 @@ def dry_run(train_args: Any, config: Any, explicit: set[str]) -> int:
     device_type = train_args.dry_run_device or ("cuda" if device_memory or not config.use_cpu else "cpu")
     if device_memory is None:
         device_memory = machine_memory(device_type)
-    settings = {f.name: getattr(config, f.name) for f in __import__("dataclasses").fields(config)}
+    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     settings.update({"dtype": setup.init_kwargs.get("dtype"), "lora_r": getattr(train_args, "lora_r", 0),
                      "use_peft": getattr(train_args, "use_peft", False),
                      "lora_target_modules": getattr(train_args, "lora_target_modules", "all-linear")})

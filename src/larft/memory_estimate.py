@@ -267,7 +267,12 @@ def _meta_parameter_count(config: Any) -> int | None:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
         return sum(p.numel() for p in model.parameters())
-    except Exception:  # an architecture transformers cannot build: fall back to the formula
+    except Exception as e:  # an architecture transformers cannot build: the formula's count, said so
+        import logging
+
+        logging.getLogger(__name__).warning(
+            f"memory estimate: cannot build a {type(config).__name__} to count its parameters "
+            f"({type(e).__name__}: {e}); counting them from its shapes as a Llama / Qwen2 layer")
         return None
 
 
@@ -349,7 +354,7 @@ def _inference_working_per_token(shape: Shape, *, compute: int, residual: int, m
 def _backward_working_per_token(shape: Shape, compute: int) -> float:
     """Gradients in flight inside one layer's backward, on top of its saved activations: the residual's
     fp32 gradient twice, and in the MLP's backward the gradients of SiLU(gate) and up while gate, up and
-    SiLU(gate) are still saved (`2 i a`; measured: `benchmarks/memory_estimate_check.py`, wide-mlp)."""
+    SiLU(gate) are still saved (`2 i a`; checked by `benchmarks/memory_estimate_check.py`)."""
     return 2 * 4 * shape.hidden + 2 * shape.intermediate * compute
 
 
@@ -409,7 +414,7 @@ def _awareness_pass(shape: Shape, p: _Precision, *, rows: int, seq: int, prefix:
     model twice, and each call keeps its own autocast weight copies, LM head included. With
     checkpointing the model gives no cache and every row runs whole; the backward may recompute the
     same layer of every group together (they are independent branches of one graph), so the
-    recomputed layer counts every row (measured: 20% above the wide-mlp calibration's, a bound)."""
+    recomputed layer counts every row: a bound (its gap to a measured step: benchmarks/results/memory_estimate.json)."""
     a, r, h, V = p.compute, p.residual, shape.hidden, shape.vocab
     shared = 0 if checkpointing else min(prefix, seq - 1)
     queries = seq - shared  # per row: its own tokens; the keys are the prefix's and its own

@@ -293,9 +293,7 @@ class LARFTTrainer(GRPOTrainer):
             self.generating_rows = None
         release_between_parts()  # what generating freed is not resident beside the forward and backward
         mode = "train" if self.model.training else "eval"
-        ids = getattr(self, "_last_completion_ids", None)  # unpadded, as the reward functions saw them
-        ids = ids if ids is not None and len(ids) == len(inputs) else output["completion_ids"].tolist()
-        self._last_completion_ids = None
+        ids, self._last_completion_ids = self._last_completion_ids, None  # unpadded, as the reward functions saw them
         texts, truncated = self._completion_texts(ids)
         units = [LengthSpec.of(row).unit for row in inputs]
         lengths = self._log_length_metrics(mode, texts, truncated, inputs, units)
