@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from larft.callbacks import trim_metrics
 from larft.data import generate_rows
 from larft.errors import UserError
 from larft.loader import DataError, DataIssue, load_rows, normalize_record
@@ -183,19 +182,16 @@ def complete_checkpoints(output_dir: Path, processes: int = 1) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def start_output_dir(output_dir: Path, *, resume: bool, resumable: bool = True, process_index: int = 0,
-                     processes: int = 1) -> Path | None:
-    """The checkpoint a `--resume` run continues from (its metrics and rollout trace trimmed to that
-    step), or None for a new run; a new run refuses an output_dir that already holds one."""
+def start_output_dir(output_dir: Path, *, resume: bool, resumable: bool = True, processes: int = 1) -> Path | None:
+    """The checkpoint a `--resume` run continues from, or None for a new run; a new run refuses an output_dir
+    that already holds one. Nothing is written: the trainer trims metrics.jsonl and rollouts.jsonl to the
+    checkpoint's step when training starts (`callbacks.ResumedStepFiles`)."""
     if resume:
         found = complete_checkpoints(output_dir, processes) if output_dir.is_dir() else []
         if not found:
             raise UserError(f"--resume: no complete checkpoint-* folder in {output_dir}")
         checkpoint = found[0]
         step = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
-        if process_index == 0:  # one writer: ranks racing on the same temp file lose a rename
-            trim_metrics(output_dir / "metrics.jsonl", step)
-            trim_metrics(output_dir / "rollouts.jsonl", step)
         logger.info(f"resuming from {checkpoint} (step {step})")
         return checkpoint
     if (output_dir / "metrics.jsonl").exists():
@@ -269,8 +265,7 @@ def prepare_run(train_args: Any, config: Any, *, resumable: bool = True, hold_ou
 
     output_dir = Path(config.output_dir)
     checkpoint = start_output_dir(output_dir, resume=bool(getattr(train_args, "resume", False)) and resumable,
-                                  resumable=resumable, process_index=config.process_index,
-                                  processes=config.world_size)
+                                  resumable=resumable, processes=config.world_size)
     rows = training_rows(train_args, require_target=not getattr(train_args, "reward_funcs", None))
     given = rows
     rows, check_rows = split_held_out(rows, config.length_check_prompts, output_dir / RUN_RECORD,
@@ -318,5 +313,5 @@ def push_output(config: Any, repo_id: str) -> None:
 
 __all__ = ["FINGERPRINT_KEYS", "RUN_RECORD", "RunSetup", "check_completion_budget", "check_prompt_lengths",
            "check_resumed_split", "complete_checkpoints", "held_out_positions", "hub_repo", "model_init_kwargs", "prepare_run", "push_output", "rows_fingerprint",
-           "split_held_out", "start_output_dir", "training_rows", "trim_metrics", "with_system_prompts",
+           "split_held_out", "start_output_dir", "training_rows", "with_system_prompts",
            "write_json"]
