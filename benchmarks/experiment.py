@@ -447,8 +447,16 @@ def _overrides(cfg: dict, name: str) -> str:
     return ", ".join(f"{k}: {v}" for k, v in (cfg["runs"][name] or {}).items() if k != "n_seeds") or "the recipe"
 
 
+def output_paths(cfg: dict) -> tuple[Path, Path]:
+    """(figures JSON, results page): benchmarks/results/experiment.json and docs/results.md, or, for a
+    `draft: true` experiment (in progress, not yet the published one), both in its records folder."""
+    if cfg.get("draft"):
+        return records_dir(cfg) / "experiment.json", records_dir(cfg) / "results.md"
+    return RESULTS, DOCS / "results.md"
+
+
 def write_outputs(cfg: dict, stages: list[str], config_path: str) -> None:
-    """experiment.json and docs/results.md, from the recorded stages only."""
+    """The figures JSON and the results page (`output_paths`), from the recorded stages only."""
     runs: dict[str, dict] = {}
     pending = [s for s in stages if recorded(cfg, s) is None]
     if "base" not in pending:
@@ -479,13 +487,15 @@ def write_outputs(cfg: dict, stages: list[str], config_path: str) -> None:
         "commit": git_commit(), "machine": machine(), "config": cfg, "runs": runs, "pending": pending,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    images = plots(cfg, [s for s in stages if s not in pending])
-    (DOCS / "results.md").write_text(markdown(result, images))
+    figures_path, page = output_paths(cfg)
+    figures_path.parent.mkdir(parents=True, exist_ok=True)
+    figures_path.write_text(json.dumps(result, indent=2) + "\n")
+    images = plots(cfg, [s for s in stages if s not in pending], page.parent / "img")
+    page.write_text(markdown(result, images))
 
 
-def plots(cfg: dict, done: list[str]) -> list[str]:
+def plots(cfg: dict, done: list[str], img: Path) -> list[str]:
+    """The results page's plots, written to `img` (beside the page); returns their paths relative to the page."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -493,7 +503,6 @@ def plots(cfg: dict, done: list[str]) -> list[str]:
 
     from larft.eval.report import compare
 
-    img = DOCS / "img"
     img.mkdir(parents=True, exist_ok=True)
     written = []
     records = records_dir(cfg)

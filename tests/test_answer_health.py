@@ -60,12 +60,20 @@ REGRESSION_TEXTS = [
 
 
 @pytest.mark.parametrize("text", REGRESSION_TEXTS)
-def test_the_reward_guard_behaves_as_before(text):
+def test_the_reward_guard_is_the_eval_loop_metric(text):
     old = _old_repeated_trigram_share(text)
-    assert repeated_trigram_share(text) == old
-    assert is_degenerate(text) == (old > 0.5)  # default: trigrams, > 0.5, any length
-    assert is_degenerate(text, threshold=0.2) == (old > 0.2)
-    assert is_degenerate(text) == bool(is_looping(text, n=3, threshold=0.5, min_words=0))  # one function
+    assert repeated_trigram_share(text) == old  # the share itself is unchanged
+    assert is_degenerate(text) == bool(is_looping(text))  # one function, one setting: 4-grams, > 0.3, >= 8 words
+    assert is_degenerate(text, threshold=0.5, n=3, min_words=0) == (old > 0.5)  # the guard's old setting, on request
+
+
+def test_the_guard_now_catches_a_long_answer_that_loops_for_its_last_third():
+    # 300 distinct words, then one sentence of 10 words said 15 times: trigram share ~0.29 (the old guard let it
+    # score), 4-gram share ~0.32 (a loop to the eval)
+    text = " ".join(f"w{i}" for i in range(300)) + " " + "the river keeps flowing past the old mill every day " * 15
+    assert _old_repeated_trigram_share(text) < 0.5 and is_looping(text)
+    assert is_degenerate(text)
+    assert length_score(text, 450, degenerate_guard=True) == 0.0 < length_score(text, 450)
 
 
 def test_the_guard_still_zeroes_a_looping_rollout():

@@ -128,3 +128,13 @@ def test_length_spec_reads_every_row_form():
     assert spec.goal == (10, 20) and spec.largest == 20 and spec.as_json() == [10, 20] and spec.unit == "chars"
     with pytest.raises(KeyError, match="range row has no 'target_range'"):
         LengthSpec.of({"constraint": "range"}).required_goal()
+
+
+def test_parquet_keeps_a_column_the_first_row_lacks(tmp_path):
+    # pyarrow's from_pylist takes the first row's keys: a "range" row after an "equal" one lost its target_range
+    rows = generate_rows(40, constraints=["equal", "range"], seed=3)
+    rows.sort(key=lambda r: r["constraint"] != "equal")  # an equal row (no target_range) first
+    assert "target_range" not in rows[0] and "target_range" in rows[-1]
+    write_rows(rows, tmp_path / "a.parquet")
+    assert convert_file(tmp_path / "a.parquet", tmp_path / "b.jsonl") == 40
+    assert [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()] == rows

@@ -53,7 +53,7 @@ def test_defaults_are_kept_and_bench_repeats():
     assert (gen.n, gen.constraint, gen.temperature, gen.top_p, gen.backend) == (1, "equal", 0.7, 0.8, "hf")
     data = parse_options(DataGenerateArguments, ["--out", "p.jsonl"], "larft data generate")
     assert (data.n, data.seed, data.target_list, data.constraints, data.units, data.styles) == \
-        (256, 0, [16, 32, 64, 128], "equal", "words", "plain")
+        (256, 0, [16, 32, 64, 128, 256, 512], "equal,at_most,at_least", "words", "plain,requirement")
     assert parse_options(DataValidateArguments, ["a", "b"], "larft data validate").files == ["a", "b"]
     report = parse_options(ReportArguments, ["d1", "d2", "--out", "c", "--names", "x,y"], "larft report")
     assert report.dirs == ["d1", "d2"] and report.name_list == ["x", "y"]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from larft import head_tiles
 from larft.errors import UserError
 
 
@@ -54,7 +55,8 @@ class LARFTConfig(GRPOConfig):
     )
     degenerate_guard: bool = field(
         default=True,
-        metadata={"help": "Reward 0 for looping responses (share of repeated word trigrams > 0.5)."},
+        metadata={"help": "Reward 0 for looping responses: more than 0.3 of their word 4-grams repeat an earlier one "
+                  "(the eval's loop metric, larft.length.is_looping)."},
     )
     refusal_floor: float = field(
         default=0.1,
@@ -123,6 +125,12 @@ class LARFTConfig(GRPOConfig):
         metadata={"help": "Sort each optimizer step's rollouts by length among its micro-batches (after TRL's "
                   "shuffle, which still decides which rollouts each step gets) and cut each micro-batch to its own "
                   "longest rollout: the same gradients, less padding to compute."},
+    )
+    lm_head_token_tile: int | None = field(
+        default=head_tiles.DEFAULT_TOKENS,
+        metadata={"help": "Tokens per tile of TRL's fused LM head where it runs without Triton (CPU): its torch "
+                  "fallback keeps ~8 fp32 temporaries of tokens x 32768 vocabulary entries, ~4 GB at TRL's 4096. "
+                  "None: TRL's own. Ignored on CUDA (Triton kernels, TRL's tiles)."},
     )
     # Overridden TRL defaults
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature for rollouts (paper: 0.7)."})

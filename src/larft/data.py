@@ -67,13 +67,13 @@ def _templates(style: str, constraint: str) -> list[str]:
 def generate_rows(
     n: int,
     *,
-    targets: Iterable[int] = (16, 32, 64, 128),
-    constraints: Iterable[str] = ("equal",),
+    targets: Iterable[int] = (16, 32, 64, 128, 256, 512),
+    constraints: Iterable[str] = ("equal", "at_most", "at_least"),
     units: Iterable[str] = ("words",),
     topics: Iterable[str] = TOPICS,
     seed: int = 0,
     range_width: float = 0.2,
-    styles: Iterable[str] = ("plain",),
+    styles: Iterable[str] = ("plain", "requirement"),
 ) -> list[dict[str, Any]]:
     """`n` prompts drawn without repetition from topics x templates x targets x constraints x
     units, in a seeded order; rows are in the official LARFT shape plus constraint/unit.
@@ -132,7 +132,10 @@ def write_rows(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
+        # every row's columns (pyarrow would take the first row's keys only and drop the rest, e.g. the
+        # target_range of "range" rows after an "equal" one); a column a row lacks is null there
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        pq.write_table(pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in rows]), tmp)
     else:
         with open(tmp, "w", encoding="utf-8") as f:
             for row in rows:

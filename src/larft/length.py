@@ -114,8 +114,8 @@ def completion_text(completion: str | list[dict[str, Any]]) -> str:
 
 # -- answer health: loops and sentence ends ----------------------------------------------------
 #: the eval's loop metric: an answer of >= LOOP_MIN_WORDS words loops when more than LOOP_SHARE of its
-#: word 4-grams repeat an earlier 4-gram (`is_looping`). The length reward's degenerate guard uses the
-#: same function with its own settings (`larft.rewards.is_degenerate`: trigrams, > 0.5, any length).
+#: word 4-grams repeat an earlier 4-gram (`is_looping`). The length reward's degenerate guard is the
+#: same function with the same settings (`larft.rewards.is_degenerate`).
 LOOP_NGRAM = 4
 LOOP_SHARE = 0.3
 LOOP_MIN_WORDS = 8
@@ -141,8 +141,8 @@ def is_looping(text: str, n: int = LOOP_NGRAM, threshold: float = LOOP_SHARE,
     judged) for a text of fewer than `min_words` words, where a few repeats say nothing; with
     `min_words=0` every text is judged (a text shorter than n words never loops).
 
-    The eval's loop metric is the default (4-grams, > 0.3, >= 8 words); the length reward's
-    degenerate guard is `is_looping(text, 3, 0.5, min_words=0)` (`larft.rewards.is_degenerate`)."""
+    The eval's loop metric and the length reward's degenerate guard (`larft.rewards.is_degenerate`)
+    are both the default: 4-grams, > 0.3, >= 8 words."""
     if min_words > 0 and count_words(text) < min_words:
         return None
     return repetition_share(text, n) > threshold

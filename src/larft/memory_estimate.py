@@ -69,6 +69,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from larft.head_tiles import DEFAULT_TOKENS
+
 GB = 1e9
 
 # -- constants (each an observed value or a documented assumption) ----------------------------------
@@ -369,8 +371,10 @@ class _Pass:
 
 
 def _policy_pass(shape: Shape, p: _Precision, *, rows: int, seq: int, completion: int, checkpointing: bool,
-                 masked: bool, device_type: str, head_trainable: bool, fused_lm_head: bool) -> _Pass:
-    """The policy micro-batch: one forward through TRL's fused LM head, and its backward."""
+                 masked: bool, device_type: str, head_trainable: bool, fused_lm_head: bool,
+                 head_token_tile: int | None = None) -> _Pass:
+    """The policy micro-batch: one forward through TRL's fused LM head, and its backward. `head_token_tile`:
+    the head's tokens per tile without Triton (`LARFTConfig.lm_head_token_tile`; None: TRL's)."""
     a, r, h, V = p.compute, p.residual, shape.hidden, shape.vocab
     tokens = rows * seq
     per_layer = layer_bytes_per_token(shape, compute=a, residual=r, autocast=p.autocast, masked=masked, seq=seq)
@@ -379,14 +383,15 @@ def _policy_pass(shape: Shape, p: _Precision, *, rows: int, seq: int, completion
     mask = rows * seq * seq if masked else 0  # the bool 4D mask, shared by the layers
     triton = device_type == "cuda"
     scored = rows * completion if triton else rows * (seq - 1)  # Triton: completion tokens only
+    token_tile = TRL_TOKEN_TILE if triton or head_token_tile is None else int(head_token_tile)
     copies_all = 2 * shape.layers * shape.layer_linear_params if p.autocast else 0
     copies_layer = 2 * shape.layer_linear_params if p.autocast else 0
     if fused_lm_head:
         head_input = scored * h * r  # the hidden states the head keeps (a copy)
-        used = min(scored, TRL_TOKEN_TILE) * min(V, TRL_VOCAB_TILE)  # the part a vocabulary slice fills
+        used = min(scored, token_tile) * min(V, TRL_VOCAB_TILE)  # the part a vocabulary slice fills
         # the projection buffer is a full tile wide; on CPU the columns a small vocabulary never writes
         # are never touched, so they are not resident
-        tile = min(scored, TRL_TOKEN_TILE) * TRL_VOCAB_TILE if triton else used
+        tile = min(scored, token_tile) * TRL_VOCAB_TILE if triton else used
         temps_f = 0 if triton else CPU_HEAD_TILE_TEMPS_FORWARD * used * 4
         temps_b = 0 if triton else CPU_HEAD_TILE_TEMPS_BACKWARD * used * 4
         weight_cast = TRL_VOCAB_TILE * h * a if a != p.weight else 0
@@ -476,6 +481,7 @@ def estimate_memory(
     attn_implementation: str = "sdpa",
     padded: bool = True,
     fused_lm_head: bool = True,
+    head_token_tile: int | None = None,
     device_type: str = "cuda",
     device_memory: int | None = None,
     overhead_bytes: int | None = None,
@@ -589,7 +595,8 @@ def estimate_memory(
     head_trainable = not lora
     policy = _policy_pass(shape, p, rows=rows, seq=seq, completion=max_completion_length,
                           checkpointing=activation_checkpointing, masked=masked, device_type=device_type,
-                          head_trainable=head_trainable, fused_lm_head=fused_lm_head)
+                          head_trainable=head_trainable, fused_lm_head=fused_lm_head,
+                          head_token_tile=head_token_tile)
     text = max_completion_length if awareness_max_text_tokens is None else min(max_completion_length,
                                                                                awareness_max_text_tokens)
     seq_a = awareness_prompt_tokens + text + awareness_label_tokens
@@ -762,6 +769,8 @@ def estimate_for(config: Any, model_config: Any, *, num_processes: int = 1, stra
         rollout_compute_bytes={"int8": 1, "int8_float32": 1, "int8_bfloat16": 1, "bfloat16": 2}.get(
             str(_get(config, "rollout_compute_type", "float32")), 4),
         ds3_gather_for_generation=bool(_get(config, "ds3_gather_for_generation", True)),
+        head_token_tile=(config.get("lm_head_token_tile", DEFAULT_TOKENS) if isinstance(config, Mapping)
+                         else getattr(config, "lm_head_token_tile", DEFAULT_TOKENS)),
         device_type=device_type, device_memory=device_memory,
     )
     kwargs.update(overrides)

@@ -180,10 +180,10 @@ class DataGenerateArguments:
     out: str = _opt(help="output .jsonl or .parquet")
     n: int = _opt(256, "number of prompts")
     seed: int = _opt(0, "seed of the draw")
-    targets: str = _opt("16,32,64,128", "comma-separated target lengths")
-    constraints: str = _opt("equal", "equal,at_most,at_least,range")
+    targets: str = _opt("16,32,64,128,256,512", "comma-separated target lengths (default: the lengths people ask for)")
+    constraints: str = _opt("equal,at_most,at_least", "equal,at_most,at_least,range")
     units: str = _opt("words", "words,chars,tokens")
-    styles: str = _opt("plain", "plain,requirement (prompt phrasings)")
+    styles: str = _opt("plain,requirement", "plain,requirement (prompt phrasings)")
 
     def __post_init__(self) -> None:
         try:

@@ -43,6 +43,7 @@ TRL_HELPERS: dict[str, tuple[str, ...]] = {
                           "unsplit_pixel_values_by_grid", "get_config_model_id"),
     "trl.trainer.grpo_trainer": ("RewardFunc",),
     "trl.models": ("unwrap_model_for_generation",),
+    "trl.kernels.chunked_logprob": ("TOKEN_CHUNK_SIZE",),  # head_tiles.py: set for a CPU run's training
 }
 
 #: CTranslate2's private table of converters by model class (ct2_engine.py converts the policy in memory)

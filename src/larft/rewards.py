@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import math
 
 from larft.length import (
-    DEFAULT_REASONING, completion_text, count_words, final_text, is_looping, measure, repetition_share,
+    DEFAULT_REASONING, LOOP_MIN_WORDS, LOOP_NGRAM, LOOP_SHARE, completion_text, count_words, final_text, is_looping,
+    measure, repetition_share,
 )
 from larft.length_spec import LengthSpec
 from larft.rollout_end import rollout_end, rollout_stop_ids
@@ -31,10 +32,12 @@ CONSTRAINTS = ("equal", "at_most", "at_least", "range")
 #: default refusal floor: answers below 10% of the target (and of <= 1 unit) are refusals
 REFUSAL_FLOOR = 0.1
 
-#: share of repeated word trigrams above which a response counts as degenerate (looping)
-DEGENERATE_TRIGRAM_SHARE = 0.5
-#: the n-gram size of the degenerate guard (the eval's loop metric uses 4-grams: `larft.length.is_looping`)
-DEGENERATE_NGRAM = 3
+#: the degenerate guard's settings are the eval's loop metric's (`larft.length.is_looping`): a rollout the
+#: eval would count as looping scores 0 in training (before: trigrams, > 0.5, which let long rollouts loop
+#: for a third of their text and still score)
+DEGENERATE_SHARE = LOOP_SHARE
+DEGENERATE_NGRAM = LOOP_NGRAM
+DEGENERATE_MIN_WORDS = LOOP_MIN_WORDS
 
 
 def _falloff(length: int, bound: int) -> float:
@@ -101,12 +104,12 @@ def repeated_trigram_share(text: str) -> float:
     return repetition_share(text, 3)
 
 
-def is_degenerate(text: str, threshold: float = DEGENERATE_TRIGRAM_SHARE, n: int = DEGENERATE_NGRAM) -> bool:
-    """The length reward's degenerate guard: more than `threshold` (0.5) of the word n-grams
-    (trigrams) repeat an earlier one, whatever the length (a text of fewer than n words never is).
-    The same function as the eval's loop metric (`larft.length.is_looping`), with the guard's
-    own settings; the eval's are stricter (4-grams, > 0.3, answers of >= 8 words)."""
-    return bool(is_looping(text, n=n, threshold=threshold, min_words=0))
+def is_degenerate(text: str, threshold: float = DEGENERATE_SHARE, n: int = DEGENERATE_NGRAM,
+                  min_words: int = DEGENERATE_MIN_WORDS) -> bool:
+    """The length reward's degenerate guard: the text loops as the eval counts loops
+    (`larft.length.is_looping`, one function): more than `threshold` (0.3) of its word n-grams
+    (4-grams) repeat an earlier one, judged from `min_words` (8) words on."""
+    return bool(is_looping(text, n=n, threshold=threshold, min_words=min_words))
 
 
 def length_score(
@@ -124,7 +127,7 @@ def length_score(
     """Reward in [0, 1] for how well `text` meets the length constraint.
 
     The text is reduced to its final answer first (no reasoning block, no chat markers).
-    With `degenerate_guard`, a looping response (repeated-trigram share > 0.5) gets 0; with
+    With `degenerate_guard`, a looping response (`is_degenerate`: > 30% repeated word 4-grams) gets 0; with
     `refusal_floor` > 0, an answer below the refusal floor gets 0 (see `refusal_length`);
     a `truncated` answer (cut at its budget) gets `truncated_reward`.
     """

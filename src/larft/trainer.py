@@ -33,6 +33,7 @@ from larft.errors import UserError
 from larft.importance import importance_weights, weight_gradient
 from larft.length import count_words, final_text, measure, parse_delimiters
 from larft.length_spec import LengthSpec
+from larft.head_tiles import token_tile
 from larft.malloc import release_between_parts
 from larft.rewards import LengthReward, is_refusal, length_deviation
 from larft.rollout_end import rollout_end, rollout_stop_ids
@@ -405,6 +406,12 @@ class LARFTTrainer(GRPOTrainer):
         total = self.accelerator.gather(local.reshape(1, 2)).sum(dim=0)
         if total[1] > 0:
             self._metrics[mode]["awareness_count_error"].append((total[0] / total[1]).item())
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """TRL's training loop, with the fused LM head's token tile of `lm_head_token_tile` on a device
+        without Triton (`larft.head_tiles`)."""
+        with token_tile(self.args.lm_head_token_tile, self.accelerator.device):
+            return super().train(*args, **kwargs)
 
     def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """TRL's micro-step; then, on a CPU run with larft's allocator settings, what its backward freed goes
