@@ -154,8 +154,8 @@ def recorded(cfg: dict, tag: str) -> dict | None:
     path = records_dir(cfg) / tag / "headline.json"
     if not path.exists():
         return None
-    health = answer_health_figures(records_dir(cfg) / tag / "lifebench" / "results.json")
-    return {**json.loads(path.read_text()), **health}
+    results = records_dir(cfg) / tag / "lifebench" / "results.json"
+    return {**json.loads(path.read_text()), **answer_health_figures(results), **by_length_figures(results)}
 
 
 #: keys of a recipe file that choose data or outputs, not training settings: the experiment sets them
@@ -316,6 +316,23 @@ def answer_health_figures(path: Path) -> dict:
     return health_of(json.loads(path.read_text())["benchmarks"]["lifebench"])
 
 
+def by_length_figures(path: Path) -> dict:
+    """`lifebench_by_length`: per asked length (words), LS (the mean over the controls scored at it) and
+    the answer-health shares (None where not recorded), from a stage's stored LIFEBench results.json."""
+    from larft.eval.metrics import lifebench_ls_by_length
+    from larft.eval.report import bench_health
+
+    if not path.exists():
+        return {}
+    bench = json.loads(path.read_text())["benchmarks"]["lifebench"]
+    health = (bench_health(bench) or {}).get("per_length", {})
+    cells = {}
+    for target, ls in lifebench_ls_by_length(bench["metrics"]).items():
+        cell = health.get(target, health.get(str(target), {}))
+        cells[str(target)] = {"LS": ls, **{figure: cell.get(key) for figure, key in HEALTH_FIGURES.items()}}
+    return {"lifebench_by_length": cells}
+
+
 def health_of(bench: dict) -> dict:
     """HEALTH_FIGURES of one benchmark's results (`larft.eval.report.bench_health`); None where not recorded."""
     from larft.eval.report import bench_health
@@ -337,6 +354,14 @@ def seed_mean(per_seed: dict[int, dict]) -> dict:
         out[f"{key}_per_seed"] = {s: r.get(key) for s, r in per_seed.items()}
     out["lifebench_ls_per_control"] = {c: statistics.fmean(r["lifebench_ls_per_control"][c] for r in per_seed.values())
                                        for c in first["lifebench_ls_per_control"]}
+    if all("lifebench_by_length" in r for r in per_seed.values()):
+        out["lifebench_by_length"] = {}
+        for target, cell in first["lifebench_by_length"].items():
+            mean = {}
+            for key in cell:
+                values = [r["lifebench_by_length"].get(target, {}).get(key) for r in per_seed.values()]
+                mean[key] = statistics.fmean(values) if None not in values else None
+            out["lifebench_by_length"][target] = mean
     return out
 
 
@@ -696,6 +721,27 @@ def cap_comparison(runs: dict) -> list[str]:
             f"there to here: {moves}.", ""]
 
 
+def by_length_table(runs: dict) -> list[str]:
+    """LS per asked length, with the share of answers that loop and that were cut at their budget there
+    (trained runs: mean of seeds), so a length gain bought with looping answers shows where it happens."""
+    lengths = sorted({int(t) for r in runs.values() for t in r.get("lifebench_by_length", {})})
+    if not lengths:
+        return []
+    pct = lambda v: "-" if v is None else f"{100 * v:.0f}"  # noqa: E731
+    lines = ["", "LIFEBench LS by asked length (words), the mean over the three controls; in brackets the % of "
+             "answers that loop / were cut at their budget at that length:", "",
+             "| run | " + " | ".join(str(t) for t in lengths) + " |", "|---|" + "---|" * len(lengths)]
+    for name, r in runs.items():
+        cells = r.get("lifebench_by_length", {})
+        row = []
+        for t in lengths:
+            c = cells.get(str(t))
+            row.append("-" if c is None else f"{c['LS']:.1f} ({pct(c.get('lifebench_loops'))} / "
+                                             f"{pct(c.get('lifebench_cut_at_budget'))})")
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return lines
+
+
 def markdown(result: dict, images: list[str]) -> str:
     runs = result["runs"]
     lines = [
@@ -747,6 +793,7 @@ def markdown(result: dict, images: list[str]) -> str:
         lines += ["", f"{label} minus GRPO-only, LS: **{runs[name]['ls_minus_grpo']:+.1f}** (per seed: "
                   + ", ".join(f"s{s}: {d:+.1f}" + (f"{_ci(paired[s]['ci'])} paired over {paired[s]['n']} prompts"
                                                    if s in paired else "") for s, d in per.items()) + ")"]
+    lines += by_length_table(runs)
     lines += ["", best_of_answer(runs), "", *goals_table(runs)]
     cfg = result["config"]
     lines += ["", f"Settings: `{cfg.get('recipe', 'configs/experiment-cpu.yaml')}`; evaluation groups: "

@@ -236,3 +236,34 @@ def test_the_results_page_words_the_health_a_run_has():
     assert page.health_text({"lifebench_ends_on_sentence": 0.932, "lifebench_loops": 0.01,
                              "lifebench_cut_at_budget": None}) == ", answers ending on a sentence 93.2%, looping 1.0%"
     assert page.health_text({}) == ""
+
+
+def test_ls_and_loops_by_asked_length_per_run_and_mean_of_seeds(experiment, tmp_path):
+    path = tmp_path / "results.json"
+    samples = [{"target": 16, "truncated": False, "ends_on_sentence": True, "loops": False},
+               {"target": 512, "truncated": True, "ends_on_sentence": False, "loops": True},
+               {"target": 512, "truncated": False, "ends_on_sentence": True, "loops": False}]
+    metrics = {"per_control": {"equal": {"per_length": {"16": {"LS": 80.0}, "512": {"LS": 20.0}}},
+                               "at_most": {"per_length": {"16": {"LS": 60.0}, "512": {"LS": 40.0}}}}}
+    path.write_text(json.dumps({"benchmarks": {"lifebench": {"metrics": metrics, "samples": samples}}}))
+    cells = experiment.by_length_figures(path)["lifebench_by_length"]
+    assert cells["16"] == {"LS": 70.0, "lifebench_ends_on_sentence": 1.0, "lifebench_loops": 0.0,
+                           "lifebench_cut_at_budget": 0.0}
+    assert cells["512"]["LS"] == 30.0 and cells["512"]["lifebench_loops"] == 0.5
+    other = {"16": {**cells["16"], "LS": 50.0}, "512": {**cells["512"], "lifebench_loops": 1.0}}
+    seeds = {0: {"lifebench_ls_per_control": {}, "lifebench_by_length": cells},
+             1: {"lifebench_ls_per_control": {}, "lifebench_by_length": other}}
+    mean = experiment.seed_mean(seeds)["lifebench_by_length"]
+    assert mean["16"]["LS"] == 60.0 and mean["512"]["lifebench_loops"] == 0.75
+    table = "\n".join(experiment.by_length_table({"base": {"lifebench_by_length": cells}, "larft": {"lifebench_by_length": mean}}))
+    assert "| run | 16 | 512 |" in table
+    assert "| base | 70.0 (0 / 0) | 30.0 (50 / 50) |" in table and "| larft | 60.0 (0 / 0) | 30.0 (75 / 50) |" in table
+
+
+def test_a_draft_experiment_writes_its_page_beside_its_records(experiment, cfg, tmp_path, monkeypatch):
+    monkeypatch.setattr(experiment, "RECORDS", tmp_path / "records")
+    monkeypatch.setattr(experiment, "DOCS", tmp_path / "docs")
+    figures, page = experiment.output_paths({**cfg, "draft": True})
+    assert figures == tmp_path / "records" / cfg["name"] / "experiment.json"
+    assert page == tmp_path / "records" / cfg["name"] / "results.md"
+    assert experiment.output_paths(cfg)[1] == tmp_path / "docs" / "results.md"
