@@ -721,6 +721,18 @@ def cap_comparison(runs: dict) -> list[str]:
             f"there to here: {moves}.", ""]
 
 
+def stage_commits(runs: dict) -> list[str]:
+    """Which commit each stage was run and recorded at: stages of one experiment may be run at
+    several commits, sessions apart; the page's own commit is only the one that wrote it."""
+    parts = []
+    for name, r in runs.items():
+        if "seeds" in r:
+            parts += [f"{name}-{s} `{str(v.get('commit', '?'))[:10]}`" for s, v in r["seeds"].items()]
+        else:
+            parts.append(f"{name} `{str(r.get('commit', '?'))[:10]}`")
+    return [f"Stages, each at the commit it was recorded at: {', '.join(parts)}.", ""] if parts else []
+
+
 def by_length_table(runs: dict) -> list[str]:
     """LS per asked length, with the share of answers that loop and that were cut at their budget there
     (trained runs: mean of seeds), so a length gain bought with looping answers shows where it happens."""
@@ -746,7 +758,7 @@ def markdown(result: dict, images: list[str]) -> str:
     runs = result["runs"]
     lines = [
         "# Does LARFT work? base vs GRPO-only vs LARFT vs what a user would pick instead, on the bundled model", "",
-        f"Produced by `{result['command']}` at commit `{result['commit'][:10]}` "
+        f"Produced by `{result['command']}`; page written at commit `{result['commit'][:10]}` "
         "(figures: `benchmarks/results/experiment.json`). Intervals: 95% bootstrap over prompts; "
         "trained runs are means over seeds, with each seed's value listed. best_of_8: the base model, 8 sampled "
         "answers per prompt, the one with the highest length reward scored (no training); rft / hir / dpo: "
@@ -759,6 +771,7 @@ def markdown(result: dict, images: list[str]) -> str:
         "budget (stopped at its token budget); `-`: not recorded (answers evaluated before `larft eval` stored "
         "the health flags keep no texts, so only the cut share can be read from them).", "",
     ]
+    lines += stage_commits(runs)
     lines += cap_comparison(runs)
     if result["pending"]:
         lines += [f"**Pending stages** (not run yet): {', '.join(result['pending'])}.", ""]

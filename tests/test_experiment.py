@@ -127,6 +127,8 @@ def test_finished_stages_are_recorded_in_the_checkout_and_never_run_again(experi
     assert (tmp_path / "docs" / "img" / "lifebench" / "ls_by_length.png").exists()  # plots from the records
     page = (tmp_path / "docs" / "results.md").read_text()
     assert "**60.0**" in page
+    commit = experiment.git_commit()[:10]
+    assert f"Stages, each at the commit it was recorded at: base `{commit}`, larft-0 `{commit}`." in page
     assert "(../research/notes.md)" in page and "Where this stands" not in page  # this experiment only
 
     experiment.check_record(cfg, "larft-0", experiment.recorded(cfg, "larft-0"))  # same settings: fine
