@@ -92,6 +92,9 @@ def stage_settings(cfg: dict, tag: str) -> dict:
     settings: dict = {"model": cfg["model"], "eval": cfg["eval"]}
     if tag in (cfg.get("inference") or {}):
         settings["eval_options"] = inference_args(cfg, tag)
+        of = (cfg["inference"][tag] or {}).get("of")
+        if of:  # a trained run's model decoded another way: that run's settings decide it too
+            settings.update(of=of, train=run_settings(cfg, of.rsplit("-", 1)[0]), train_data=cfg["train_data"])
     elif tag != "base":
         name, _ = tag.rsplit("-", 1)
         settings["train"] = run_settings(cfg, name)
@@ -191,10 +194,10 @@ def inference_args(cfg: dict, name: str) -> list[str]:
     recipe's temperature / top_p (the GRPO rollouts' sampling) unless the entry sets its own,
     seeded with the first seed."""
     spec = cfg["inference"][name] or {}
-    unknown = set(spec) - {"best_of", "temperature", "top_p", "backend"}
+    unknown = set(spec) - {"best_of", "temperature", "top_p", "backend", "of", "limit"}
     if unknown:
         raise SystemExit(f"inference stage {name}: unknown key(s) {sorted(unknown)} "
-                         "(best_of, temperature, top_p, backend)")
+                         "(best_of, temperature, top_p, backend, of, limit)")
     train = train_settings(cfg)
     args = ["--best-of", str(int(spec.get("best_of", 1))), "--seed", str(int(cfg.get("seeds", [0])[0]))]
     for key, option in (("temperature", "--temperature"), ("top_p", "--top_p")):
@@ -203,7 +206,22 @@ def inference_args(cfg: dict, name: str) -> list[str]:
             args += [option, str(value)]
     if spec.get("backend"):  # e.g. ct2: same sampling distribution (parity-tested), 1.8x faster generation
         args += ["--backend", str(spec["backend"])]
+    if spec.get("limit"):  # a seeded sample of each benchmark's prompts, the same for every stage with this limit
+        args += ["--limit", str(int(spec["limit"]))]
     return args
+
+
+def inference_model(cfg: dict, name: str, work: Path, train_file: Path) -> str:
+    """The model an inference stage decodes: the base model, or with `of: <run>-<seed>` that trained
+    run's model (trained first where this machine does not have it: models are never committed)."""
+    of = (cfg["inference"][name] or {}).get("of")
+    if not of:
+        return cfg["model"]
+    run, seed = of.rsplit("-", 1)
+    if run not in cfg["runs"] or int(seed) not in run_seeds(cfg, run):
+        raise SystemExit(f"inference stage {name}: `of: {of}` is not a trained stage of this experiment")
+    train_run(run, int(seed), cfg, work, train_file)
+    return str(work / "train" / of)
 
 
 def train_run(name: str, seed: int, cfg: dict, work: Path, train_file: Path) -> dict:
@@ -442,8 +460,9 @@ def main() -> None:
         print(f"[experiment] stage {stage}", flush=True)
         if stage == "base" or stage in (cfg.get("inference") or {}):
             extra = inference_args(cfg, stage) if stage != "base" else None
-            eval_model(stage, cfg["model"], cfg, work, extra=extra)
-            record_stage(cfg, work, stage, cfg["model"])
+            model = cfg["model"] if stage == "base" else inference_model(cfg, stage, work, train_file)
+            eval_model(stage, model, cfg, work, extra=extra)
+            record_stage(cfg, work, stage, model)
         else:
             name, seed = stage.rsplit("-", 1)
             timing = train_run(name, int(seed), cfg, work, train_file)
@@ -454,9 +473,12 @@ def main() -> None:
 
 
 def all_stages(cfg: dict) -> list[str]:
-    """base, the inference stages (best_of_8), then <run>-<seed> for every run and its seeds."""
-    return (["base"] + list(cfg.get("inference") or {})
-            + [f"{name}-{seed}" for name in cfg["runs"] for seed in run_seeds(cfg, name)])
+    """base, the inference stages of the base model (best_of_8), <run>-<seed> for every run and its
+    seeds, then the inference stages of trained models (`of:`)."""
+    inference = cfg.get("inference") or {}
+    of_trained = [n for n, spec in inference.items() if (spec or {}).get("of")]
+    return (["base"] + [n for n in inference if n not in of_trained]
+            + [f"{name}-{seed}" for name in cfg["runs"] for seed in run_seeds(cfg, name)] + of_trained)
 
 
 def awareness_runs(cfg: dict, runs: dict) -> list[str]:
@@ -535,6 +557,8 @@ def plots(cfg: dict, done: list[str], img: Path) -> list[str]:
     if with_samples:
         compare([str(records / t / "lifebench") for t in with_samples], img / "lifebench", names=with_samples)
         written += ["img/lifebench/asked_vs_delivered.png", "img/lifebench/ls_by_length.png"]
+    if ls_vs_tokens(cfg, done, img / "ls_vs_tokens.png"):
+        written.append("img/ls_vs_tokens.png")
     # training curves of the GRPO runs (steps); the rft / dpo baselines log rounds, not steps
     trained = [t for t in done if (records / t / "train_metrics.jsonl").exists()
                and (cfg["runs"].get(t.rsplit("-", 1)[0]) or {}).get("method", "larft") == "larft"]
@@ -577,6 +601,37 @@ def plots(cfg: dict, done: list[str], img: Path) -> list[str]:
         if perception_vs_control(curves, img / "perception_vs_control.png"):
             written.insert(2, "img/perception_vs_control.png")
     return written
+
+
+def ls_vs_tokens(cfg: dict, done: list[str], path: Path) -> bool:
+    """The frontier a user picks from: LIFEBench LS against the tokens generated per prompt (all
+    best-of-N samples counted), one point per finished stage (each seed of a trained run). False
+    (nothing drawn) with fewer than two points."""
+    import matplotlib.pyplot as plt
+
+    points = []
+    for tag in done:
+        r = recorded(cfg, tag)
+        if r and r.get("gen_tokens_per_prompt"):
+            points.append((tag, r["gen_tokens_per_prompt"], r["lifebench_ls"], r.get("lifebench_ls_ci"),
+                           r.get("lifebench_n")))
+    if len(points) < 2:
+        return False
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    one_n = len({p[4] for p in points}) == 1  # every stage scored on the same prompts: n once, in the title
+    for tag, tokens, ls, ci, n in points:
+        yerr = [[ls - ci[0]], [ci[1] - ls]] if ci else None
+        ax.errorbar(tokens, ls, yerr=yerr, fmt="o", capsize=3)
+        ax.annotate(tag if one_n else f"{tag} (n={n})", (tokens, ls), textcoords="offset points", xytext=(5, 3),
+                    fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens generated per LIFEBench prompt (log; every best-of-N sample counted)")
+    ax.set_ylabel("LIFEBench LS (95% CI over prompts)")
+    ax.set_title("Length score against inference cost" + (f" ({points[0][4]} prompts)" if one_n else ""), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def _rolling(values: list[float], k: int = 5) -> list[float]:

@@ -269,3 +269,16 @@ def test_a_draft_experiment_writes_its_page_beside_its_records(experiment, cfg, 
     assert figures == tmp_path / "records" / cfg["name"] / "experiment.json"
     assert page == tmp_path / "records" / cfg["name"] / "results.md"
     assert experiment.output_paths(cfg)[1] == tmp_path / "docs" / "results.md"
+
+
+def test_inference_stages_of_trained_models_come_after_their_runs_and_carry_their_settings(experiment, cfg):
+    cfg = {**cfg, "inference": {**cfg["inference"], "best_of_4_larft": {"of": "larft-0", "best_of": 4, "limit": 90}}}
+    stages = experiment.all_stages(cfg)
+    assert stages.index("best_of_4_larft") > stages.index("larft-0") and stages.index("best_of_8") < stages.index("larft-0")
+    args = experiment.inference_args(cfg, "best_of_4_larft")
+    assert args[:2] == ["--best-of", "4"] and args[-2:] == ["--limit", "90"]
+    settings = experiment.stage_settings(cfg, "best_of_4_larft")
+    assert settings["of"] == "larft-0" and settings["train"] == experiment.run_settings(cfg, "larft")
+    assert "train" not in experiment.stage_settings(cfg, "best_of_8")
+    with pytest.raises(SystemExit, match="not a trained stage"):
+        experiment.inference_model({**cfg, "inference": {"x": {"of": "larft-7"}}}, "x", Path("/nowhere"), Path("/nowhere"))
