@@ -130,10 +130,14 @@ def record_stage(cfg: dict, work: Path, tag: str, model: str, timing: dict | Non
         shutil.copyfile(run_dir / "metrics.jsonl", rec / "train_metrics.jsonl")
         trace = run_dir / "rollouts.jsonl"
         if trace.exists():
+            from larft.length import ends_on_sentence, is_looping
+
             lines = []
             for line in trace.read_text(encoding="utf-8").splitlines():
                 r = json.loads(line)
-                lines.append(json.dumps({**{k: r[k] for k in TRACE_FIELDS if k in r},
+                health = {"loops": is_looping(r["text"]), "ends_on_sentence": ends_on_sentence(r["text"])} \
+                    if "text" in r else {}  # the sampled rollouts' health, by step and target, without their texts
+                lines.append(json.dumps({**{k: r[k] for k in TRACE_FIELDS if k in r}, **health,
                                          **{k: v for k, v in r.items() if k.startswith("reward/")}}))
             (rec / "rollouts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     partial = rec / "headline.json.partial"  # whole or absent: a kill mid-write leaves no broken record

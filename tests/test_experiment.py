@@ -117,7 +117,8 @@ def test_finished_stages_are_recorded_in_the_checkout_and_never_run_again(experi
     assert experiment.recorded(cfg, "larft-0")["train_minutes"] == 40.0
     trace = json.loads((rec / "larft-0" / "rollouts.jsonl").read_text())
     assert trace == {"step": 1, "target": 16, "constraint": "equal", "unit": "words", "length": 2,
-                     "truncated": False, "reward/length": 0.125}  # no prompt or answer texts
+                     "truncated": False, "loops": None, "ends_on_sentence": True,
+                     "reward/length": 0.125}  # no prompt or answer texts: their health flags instead
 
     experiment.write_outputs(cfg, experiment.all_stages(cfg), "configs/experiment-cpu.yaml")
     result = json.loads((tmp_path / "experiment.json").read_text())
