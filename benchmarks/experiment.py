@@ -758,6 +758,41 @@ def goals_table(runs: dict) -> list[str]:
             *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows], ""]
 
 
+def long_lengths_goals(runs: dict) -> list[str]:
+    """The goals of the lengths-people-ask-for issue (16..512 words), each marked met or missed from the
+    numbers; [] until base and LARFT are recorded with answers at 256 and 512 words."""
+    if "base" not in runs or "larft" not in runs:
+        return []
+    base, larft = runs["base"], runs["larft"]
+    lengths_b, lengths_l = base.get("lifebench_by_length", {}), larft.get("lifebench_by_length", {})
+    if not all(t in lengths_b and t in lengths_l for t in ("256", "512")):
+        return []
+    mark = lambda ok: "**met**" if ok else "missed"  # noqa: E731
+    gain = larft["lifebench_ls"] - base["lifebench_ls"]
+    rows = [("LS, LIFEBench-lite EN 16..512, LARFT (mean of seeds)", ">= base + 15",
+             f"{larft['lifebench_ls']:.1f} ({_per_seed(larft, 'lifebench_ls')}); base {base['lifebench_ls']:.1f}: "
+             f"{gain:+.1f}", mark(gain >= 15))]
+    for t in ("256", "512"):
+        d = lengths_l[t]["LS"] - lengths_b[t]["LS"]
+        rows.append((f"LS at {t} words, LARFT", ">= base + 15",
+                     f"{lengths_l[t]['LS']:.1f}; base {lengths_b[t]['LS']:.1f}: {d:+.1f}", mark(d >= 15)))
+    loops = {t: c.get("lifebench_loops") for t, c in lengths_l.items()}
+    if None not in loops.values():
+        worst = max(loops, key=loops.get)
+        rows.append(("greedy answers that loop, LARFT, worst length", "<= 5% at every length",
+                     f"{100 * loops[worst]:.1f}% at {worst} words", mark(loops[worst] <= 0.05)))
+    best4, best8 = runs.get("best_of_4_larft"), runs.get("best_of_8")
+    if best4 and best8 and best4.get("gen_tokens_per_prompt") and best8.get("gen_tokens_per_prompt"):
+        share = best4["gen_tokens_per_prompt"] / best8["gen_tokens_per_prompt"]
+        rows.append(("best-of-4 of LARFT against best-of-8 of the base model (the same prompts)",
+                     ">= its LS at <= half its tokens",
+                     f"{best4['lifebench_ls']:.1f}{_ci(best4.get('lifebench_ls_ci'))} vs "
+                     f"{best8['lifebench_ls']:.1f}{_ci(best8.get('lifebench_ls_ci'))}, at {share:.2f} of its tokens",
+                     mark(best4["lifebench_ls"] >= best8["lifebench_ls"] and share <= 0.5)))
+    return ["## The goals (lengths people ask for, 16..512 words), LARFT against them", "",
+            "| figure | goal | measured | |", "|---|---|---|---|", *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows], ""]
+
+
 #: the previous experiment, run under the old eval cap (2 tokens per asked word + 32)
 EARLIER = ROOT / "research" / "results" / "experiment-cpu-v3.json"
 
@@ -866,7 +901,7 @@ def markdown(result: dict, images: list[str]) -> str:
                   + ", ".join(f"s{s}: {d:+.1f}" + (f"{_ci(paired[s]['ci'])} paired over {paired[s]['n']} prompts"
                                                    if s in paired else "") for s, d in per.items()) + ")"]
     lines += by_length_table(runs)
-    lines += ["", best_of_answer(runs), "", *goals_table(runs)]
+    lines += ["", best_of_answer(runs), "", *long_lengths_goals(runs), *goals_table(runs)]
     cfg = result["config"]
     lines += ["", f"Settings: `{cfg.get('recipe', 'configs/experiment-cpu.yaml')}`; evaluation groups: "
               + "; ".join(f"{g}: {spec['bench']} {spec.get('filter', '')}" for g, spec in cfg["eval"].items()

@@ -283,3 +283,22 @@ def test_inference_stages_of_trained_models_come_after_their_runs_and_carry_thei
     assert "train" not in experiment.stage_settings(cfg, "best_of_8")
     with pytest.raises(SystemExit, match="not a trained stage"):
         experiment.inference_model({**cfg, "inference": {"x": {"of": "larft-7"}}}, "x", Path("/nowhere"), Path("/nowhere"))
+
+
+def test_the_long_lengths_goals_are_marked_from_the_numbers(experiment):
+    def cells(ls256, ls512, loops):
+        return {"16": {"LS": 60.0, "lifebench_loops": 0.0}, "256": {"LS": ls256, "lifebench_loops": loops},
+                "512": {"LS": ls512, "lifebench_loops": 0.02}}
+    runs = {"base": {"lifebench_ls": 40.0, "lifebench_by_length": cells(20.0, 10.0, 0.4)},
+            "larft": {"lifebench_ls": 56.0, "seeds": {0: {"lifebench_ls": 56.0, "lifebench_ls_ci": [50, 60]}},
+                      "lifebench_by_length": cells(36.0, 20.0, 0.03)},
+            "best_of_8": {"lifebench_ls": 70.0, "gen_tokens_per_prompt": 1000.0},
+            "best_of_4_larft": {"lifebench_ls": 71.0, "gen_tokens_per_prompt": 400.0}}
+    table = "\n".join(experiment.long_lengths_goals(runs))
+    assert "| LS, LIFEBench-lite EN 16..512, LARFT (mean of seeds) | >= base + 15 |" in table
+    assert "56.0 (s0: 56.0 [50.0, 60.0]); base 40.0: +16.0 | **met** |" in table
+    assert "| LS at 256 words, LARFT | >= base + 15 | 36.0; base 20.0: +16.0 | **met** |" in table
+    assert "| LS at 512 words, LARFT | >= base + 15 | 20.0; base 10.0: +10.0 | missed |" in table
+    assert "3.0% at 256 words | **met** |" in table
+    assert "71.0 vs 70.0, at 0.40 of its tokens | **met** |" in table
+    assert experiment.long_lengths_goals({"base": runs["base"]}) == []
