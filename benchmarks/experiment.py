@@ -797,10 +797,11 @@ def long_lengths_goals(runs: dict) -> list[str]:
 EARLIER = ROOT / "research" / "results" / "experiment-cpu-v3.json"
 
 
-def cap_comparison(runs: dict) -> list[str]:
+def cap_comparison(runs: dict, cfg: dict | None = None) -> list[str]:
     """How the headline moved from the old eval cap (cpu-v3) to the score-neutral caps, run by run,
-    read from the two result files (nothing when the earlier file is absent)."""
-    if not EARLIER.exists():
+    read from the two result files; only for an experiment on cpu-v3's prompts (`compare_caps: true`,
+    cpu-v4), nothing when the earlier file is absent."""
+    if not (cfg or {}).get("compare_caps") or not EARLIER.exists():
         return []
     old = json.loads(EARLIER.read_text())["runs"]
     both = [name for name in runs if name in old]
@@ -866,7 +867,7 @@ def markdown(result: dict, images: list[str]) -> str:
         "the health flags keep no texts, so only the cut share can be read from them).", "",
     ]
     lines += stage_commits(runs)
-    lines += cap_comparison(runs)
+    lines += cap_comparison(runs, result["config"])
     if result["pending"]:
         lines += [f"**Pending stages** (not run yet): {', '.join(result['pending'])}.", ""]
     lines += ["| run | LS mean [95% CI] | LS equal | LS at_most | LS at_least | refusals % | ends on sentence % | "
