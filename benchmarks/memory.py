@@ -22,6 +22,7 @@ measure again).
 
     .venv/bin/python benchmarks/memory.py [--steps 3] [--variants tuned,untuned,arenas_glibc,arenas2,micro4,hf_rollouts,fp32,int8_rollouts,lora,checkpointing,keep_steps]
     .venv/bin/python benchmarks/memory.py --config recipe --steps 45 --variants tuned,checkpointing
+    .venv/bin/python benchmarks/memory.py --config long --steps 3 --fine --variants tuned,trl_head_tile
 
 With `--config recipe` (configs/recipe-cpu.yaml) or a number of steps other than 3, results are kept
 under `<config>-<steps>/<variant>`. Each run also records its per-step rewards (a variant that saves
@@ -50,7 +51,11 @@ from _runs import read_json, write_json  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "memory.json"
 DEMO = ROOT / "configs" / "demo-cpu.yaml"
-CONFIGS = {"demo": DEMO, "recipe": ROOT / "configs" / "recipe-cpu.yaml"}
+#: --config: (config file, flags over it); `long`: the demo's settings at the recipe's lengths (16..512 words,
+#: budget 1423 tokens, activation checkpointing), the shape where the estimate and the measurement part most
+CONFIGS = {"demo": (DEMO, []), "recipe": (ROOT / "configs" / "recipe-cpu.yaml", []),
+           "long": (DEMO, ["--train_targets", "16,32,64,128,256,512", "--max_completion_length", "1423",
+                           "--activation_checkpointing", "true"])}
 
 #: (environment, larft train flags) of each variant, over the demo's settings
 VARIANTS = {
@@ -198,7 +203,7 @@ def torch_optimizer_class() -> Any:
     return torch.optim.AdamW
 
 
-def worker(variant: str, steps: int, out: str, config_file: Path = DEMO) -> None:
+def worker(variant: str, steps: int, out: str, config_name: str = "demo") -> None:
     """One run of `steps` steps with its phases sampled; prints peaks, step times and rewards as JSON."""
     import resource
 
@@ -207,8 +212,9 @@ def worker(variant: str, steps: int, out: str, config_file: Path = DEMO) -> None
     from larft.cli import parse_train_args
     from larft.train import train
 
-    flags = ["--output_dir", out, "--max_steps", str(steps), "--save_steps", str(steps), "--report_to", "none",
-             *VARIANTS[variant][1]]
+    config_file, config_flags = CONFIGS[config_name]
+    flags = [*config_flags, "--output_dir", out, "--max_steps", str(steps), "--save_steps", str(steps),
+             "--report_to", "none", *VARIANTS[variant][1]]
     estimate = estimate_gb(config_file, flags)
     train_args, config = parse_train_args(["--config", str(config_file), *flags])
     sampler = PhaseSampler()
@@ -260,7 +266,7 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.steps, args.out, CONFIGS[args.config])
+        worker(args.worker, args.steps, args.out, args.config)
         return
     result = read_json(RESULTS)
     runs = result.setdefault("runs", {})
