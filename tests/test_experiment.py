@@ -302,3 +302,24 @@ def test_the_long_lengths_goals_are_marked_from_the_numbers(experiment):
     assert "3.0% at 256 words | **met** |" in table
     assert "71.0 vs 70.0, at 0.40 of its tokens | **met** |" in table
     assert experiment.long_lengths_goals({"base": runs["base"]}) == []
+
+
+def test_the_16_to_512_experiment_runs_the_recipe_and_its_eval_caps_are_score_neutral(experiment, tmp_path):
+    from larft.budget import answer_budget
+    from larft.cli import parse_train_args
+
+    v5 = yaml.safe_load((ROOT / "configs" / "experiment-cpu-v5.yaml").read_text())
+    assert v5["draft"] is True and v5["train_data"]["targets"][-1] == 512
+    for name in v5["runs"]:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**experiment.run_settings(v5, name), "output_dir": str(tmp_path / name)}))
+        parse_train_args(["--config", str(path)])
+    assert experiment.run_settings(v5, "larft")["max_completion_length"] >= 1423  # 2x 512 words, SmolLM2's tokens
+    stages = experiment.all_stages(v5)
+    assert stages[:2] == ["base", "best_of_8"] and stages[-2:] == ["best_of_4_larft", "best_of_4_grpo"]
+    limits = {n: experiment.inference_args(v5, n)[-1] for n in v5["inference"]}
+    assert len(set(limits.values())) == 1  # every best-of-N stage on the same sample of prompts
+    from larft.models import load_tokenizer, resolve_model
+
+    tokenizer = load_tokenizer(resolve_model("default"))
+    assert v5["eval"]["max_new_tokens_cap"] >= answer_budget(512, tokenizer, "equal")  # no cap decides a score
