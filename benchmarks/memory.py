@@ -70,6 +70,8 @@ VARIANTS = {
     "lora": ({}, ["--lora_r", "16"]),
     "checkpointing": ({}, ["--activation_checkpointing", "true"]),
     "trl_head_tile": ({}, ["--lm_head_token_tile", "4096"]),  # TRL's own fused-head token tile (larft's: 1024)
+    "checkpointing_tile512": ({}, ["--activation_checkpointing", "true", "--lm_head_token_tile", "512"]),
+    "checkpointing_tile256": ({}, ["--activation_checkpointing", "true", "--lm_head_token_tile", "256"]),
     "keep_steps": ({"LARFT_MALLOC_TRIM_STEPS": "0"}, []),
     "trim_phases": ({"LARFT_MEMORY_TRIM_PHASES": "1"}, []),
     "trim_steps_only": ({"LARFT_MALLOC_TRIM_PARTS": "0"}, []),

@@ -15,8 +15,9 @@ from typing import Any, Iterator
 
 MODULE = "trl.kernels.chunked_logprob"
 NAME = "TOKEN_CHUNK_SIZE"
-#: larft's token tile without Triton (LARFTConfig.lm_head_token_tile's default): a quarter of TRL's 4096
-DEFAULT_TOKENS = 1024
+#: larft's token tile without Triton (LARFTConfig.lm_head_token_tile's default): a sixteenth of TRL's 4096;
+#: on CPU a smaller tile costs no speed (benchmarks/memory.py, variants checkpointing_tile*)
+DEFAULT_TOKENS = 256
 
 
 @contextlib.contextmanager
