@@ -849,12 +849,17 @@ def by_length_table(runs: dict) -> list[str]:
     return lines
 
 
+def _shown(path: Path) -> str:
+    """A path as the page names it: from the repository root when it is inside the checkout."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def markdown(result: dict, images: list[str]) -> str:
     runs = result["runs"]
     lines = [
         "# Does LARFT work? base vs GRPO-only vs LARFT vs what a user would pick instead, on the bundled model", "",
         f"Produced by `{result['command']}`; page written at commit `{result['commit'][:10]}` "
-        "(figures: `benchmarks/results/experiment.json`). Intervals: 95% bootstrap over prompts; "
+        f"(figures: `{_shown(output_paths(result['config'])[0])}`). Intervals: 95% bootstrap over prompts; "
         "trained runs are means over seeds, with each seed's value listed. best_of_8: the base model, 8 sampled "
         "answers per prompt, the one with the highest length reward scored (no training); rft / hir / dpo: "
         "rejection-sampling SFT, hindsight-relabelled SFT (every answer, its prompt asking for the length it has) "
@@ -908,7 +913,8 @@ def markdown(result: dict, images: list[str]) -> str:
               + "; ".join(f"{g}: {spec['bench']} {spec.get('filter', '')}" for g, spec in cfg["eval"].items()
                           if isinstance(spec, dict)), ""]
     lines += [f"![{Path(i).stem}]({i})" for i in images]
-    lines += appendix_lines()
+    if not result["config"].get("draft"):  # the published page carries the other results; a draft only its own
+        lines += appendix_lines()
     lines += ["", PAGE_END + " The studies behind it (recipe sweeps, the "
               "awareness weight, counting alone, a larger model), round by round, are in "
               "[research/notes.md](../research/notes.md).", ""]
