@@ -114,7 +114,8 @@ def check_record(cfg: dict, tag: str, figures: dict) -> None:
                          "`name:`, or delete that record to run the stage again")
 
 
-def record_stage(cfg: dict, work: Path, tag: str, model: str, timing: dict | None = None) -> dict:
+def record_stage(cfg: dict, work: Path, tag: str, model: str, timing: dict | None = None,
+                 extra: dict | None = None) -> dict:
     """Copy a finished stage into the checkout: each eval group's results.json (no answer texts in
     it), the training curves and a text-free rollout trace; headline.json last, because its
     presence marks the stage as done."""
@@ -124,6 +125,7 @@ def record_stage(cfg: dict, work: Path, tag: str, model: str, timing: dict | Non
         shutil.copyfile(work / "eval" / tag / group / "results.json", rec / group / "results.json")
     figures = {"model": model, **headline(load_eval(rec, cfg)), "train_minutes": 0.0, "commit": git_commit(),
                "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "settings": stage_settings(cfg, tag)}
+    figures.update(extra or {})
     if timing is not None:
         figures.update(timing)
         run_dir = work / "train" / tag
@@ -202,6 +204,12 @@ def inference_args(cfg: dict, name: str) -> list[str]:
     if unknown:
         raise SystemExit(f"inference stage {name}: unknown key(s) {sorted(unknown)} "
                          "(best_of, temperature, top_p, backend, of, limit)")
+    of = spec.get("of")
+    if of is not None:
+        run, _, seed = str(of).rpartition("-")
+        if run not in cfg["runs"] or not seed.isdigit() or int(seed) not in run_seeds(cfg, run):
+            raise SystemExit(f"inference stage {name}: `of: {of}` is not a trained stage of this experiment "
+                             "(<run>-<seed>, e.g. larft-0)")
     train = train_settings(cfg)
     args = ["--best-of", str(int(spec.get("best_of", 1))), "--seed", str(int(cfg.get("seeds", [0])[0]))]
     for key, option in (("temperature", "--temperature"), ("top_p", "--top_p")):
@@ -218,12 +226,15 @@ def inference_args(cfg: dict, name: str) -> list[str]:
 def inference_model(cfg: dict, name: str, work: Path, train_file: Path) -> str:
     """The model an inference stage decodes: the base model, or with `of: <run>-<seed>` that trained
     run's model (trained first where this machine does not have it: models are never committed)."""
+    inference_args(cfg, name)  # checks `of:`
     of = (cfg["inference"][name] or {}).get("of")
     if not of:
         return cfg["model"]
     run, seed = of.rsplit("-", 1)
-    if run not in cfg["runs"] or int(seed) not in run_seeds(cfg, run):
-        raise SystemExit(f"inference stage {name}: `of: {of}` is not a trained stage of this experiment")
+    if not (work / "train" / of / "model.safetensors").exists() and recorded(cfg, of) is not None:
+        print(f"[experiment] {name}: {of} is recorded but its model is not on this machine; training it again "
+              "(the stage records that its model is a retrain)", flush=True)
+        (work / "train" / f"{of}.retrained").touch()
     train_run(run, int(seed), cfg, work, train_file)
     return str(work / "train" / of)
 
@@ -378,9 +389,11 @@ def seed_mean(per_seed: dict[int, dict]) -> dict:
                                        for c in first["lifebench_ls_per_control"]}
     if all("lifebench_by_length" in r for r in per_seed.values()):
         out["lifebench_by_length"] = {}
-        for target, cell in first["lifebench_by_length"].items():
+        targets = sorted({t for r in per_seed.values() for t in r["lifebench_by_length"]}, key=int)
+        for target in targets:  # every length any seed answered; a figure only where every seed has it
+            keys = {k for r in per_seed.values() for k in r["lifebench_by_length"].get(target, {})}
             mean = {}
-            for key in cell:
+            for key in sorted(keys):
                 values = [r["lifebench_by_length"].get(target, {}).get(key) for r in per_seed.values()]
                 mean[key] = statistics.fmean(values) if None not in values else None
             out["lifebench_by_length"][target] = mean
@@ -391,6 +404,39 @@ def paired_ls_difference(cfg: dict, a: str, b: str) -> dict | None:
     """LIFEBench LS of stage `a` minus stage `b`, paired over the prompts both answered
     (`paired_ls_difference_of`)."""
     return paired_ls_difference_of(*(records_dir(cfg) / tag / "lifebench" / "results.json" for tag in (a, b)))
+
+
+def figures_on(path: Path, ids: set[str]) -> dict | None:
+    """LIFEBench LS and tokens per prompt of a stage's stored answers to the prompts `ids` only (a best-of
+    stage's sample), so that stages scored on different prompt sets are compared on the same prompts.
+    None without per-prompt samples."""
+    from larft.eval.metrics import lifebench_aggregate
+
+    if not path.exists():
+        return None
+    samples = [x for x in json.loads(path.read_text())["benchmarks"]["lifebench"].get("samples") or []
+               if x["id"] in ids]
+    if not samples:
+        return None
+    return {"lifebench_ls": lifebench_aggregate((x["control"], x["target"], x["length"]) for x in samples).get("LS"),
+            "gen_tokens_per_prompt": statistics.fmean(x.get("gen_tokens", x["new_tokens"]) for x in samples),
+            "lifebench_n": len(samples)}
+
+
+def on_sample(cfg: dict, runs: dict, stage: str) -> None:
+    """For an inference stage scored on a sample of the prompts (`limit:`), every other run's figures on
+    that sample (trained runs: the mean over seeds), as runs[name]["on_sample"][stage]."""
+    path = records_dir(cfg) / stage / "lifebench" / "results.json"
+    ids = {x["id"] for x in json.loads(path.read_text())["benchmarks"]["lifebench"].get("samples") or []}
+    for name, run in runs.items():
+        if name == stage:
+            continue
+        tags = [f"{name}-{s}" for s in run["seeds"]] if "seeds" in run else [name]
+        each = [figures_on(records_dir(cfg) / t / "lifebench" / "results.json", ids) for t in tags]
+        if each and None not in each:
+            run.setdefault("on_sample", {})[stage] = {
+                k: statistics.fmean(f[k] for f in each) for k in ("lifebench_ls", "gen_tokens_per_prompt")} | {
+                "lifebench_n": each[0]["lifebench_n"]}
 
 
 def paired_ls_difference_of(path_a: Path, path_b: Path) -> dict | None:
@@ -466,7 +512,11 @@ def main() -> None:
             extra = inference_args(cfg, stage) if stage != "base" else None
             model = cfg["model"] if stage == "base" else inference_model(cfg, stage, work, train_file)
             eval_model(stage, model, cfg, work, extra=extra)
-            record_stage(cfg, work, stage, model)
+            of = (cfg.get("inference") or {}).get(stage, {}) or {}
+            provenance = None if not of.get("of") else {  # which training the decoded model came from
+                "of": of["of"], "of_retrained": (work / "train" / f"{of['of']}.retrained").exists(),
+                "of_recorded_commit": (recorded(cfg, of["of"]) or {}).get("commit")}
+            record_stage(cfg, work, stage, model, extra=provenance)
         else:
             name, seed = stage.rsplit("-", 1)
             timing = train_run(name, int(seed), cfg, work, train_file)
@@ -531,6 +581,9 @@ def write_outputs(cfg: dict, stages: list[str], config_path: str) -> None:
             runs[name]["ls_minus_grpo_per_seed"] = dict(zip(common, diffs))
             paired = {s: paired_ls_difference(cfg, f"{name}-{s}", f"grpo-{s}") for s in common}
             runs[name]["ls_minus_grpo_paired"] = {s: p for s, p in paired.items() if p is not None}
+    for name, spec in (cfg.get("inference") or {}).items():  # stages on a sample: the others on the same prompts
+        if (spec or {}).get("limit") and name in runs:
+            on_sample(cfg, runs, name)
     result = {
         "command": ".venv/bin/python benchmarks/experiment.py --config " + (
             str(Path(config_path).resolve().relative_to(ROOT)) if Path(config_path).resolve().is_relative_to(ROOT)
@@ -688,6 +741,13 @@ def best_of_answer(runs: dict, name: str = "best_of_8") -> str:
         missing = [r for r in ("larft", name) if r not in runs]
         return f"{question} **pending** (no {' and no '.join(missing)} results yet)."
     larft, best = runs["larft"], runs[name]
+    where = ""
+    if larft.get("lifebench_n") != best.get("lifebench_n"):  # scored on other prompts: compare on best-of-N's
+        sample = (larft.get("on_sample") or {}).get(name)
+        if sample is None:
+            return (f"{question} **not comparable here**: best-of-{best.get('best_of', 8)} was scored on "
+                    f"{best.get('lifebench_n')} prompts, LARFT on {larft.get('lifebench_n')}.")
+        larft, where = {**larft, **sample}, f" (both on best-of-{best.get('best_of', 8)}'s {best.get('lifebench_n')} prompts)"
     diff = larft["lifebench_ls"] - best["lifebench_ls"]
     interval = best.get("lifebench_ls_ci")
     inside = bool(interval) and interval[0] <= larft["lifebench_ls"] <= interval[1]
@@ -699,7 +759,7 @@ def best_of_answer(runs: dict, name: str = "best_of_8") -> str:
     if ours and theirs:
         line += (f"; LARFT generates {ours:.0f} tokens per prompt, best-of-{best.get('best_of', 8)} {theirs:.0f}: "
                  f"{ours / theirs:.2f} of its inference cost (1/{theirs / ours:.1f})")
-    return line + "."
+    return line + where + "."
 
 
 def _per_seed(run: dict, key: str, scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
@@ -765,7 +825,8 @@ def long_lengths_goals(runs: dict) -> list[str]:
         return []
     base, larft = runs["base"], runs["larft"]
     lengths_b, lengths_l = base.get("lifebench_by_length", {}), larft.get("lifebench_by_length", {})
-    if not all(t in lengths_b and t in lengths_l for t in ("256", "512")):
+    if not all(t in lengths_b and t in lengths_l and lengths_b[t].get("LS") is not None
+               and lengths_l[t].get("LS") is not None for t in ("256", "512")):
         return []
     mark = lambda ok: "**met**" if ok else "missed"  # noqa: E731
     gain = larft["lifebench_ls"] - base["lifebench_ls"]
@@ -843,8 +904,8 @@ def by_length_table(runs: dict) -> list[str]:
         row = []
         for t in lengths:
             c = cells.get(str(t))
-            row.append("-" if c is None else f"{c['LS']:.1f} ({pct(c.get('lifebench_loops'))} / "
-                                             f"{pct(c.get('lifebench_cut_at_budget'))})")
+            row.append("-" if c is None or c.get("LS") is None else
+                       f"{c['LS']:.1f} ({pct(c.get('lifebench_loops'))} / {pct(c.get('lifebench_cut_at_budget'))})")
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     return lines
 
@@ -907,7 +968,8 @@ def markdown(result: dict, images: list[str]) -> str:
                   + ", ".join(f"s{s}: {d:+.1f}" + (f"{_ci(paired[s]['ci'])} paired over {paired[s]['n']} prompts"
                                                    if s in paired else "") for s, d in per.items()) + ")"]
     lines += by_length_table(runs)
-    lines += ["", best_of_answer(runs), "", *long_lengths_goals(runs), *goals_table(runs)]
+    lines += ["", best_of_answer(runs), "", *long_lengths_goals(runs),
+              *(goals_table(runs) if result["config"].get("recipe_goals") else [])]
     cfg = result["config"]
     lines += ["", f"Settings: `{cfg.get('recipe', 'configs/experiment-cpu.yaml')}`; evaluation groups: "
               + "; ".join(f"{g}: {spec['bench']} {spec.get('filter', '')}" for g, spec in cfg["eval"].items()

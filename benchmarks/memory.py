@@ -14,7 +14,7 @@ instead of CTranslate2's (`hf_rollouts`: what the engine's copy of the weights c
 bf16 autocast (`fp32`), an int8 CTranslate2 engine (`int8_rollouts`, top_p 1 as its correction needs), a
 LoRA adapter (`lora`: rank 16 on every linear layer, ct2 rolling out the merged weights), activation
 checkpointing (`checkpointing`: each layer's activations recomputed in the backward), TRL's own token tile for its fused LM head
-(`trl_head_tile`: 4096 tokens; larft sets 1024 on CPU, `larft.head_tiles`), freed memory kept
+(`trl_head_tile`: 4096 tokens; larft sets 256 on CPU, `larft.head_tiles`; `checkpointing_tile512` / `_tile256`), freed memory kept
 across steps (`keep_steps`: LARFT_MALLOC_TRIM_STEPS=0, the tuning before it trimmed between steps). Step time is reported
 next to memory: a variant that saves memory by costing time says so. Each variant records the commit
 it was measured at. Writes benchmarks/results/memory.json (finished variants are kept; --redo to
@@ -69,7 +69,7 @@ VARIANTS = {
     "int8_rollouts": ({}, ["--rollout_compute_type", "int8", "--top_p", "1.0"]),
     "lora": ({}, ["--lora_r", "16"]),
     "checkpointing": ({}, ["--activation_checkpointing", "true"]),
-    "trl_head_tile": ({}, ["--lm_head_token_tile", "4096"]),  # TRL's own fused-head token tile (larft's: 1024)
+    "trl_head_tile": ({}, ["--lm_head_token_tile", "4096"]),  # TRL's own fused-head token tile (larft's: 256)
     "checkpointing_tile512": ({}, ["--activation_checkpointing", "true", "--lm_head_token_tile", "512"]),
     "checkpointing_tile256": ({}, ["--activation_checkpointing", "true", "--lm_head_token_tile", "256"]),
     "keep_steps": ({"LARFT_MALLOC_TRIM_STEPS": "0"}, []),

@@ -66,8 +66,8 @@ TEXT_TOKENS = 224
 def training_prompts(n: int, seed: int) -> list[list[dict]]:
     """`n` of larft's generated training prompts (16..128 words asked; chat messages), the same for
     the same seed."""
-    return [r["prompt"] for r in generate_rows(n, targets=(16, 32, 64, 128), styles=("plain", "requirement"),
-                                               seed=seed)]
+    return [r["prompt"] for r in generate_rows(n, targets=(16, 32, 64, 128), constraints=("equal",),
+                                               styles=("plain", "requirement"), seed=seed)]
 
 
 def sample_texts(model_name: str, n: int, seed: int, path: Path) -> list[str]:

@@ -34,7 +34,8 @@ def eval_loops(results: Path) -> dict[str, dict]:
     samples = json.loads(results.read_text())["benchmarks"]["lifebench"]["samples"]
     by_length: dict[int, list] = defaultdict(list)
     for x in samples:
-        by_length[int(x["target"])].append(x.get("loops"))
+        if isinstance(x["target"], int):  # a range target has no single length to file it under
+            by_length[x["target"]].append(x.get("loops"))
     return {str(t): _share(v) for t, v in sorted(by_length.items())}
 
 
@@ -43,8 +44,8 @@ def rollout_loops(trace: Path, first: int, last: int) -> dict[str, dict]:
     by_length: dict[int, list] = defaultdict(list)
     for line in trace.read_text().splitlines():
         r = json.loads(line)
-        if first <= r["step"] <= last and "loops" in r:
-            by_length[int(r["target"])].append(r["loops"])
+        if first <= r["step"] <= last and "loops" in r and isinstance(r["target"], int):
+            by_length[r["target"]].append(r["loops"])
     return {str(t): _share(v) for t, v in sorted(by_length.items())}
 
 
@@ -60,8 +61,9 @@ def study(records: Path, window: int = 5) -> dict:
         if trace.exists():
             steps = [json.loads(line)["step"] for line in trace.read_text().splitlines()]
             end = max(steps)
-            series[f"{stage.name} sampled, steps 1-{window}"] = rollout_loops(trace, 1, window)
-            series[f"{stage.name} sampled, steps {end - window + 1}-{end}"] = rollout_loops(trace, end - window + 1, end)
+            w = min(window, end // 2)  # two windows that never overlap
+            series[f"{stage.name} sampled, steps 1-{w}"] = rollout_loops(trace, 1, w)
+            series[f"{stage.name} sampled, steps {end - w + 1}-{end}"] = rollout_loops(trace, end - w + 1, end)
     return series
 
 
@@ -93,8 +95,9 @@ def main() -> None:
     parser.add_argument("--plot", default=str(ROOT / "research" / "img" / "loops.png"))
     args = parser.parse_args()
     series = study(Path(args.records))
-    Path(args.out).write_text(json.dumps({"records": str(Path(args.records).resolve().relative_to(ROOT)),
-                                          "series": series}, indent=2) + "\n")
+    records = Path(args.records).resolve()
+    shown = str(records.relative_to(ROOT)) if records.is_relative_to(ROOT) else str(records)
+    Path(args.out).write_text(json.dumps({"records": shown, "series": series}, indent=2) + "\n")
     plot(series, Path(args.plot))
     pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
     for name, cells in series.items():

@@ -42,7 +42,8 @@ def prompt_rows(n: int = 8, targets: tuple[int, ...] = (4, 8), seed: int = 1) ->
     from larft.data import generate_rows
     from larft.loader import normalize_record
 
-    return [normalize_record(r, "-", i)[0] for i, r in enumerate(generate_rows(n, targets=list(targets), seed=seed), 1)]
+    rows = generate_rows(n, targets=list(targets), constraints=("equal",), styles=("plain",), seed=seed)
+    return [normalize_record(r, "-", i)[0] for i, r in enumerate(rows, 1)]
 
 
 #: LARFTConfig settings every tiny trainer shares: 4 rollouts (2 prompts x 2) a step, nothing reported or saved

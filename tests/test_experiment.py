@@ -323,3 +323,24 @@ def test_the_16_to_512_experiment_runs_the_recipe_and_its_eval_caps_are_score_ne
 
     tokenizer = load_tokenizer(resolve_model("default"))
     assert v5["eval"]["max_new_tokens_cap"] >= answer_budget(512, tokenizer, "equal")  # no cap decides a score
+
+
+def test_best_of_n_on_a_sample_is_compared_on_that_sample(experiment, cfg, tmp_path, monkeypatch):
+    monkeypatch.setattr(experiment, "RECORDS", tmp_path)
+    rec = tmp_path / cfg["name"]
+
+    def stage(tag, answers):  # answers: id -> delivered length (equal-to 16 words)
+        (rec / tag / "lifebench").mkdir(parents=True)
+        samples = [{"id": i, "control": "equal", "target": 16, "length": n, "new_tokens": n} for i, n in answers.items()]
+        (rec / tag / "lifebench" / "results.json").write_text(json.dumps({"benchmarks": {"lifebench": {"samples": samples}}}))
+
+    stage("best_of_8", {"a": 16, "b": 16})
+    stage("larft-0", {"a": 16, "b": 16, "c": 64, "d": 64})  # perfect on best-of-8's two prompts, far off elsewhere
+    runs = {"best_of_8": {"lifebench_ls": 100.0, "lifebench_n": 2, "best_of": 8, "gen_tokens_per_prompt": 128.0},
+            "larft": {"lifebench_ls": 50.0, "lifebench_n": 4, "gen_tokens_per_prompt": 40.0, "seeds": {0: {}}}}
+    assert "**not comparable here**" in experiment.best_of_answer(runs)
+    experiment.on_sample({**cfg, "inference": {"best_of_8": {"limit": 2}}}, runs, "best_of_8")
+    assert runs["larft"]["on_sample"]["best_of_8"] == {"lifebench_ls": 100.0, "gen_tokens_per_prompt": 16.0,
+                                                        "lifebench_n": 2}
+    line = experiment.best_of_answer(runs)
+    assert "LIFEBench LS 100.0 (LARFT, mean of seeds) vs 100.0" in line and "(both on best-of-8's 2 prompts)" in line

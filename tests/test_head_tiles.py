@@ -48,3 +48,57 @@ def test_tile_is_set_inside_the_block_only_and_never_on_cuda():
     assert getattr(module, NAME) == before
     with pytest.raises(ValueError, match="positive"), token_tile(0, "cpu"):
         pass
+
+
+def test_the_tile_is_what_trl_projects_by(monkeypatch):
+    """TRL reads the tile when it runs (not at import): 117 scored tokens in tiles of 16 are 8 token tiles, each
+    over the tiny vocabulary's one vocabulary slice."""
+    from trl.kernels import chunked_logprob
+    from trl.trainer.utils import add_fused_lm_head
+
+    calls = {"forward": 0, "backward": 0}
+    for name, key in (("_forward_tile", "forward"), ("_backward_tile", "backward")):
+        original = getattr(chunked_logprob, name)
+
+        def counted(*args, _original=original, _key=key, **kwargs):
+            calls[_key] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(chunked_logprob, name, counted)
+    model = tiny_model(tiny_tokenizer())
+    add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+    ids = torch.randint(0, model.config.vocab_size, (3, 40), generator=torch.Generator().manual_seed(0))
+    slices = -(-model.config.vocab_size // chunked_logprob_vocab_chunk())
+    _fused_pass(model, ids, 16)
+    assert calls == {"forward": 8 * slices, "backward": 8 * slices}
+    calls.update(forward=0, backward=0)
+    _fused_pass(model, ids, None)  # TRL's 4096: one token tile
+    assert calls == {"forward": slices, "backward": slices}
+
+
+def chunked_logprob_vocab_chunk():
+    from trl.trainer import utils
+
+    return utils._CHUNKED_LOGPROB_CHUNK_SIZE
+
+
+def test_larft_trainer_trains_with_its_tile_and_restores_trls(tiny_model_dir, tmp_path, monkeypatch):
+    from trl import GRPOTrainer
+
+    from helpers import tiny_trainer
+
+    module = importlib.import_module(MODULE)
+    seen = []
+    original = GRPOTrainer.training_step
+
+    def recording(self, *args, **kwargs):
+        seen.append(getattr(module, NAME))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GRPOTrainer, "training_step", recording)
+    before = getattr(module, NAME)
+    trainer = tiny_trainer(tiny_model_dir, tmp_path / "run", max_steps=1, max_completion_length=8,
+                           lm_head_token_tile=64)
+    trainer.train()
+    assert seen and set(seen) == {64}
+    assert getattr(module, NAME) == before

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from larft.errors import UserError
+from larft.head_tiles import DEFAULT_TOKENS, token_tile
 from larft.logs import get_logger
 
 logger = get_logger(__name__)
@@ -232,7 +233,8 @@ def sft_round(model: Any, tokenizer: Any, examples: list[dict[str, Any]], config
     trainer = SFTTrainer(model=model, args=trainer_args(SFTConfig, config, epochs),
                          train_dataset=Dataset.from_list(_with_template_kwargs(data, config)),
                          processing_class=tokenizer)
-    result = trainer.train()
+    with token_tile(getattr(config, "lm_head_token_tile", DEFAULT_TOKENS), trainer.accelerator.device):  # TRL's fused head too
+        result = trainer.train()
     out = {"train_loss": result.training_loss, "train_steps": trainer.state.global_step}
     _release(trainer)
     return out
@@ -248,7 +250,8 @@ def dpo_round(model: Any, ref_model: Any, tokenizer: Any, pairs: list[dict[str, 
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=trainer_args(DPOConfig, config, epochs, beta=beta),
                          train_dataset=Dataset.from_list(_with_template_kwargs(data, config)),
                          processing_class=tokenizer)
-    result = trainer.train()
+    with token_tile(getattr(config, "lm_head_token_tile", DEFAULT_TOKENS), trainer.accelerator.device):  # TRL's fused head too
+        result = trainer.train()
     logged = [h for h in trainer.state.log_history if "rewards/accuracies" in h]
     out = {"train_loss": result.training_loss, "train_steps": trainer.state.global_step,
            "dpo_accuracy": logged[-1]["rewards/accuracies"] if logged else None}
