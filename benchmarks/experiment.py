@@ -387,6 +387,9 @@ def seed_mean(per_seed: dict[int, dict]) -> dict:
         out[f"{key}_per_seed"] = {s: r.get(key) for s, r in per_seed.items()}
     out["lifebench_ls_per_control"] = {c: statistics.fmean(r["lifebench_ls_per_control"][c] for r in per_seed.values())
                                        for c in first["lifebench_ls_per_control"]}
+    ns = {r.get("lifebench_n") for r in per_seed.values()}
+    if len(ns) == 1:  # the prompts every seed answered (the same set: the eval does not depend on the model)
+        out["lifebench_n"] = ns.pop()
     if all("lifebench_by_length" in r for r in per_seed.values()):
         out["lifebench_by_length"] = {}
         targets = sorted({t for r in per_seed.values() for t in r["lifebench_by_length"]}, key=int)

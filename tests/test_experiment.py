@@ -344,3 +344,9 @@ def test_best_of_n_on_a_sample_is_compared_on_that_sample(experiment, cfg, tmp_p
                                                         "lifebench_n": 2}
     line = experiment.best_of_answer(runs)
     assert "LIFEBench LS 100.0 (LARFT, mean of seeds) vs 100.0" in line and "(both on best-of-8's 2 prompts)" in line
+
+
+def test_the_mean_of_seeds_keeps_their_prompt_count(experiment):
+    seed = {"lifebench_ls_per_control": {"equal": 50.0}, "lifebench_n": 324}
+    assert experiment.seed_mean({0: seed, 1: seed})["lifebench_n"] == 324
+    assert "lifebench_n" not in experiment.seed_mean({0: seed, 1: {**seed, "lifebench_n": 90}})
