@@ -32,13 +32,6 @@ CONSTRAINTS = ("equal", "at_most", "at_least", "range")
 #: default refusal floor: answers below 10% of the target (and of <= 1 unit) are refusals
 REFUSAL_FLOOR = 0.1
 
-#: the degenerate guard's settings are the eval's loop metric's (`larft.length.is_looping`): a rollout the
-#: eval would count as looping scores 0 in training (before: trigrams, > 0.5, which let long rollouts loop
-#: for a third of their text and still score)
-DEGENERATE_SHARE = LOOP_SHARE
-DEGENERATE_NGRAM = LOOP_NGRAM
-DEGENERATE_MIN_WORDS = LOOP_MIN_WORDS
-
 
 def _falloff(length: int, bound: int) -> float:
     """max(0, 1 - |L - c| / c), c >= 1."""
@@ -104,11 +97,11 @@ def repeated_trigram_share(text: str) -> float:
     return repetition_share(text, 3)
 
 
-def is_degenerate(text: str, threshold: float = DEGENERATE_SHARE, n: int = DEGENERATE_NGRAM,
-                  min_words: int = DEGENERATE_MIN_WORDS) -> bool:
+def is_degenerate(text: str, threshold: float = LOOP_SHARE, n: int = LOOP_NGRAM, min_words: int = LOOP_MIN_WORDS) -> bool:
     """The length reward's degenerate guard: the text loops as the eval counts loops
-    (`larft.length.is_looping`, one function): more than `threshold` (0.3) of its word n-grams
-    (4-grams) repeat an earlier one, judged from `min_words` (8) words on."""
+    (`larft.length.is_looping`, one function, its settings): more than `threshold` (0.3) of its word
+    n-grams (4-grams) repeat an earlier one, judged from `min_words` (8) words on. (Before 2026-12-07:
+    trigrams, > 0.5, which let a long rollout loop for its last third and still score.)"""
     return bool(is_looping(text, n=n, threshold=threshold, min_words=min_words))
 
 
