@@ -278,3 +278,20 @@ def test_lm_eval_pass_through_runs_offline_on_a_local_task(tiny_model_dir, tmp_p
     result = saved["lm_eval"]["results"]["larft_local_mc"]
     assert result["sample_len"] == 3 and 0.0 <= result["acc,none"] <= 1.0
     assert saved["device"] == "cpu" and saved["dtype"] == "float32"
+
+
+def test_length_plots_label_the_asked_lengths_plainly():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from larft.eval.report import asked_length_axis
+
+    fig, ax = plt.subplots()
+    ax.plot([16, 32, 512], [1, 2, 3])
+    asked_length_axis(ax, [512, 16, 32, 16])
+    fig.canvas.draw()
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "32", "512"]
+    assert not any(t.get_text() for t in ax.get_xticklabels(minor=True))
+    plt.close(fig)

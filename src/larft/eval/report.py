@@ -14,6 +14,18 @@ from larft.eval.stats import overlap
 from larft.errors import MissingFileError, UserError
 
 
+def asked_length_axis(ax: Any, lengths: list[int]) -> None:
+    """A log-scaled x axis whose ticks are the asked lengths themselves (16, 32, ..., 512), written
+    plainly: matplotlib's own log ticks label 2x10^1, 3x10^1, ... on top of each other."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ticks = sorted(set(lengths))
+    if ticks:
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -257,7 +269,8 @@ def plot_run(results: dict, out: Path) -> list[str]:
             for control, c in m["per_control"].items():
                 ts = sorted(c["per_length"], key=int)
                 ax.plot([int(t) for t in ts], [c["per_length"][t]["LS"] for t in ts], marker="o", label=f"{name} {control}")
-        ax.set_xscale("log"), ax.set_xlabel("target length"), ax.set_ylabel("LS"), ax.set_ylim(0, 105)
+        asked_length_axis(ax, [int(t) for m in life.values() for c in m["per_control"].values() for t in c["per_length"]])
+        ax.set_xlabel("target length"), ax.set_ylabel("LS"), ax.set_ylim(0, 105)
         ax.legend(fontsize=8), ax.set_title("LIFEBench length score by target length")
         fig.tight_layout()
         fig.savefig(out / "ls_by_length.png", dpi=110)
@@ -346,6 +359,7 @@ def compare(dirs: list[str], out: str | os.PathLike, names: list[str] | None = N
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
+    lengths: list[int] = []
     for name, r in runs.items():
         for bench, b in r["benchmarks"].items():
             if "per_control" not in b["metrics"]:
@@ -355,8 +369,10 @@ def compare(dirs: list[str], out: str | os.PathLike, names: list[str] | None = N
                 for t, v in c["per_length"].items():
                     per_length[int(t)].append(v["LS"])
             ts = sorted(per_length)
+            lengths += ts
             ax.plot(ts, [sum(per_length[t]) / len(per_length[t]) for t in ts], marker="o", label=f"{name} ({bench})")
-    ax.set_xscale("log"), ax.set_ylim(0, 105), ax.set_xlabel("target length"), ax.set_ylabel("LS (mean of controls)")
+    asked_length_axis(ax, lengths)
+    ax.set_ylim(0, 105), ax.set_xlabel("target length"), ax.set_ylabel("LS (mean of controls)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "ls_by_length.png", dpi=110)
