@@ -9,7 +9,7 @@ tuning on (`tuned`, the default: trim and mmap thresholds, top pad, arenas cappe
 (`untuned`), on with glibc's own arena count (`arenas_glibc`: LARFT_MALLOC_ARENA_MAX=0), on with the
 cap set from process start (`arenas2`: MALLOC_ARENA_MAX=2), free pages handed back after every part of a step
 (`trim_phases`; larft's default since, `release_between_parts`; `trim_steps_only` is the default before it),
-buffers above 4 MiB mmap'ed (`mmap4m`), micro-batches of 4 instead of 8 (`micro4`), transformers rollouts
+buffers above 4 or 16 MiB mmap'ed (`mmap4m`, `mmap16m`), micro-batches of 4 instead of 8 (`micro4`), transformers rollouts
 instead of CTranslate2's (`hf_rollouts`: what the engine's copy of the weights costs), fp32 instead of
 bf16 autocast (`fp32`), an int8 CTranslate2 engine (`int8_rollouts`, top_p 1 as its correction needs), a
 LoRA adapter (`lora`: rank 16 on every linear layer, ct2 rolling out the merged weights), activation
@@ -76,6 +76,7 @@ VARIANTS = {
     "trim_phases": ({"LARFT_MEMORY_TRIM_PHASES": "1"}, []),
     "trim_steps_only": ({"LARFT_MALLOC_TRIM_PARTS": "0"}, []),
     "mmap4m": ({"LARFT_MALLOC_MMAP_THRESHOLD": str(4 << 20)}, []),
+    "mmap16m": ({"LARFT_MALLOC_MMAP_THRESHOLD": str(16 << 20)}, []),
 }
 
 
