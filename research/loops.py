@@ -73,12 +73,16 @@ def plot(series: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from larft.eval.report import asked_length_axis
+
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    asked: list[int] = []
     for name, cells in series.items():
         pts = [(int(t), 100 * c["loops"]) for t, c in cells.items() if c["loops"] is not None]
+        asked += [t for t, _ in pts]
         if pts:
             ax.plot(*zip(*sorted(pts)), marker="o", ls="--" if "sampled" in name else "-", label=name)
-    ax.set_xscale("log", base=2)
+    asked_length_axis(ax, asked)
     ax.set_xlabel("asked length (words)"), ax.set_ylabel("% of answers that loop")
     ax.set_title("Loops by asked length: greedy eval answers (solid) and sampled rollouts (dashed)", fontsize=9)
     ax.legend(fontsize=7)
